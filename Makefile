@@ -1,0 +1,51 @@
+# The course's two front-door commands: `make course` and `make test`.
+# Both set up .venv on first use (about 2 minutes from the package cache), then do their job.
+
+SHELL        := /bin/bash
+PYTHON       ?= python3
+VENV         ?= .venv
+PY           := $(VENV)/bin/python
+STAMP        := $(VENV)/.sdedu-installed
+# JupyterLab refuses to run as root (CI, containers, classroom servers) unless told so.
+ROOT_FLAG    := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# Two test workers, one thread each: two torch processes that each use every core run ~100x slower.
+TEST_WORKERS ?= 2
+NOTEBOOKS    := $(wildcard notebooks/*.ipynb solutions/*.ipynb exercises/*.ipynb)
+
+.PHONY: help setup course test test-lib strip exercises bench
+
+help:
+	@echo "make course     set up if needed, then open the course in JupyterLab"
+	@echo "make test       set up if needed, then run every test and every notebook (quick mode)"
+	@echo "make test-lib   only the library tests (fast)"
+	@echo "make exercises  regenerate exercises/ from solutions/"
+	@echo "make strip      strip outputs from every notebook before committing"
+	@echo "make bench      python -m sdedu.bench"
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+course: setup
+	@echo "Opening the course. On a machine without a screen, open the http://127.0.0.1:8888/lab?token=... URL printed below."
+	$(VENV)/bin/jupyter lab notebooks/00_start_here.ipynb --ip=127.0.0.1 $(ROOT_FLAG) $(if $(DISPLAY),,--no-browser)
+
+test: setup
+	SDEDU_QUICK=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MPLBACKEND=Agg \
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --nbval-lax --nbval-cell-timeout=900 \
+		--durations=15 tests $(NOTEBOOKS)
+
+test-lib: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(TEST_WORKERS) tests
+
+exercises: setup
+	$(PY) -m sdedu.grading build
+
+strip: setup
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace $(NOTEBOOKS)
+
+bench: setup
+	$(PY) -m sdedu.bench
