@@ -1,0 +1,165 @@
+"""Noise schedules: how much noise the forward process adds at each step.
+
+A diffusion model destroys data in T small steps. Step t mixes in Gaussian noise of variance
+beta_t; everything else in the course is derived from this one table of numbers.
+
+Notation (used in every sdedu module, following Ho et al. 2020 unless noted):
+
+| code                   | paper                                                   |
+|------------------------|---------------------------------------------------------|
+| `betas`                | beta_t, the variance of the noise added at step t       |
+| `alphas`               | alpha_t = 1 - beta_t                                    |
+| `alpha_bar`            | alpha_bar_t = alpha_1 * alpha_2 * ... * alpha_t          |
+| `x0`, `x_t`, `x_prev`  | x_0, x_t, x_{t-1}                                       |
+| `eps`, `eps_pred`      | epsilon, epsilon_theta(x_t, t)                          |
+| `x0_pred`              | the model's estimate of x_0                             |
+| `sigma_t`, `eta`       | DDIM's sigma_t and eta (Song et al. 2021, eq. 16)       |
+| `z`                    | a VAE latent (Rombach et al. 2022)                      |
+| `cond`                 | the text encoder's token embeddings                     |
+| `guidance_scale`       | s in eps_uncond + s (eps_cond - eps_uncond)             |
+
+DDIM's paper writes alpha_t for what is alpha_bar_t here; sdedu always says `alpha_bar`.
+Complements are written out: `one_minus_alpha_bar`, never `beta_prod`.
+
+Timestep convention (stated once, used everywhere): the papers count steps t = 1..T; the code
+counts t = 0..T-1, so **code t is paper step t+1**. `betas[0]` is beta_1, `alpha_bar[0]` is
+alpha_bar_1 (one step of noise, not clean data), and `alpha_bar[T-1]` is alpha_bar_T (almost
+pure noise). Clean data x_0 has no row in the table: where a formula needs alpha_bar_0 it is 1.
+This is also diffusers' convention, so the tables here equal `DDPMScheduler.alphas_cumprod`.
+
+Signal-to-noise ratio: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, so
+SNR(t) = alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021, eq. 2). It falls from large to
+nearly 0; a schedule is a choice of how fast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sdedu._checks import check_int_range, check_number_range, check_tensor, describe
+
+
+class NoiseSchedule:
+    """The beta_t table of a diffusion process and the quantities derived from it.
+
+    alphas = 1 - betas;  alpha_bar = cumprod(alphas)   (Ho et al. 2020, eq. 4)
+
+    Args:
+        betas: (T,) floating tensor, non-decreasing, every value in (0, 1). Stored as float32
+            (the precision of Stable Diffusion's schedulers) on the tensor's device.
+
+    Attributes:
+        betas, alphas, alpha_bar: (T,) float32 tensors, index = code timestep t in [0, T).
+        T: the number of diffusion steps.
+    """
+
+    def __init__(self, betas: torch.Tensor):
+        check_tensor("betas", betas, ndim=1, floating=True)
+        if betas.numel() < 1:
+            raise ValueError(f"betas must hold at least one value (T >= 1); got {describe(betas)}")
+        if not torch.isfinite(betas).all() or betas.min() <= 0 or betas.max() >= 1:
+            raise ValueError(
+                "betas must all lie in the open interval (0, 1); "
+                f"got min {betas.min().item():.6g}, max {betas.max().item():.6g}"
+            )
+        steps_down = (betas[1:] < betas[:-1]).nonzero()
+        if len(steps_down) > 0:
+            i = int(steps_down[0])
+            raise ValueError(
+                "betas must be non-decreasing (noise grows along the chain); "
+                f"got betas[{i}]={betas[i].item():.6g} > betas[{i + 1}]={betas[i + 1].item():.6g}"
+            )
+        self.betas = betas.detach().to(torch.float32).clone()
+        self.alphas = 1.0 - self.betas
+        # alpha_bar_t: the fraction of the signal's variance left after t+1 steps.
+        self.alpha_bar = torch.cumprod(self.alphas, dim=0)
+        self.T = int(self.betas.shape[0])
+
+    # ---- the three schedules of the literature ------------------------------------------
+
+    @classmethod
+    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
+        """Ho et al. 2020, section 4: beta_t linear from 1e-4 to 0.02 over T = 1000 steps.
+
+        Equals diffusers' `beta_schedule="linear"`.
+        """
+        T = check_int_range("T", T, 1, 1_000_000)
+        beta_start, beta_end = _check_beta_range(beta_start, beta_end)
+        return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float32))
+
+    @classmethod
+    def scaled_linear(
+        cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
+    ) -> "NoiseSchedule":
+        """Stable Diffusion's schedule (Rombach et al. 2022): sqrt(beta_t) linear in t.
+
+        beta_t = (sqrt(beta_start) + t / (T - 1) * (sqrt(beta_end) - sqrt(beta_start)))^2.
+        It adds less noise than `linear` at the end of the chain, which suits latents whose
+        scale is ~1. Equals diffusers' `beta_schedule="scaled_linear"`.
+        """
+        T = check_int_range("T", T, 1, 1_000_000)
+        beta_start, beta_end = _check_beta_range(beta_start, beta_end)
+        sqrt_betas = torch.linspace(beta_start**0.5, beta_end**0.5, T, dtype=torch.float32)
+        return cls(sqrt_betas**2)
+
+    @classmethod
+    def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
+        """Nichol & Dhariwal 2021, eq. 17: alpha_bar follows a squared cosine.
+
+        f(u) = cos((u + s) / (1 + s) * pi / 2)^2,  alpha_bar_t = f(t / T) / f(0)
+        beta_t = min(1 - alpha_bar_t / alpha_bar_{t-1}, max_beta)   (clipped "to prevent
+        singularities at the end of the diffusion process", max_beta = 0.999 in the paper)
+
+        In code indices: betas[t] = min(1 - f((t + 1) / T) / f(t / T), max_beta). Computed in
+        float64 like diffusers' `betas_for_alpha_bar` (`beta_schedule="squaredcos_cap_v2"`).
+        """
+        T = check_int_range("T", T, 1, 1_000_000)
+        s = check_number_range("s", s, 0.0, 1.0)
+        max_beta = check_number_range("max_beta", max_beta, 1e-8, 0.999999)
+
+        def f(u: float) -> float:
+            return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+        betas = [min(1 - f((t + 1) / T) / f(t / T), max_beta) for t in range(T)]
+        return cls(torch.tensor(betas, dtype=torch.float32))
+
+    # ---- derived quantities and helpers ------------------------------------------------
+
+    def snr(self) -> torch.Tensor:
+        """(T,) signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021)."""
+        return self.alpha_bar / (1.0 - self.alpha_bar)
+
+    @property
+    def device(self) -> torch.device:
+        return self.betas.device
+
+    def to(self, device) -> "NoiseSchedule":
+        """A copy whose tables live on `device` (the values are moved, not recomputed)."""
+        moved = object.__new__(NoiseSchedule)
+        moved.betas = self.betas.to(device)
+        moved.alphas = self.alphas.to(device)
+        moved.alpha_bar = self.alpha_bar.to(device)
+        moved.T = self.T
+        return moved
+
+    def __len__(self) -> int:
+        return self.T
+
+    def __repr__(self) -> str:
+        return (
+            f"NoiseSchedule(T={self.T}, beta {self.betas[0].item():.3g}..{self.betas[-1].item():.3g}, "
+            f"alpha_bar[T-1]={self.alpha_bar[-1].item():.3g}, device={self.device})"
+        )
+
+
+def _check_beta_range(beta_start, beta_end) -> tuple[float, float]:
+    beta_start = check_number_range("beta_start", beta_start, 0.0, 1.0)
+    beta_end = check_number_range("beta_end", beta_end, 0.0, 1.0)
+    if not 0 < beta_start <= beta_end < 1:
+        raise ValueError(
+            f"beta_start and beta_end must satisfy 0 < beta_start <= beta_end < 1; "
+            f"got beta_start={beta_start}, beta_end={beta_end}"
+        )
+    return beta_start, beta_end
