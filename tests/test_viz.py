@@ -1,0 +1,119 @@
+"""Figures and widgets: they draw what they are given, reject bad input, and work headless."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from IPython.display import HTML  # noqa: E402
+
+from sdedu import viz, widgets  # noqa: E402
+from sdedu.schedules import NoiseSchedule  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_to_numpy_images_maps_the_value_range_to_0_1():
+    images = torch.tensor([-1.0, 0.0, 1.0, 3.0]).reshape(1, 1, 2, 2).expand(1, 3, 2, 2)
+    array = viz.to_numpy_images(images, value_range=(-1.0, 1.0))
+    assert array.shape == (1, 2, 2, 3)
+    np.testing.assert_allclose(array[0, :, :, 0].flatten(), [0.0, 0.5, 1.0, 1.0])  # 3.0 is clipped
+
+
+def test_image_grid_shows_the_pixels_it_was_given():
+    images = torch.rand(5, 3, 8, 8)
+    fig = viz.image_grid(images, ncols=3, titles=[str(i) for i in range(5)], value_range=(0.0, 1.0))
+    axes = fig.get_axes()
+    assert len(axes) == 6  # 2 rows x 3 columns, the last one blank
+    shown = axes[4].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(shown), images[4].permute(1, 2, 0).numpy(), atol=1e-6)
+    assert axes[4].get_title() == "4" and not axes[5].axison
+
+
+def test_image_grid_handles_grey_images_and_rejects_other_channel_counts():
+    assert viz.image_grid(torch.zeros(2, 1, 4, 4)).get_axes()[0].images
+    with pytest.raises(ValueError, match="images must have 1 or 3 channels"):
+        viz.image_grid(torch.zeros(2, 4, 4, 4))
+    with pytest.raises(ValueError, match="titles must have one entry per image"):
+        viz.image_grid(torch.zeros(2, 3, 4, 4), titles=["a"])
+
+
+def test_images_over_t_titles_columns_and_labels_rows():
+    rows = [torch.zeros(3, 3, 4, 4), torch.ones(3, 3, 4, 4)]
+    fig = viz.images_over_t(rows, [0, 500, 999], row_labels=["linear", "cosine"])
+    axes = fig.get_axes()
+    assert [ax.get_title() for ax in axes[:3]] == ["t = 0", "t = 500", "t = 999"]
+    assert axes[3].get_ylabel() == "cosine"
+    with pytest.raises(ValueError, match="one image per timestep"):
+        viz.images_over_t(torch.zeros(2, 3, 4, 4), [0, 1, 2])
+
+
+def test_histogram_is_a_density_with_the_normal_overlay():
+    ax = viz.histogram(torch.randn(10_000, generator=torch.Generator().manual_seed(0)))
+    heights = np.array([patch.get_height() for patch in ax.patches])
+    widths = np.array([patch.get_width() for patch in ax.patches])
+    assert abs((heights * widths).sum() - 1.0) < 0.01  # almost all mass inside [-4, 4]
+    assert len(ax.lines) == 1  # the N(0, 1) density
+
+
+def test_histograms_over_t_one_panel_per_timestep():
+    fig = viz.histograms_over_t([torch.randn(100), torch.randn(100)], [0, 999])
+    assert [ax.get_title() for ax in fig.get_axes()] == ["t = 0", "t = 999"]
+
+
+def test_trajectory_grid_plots_every_frame():
+    frames = torch.randn(4, 50, 2)
+    fig = viz.trajectory_grid(frames, titles=["a", "b", "c", "d"], ncols=3, reference=torch.zeros(10, 2))
+    axes = fig.get_axes()
+    assert len(axes) == 6 and not axes[5].axison
+    np.testing.assert_allclose(axes[2].collections[1].get_offsets(), frames[2].numpy())
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        viz.scatter_points(torch.zeros(5, 3))
+
+
+def test_animations_are_offline_html():
+    html = viz.animate_points(torch.randn(3, 20, 2), titles=["1", "2", "3"])
+    assert isinstance(html, HTML) and "<script" in html.data and "data:image/png" in html.data
+    html = viz.animate_images(torch.rand(2, 3, 8, 8), value_range=(0.0, 1.0))
+    assert isinstance(html, HTML)
+    assert not plt.get_fignums()  # the animation figure is closed so it is not shown twice
+
+
+def test_animation_falls_back_to_a_static_grid(monkeypatch, capsys):
+    from matplotlib.animation import FuncAnimation
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("no writer")
+
+    monkeypatch.setattr(FuncAnimation, "to_jshtml", broken)
+    result = viz.animate_points(torch.randn(3, 20, 2))
+    assert isinstance(result, plt.Figure) and len(result.get_axes()) == 3
+    assert "static grid" in capsys.readouterr().out
+
+
+def test_noise_slider_outside_jupyter_is_a_static_figure():
+    assert not widgets.widgets_available()
+    schedules = {"linear": NoiseSchedule.linear(T=100), "cosine": NoiseSchedule.cosine(T=100)}
+    x0 = torch.zeros(1, 3, 8, 8)
+    fig = widgets.noise_slider(x0, schedules, generator=torch.Generator().manual_seed(0))
+    axes = fig.get_axes()
+    assert len(axes) == 12 and axes[0].get_title() == "t = 0" and axes[6].get_ylabel() == "cosine"
+    # t = 99 of the linear schedule is almost pure noise: the shown pixels are spread out.
+    assert np.asarray(axes[5].images[0].get_array()).std() > 0.2
+
+
+def test_noise_slider_rejects_bad_arguments():
+    x0 = torch.zeros(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="same T"):
+        widgets.noise_slider(x0, {"a": NoiseSchedule.linear(T=10), "b": NoiseSchedule.linear(T=20)})
+    with pytest.raises(TypeError, match="schedules must be"):
+        widgets.noise_slider(x0, "linear")
+    with pytest.raises(ValueError, match="x0 must be one image"):
+        widgets.noise_slider(torch.zeros(2, 3, 8, 8), NoiseSchedule.linear(T=10))
