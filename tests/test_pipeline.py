@@ -1,0 +1,157 @@
+"""TinyStableDiffusion with small randomly initialised parts: shapes, seeds, modes, bad input.
+
+The shipped model's quality is tested in tests/test_shipped_weights.py.
+"""
+
+import pytest
+import torch
+
+from sdedu.data import shapes
+from sdedu.pipeline import TinyStableDiffusion, Trajectory
+from sdedu.schedules import NoiseSchedule
+
+pytest.importorskip("sdedu.models.unet")
+from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer  # noqa: E402
+from sdedu.models.unet import UNet, UNetConfig  # noqa: E402
+from sdedu.models.vae import VAE, VAEConfig  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    torch.manual_seed(0)
+    text_encoder = TextEncoder(TextEncoderConfig(width=32, layers=1, num_heads=2, embed_dim=32))
+    unet = UNet(UNetConfig(channels=(32, 32), context_dim=32, head_dim=16, norm_groups=8))
+    vae = VAE(VAEConfig(channels=(8, 16, 16)))
+    return TinyStableDiffusion(Tokenizer(), text_encoder, vae, unet, NoiseSchedule.scaled_linear())
+
+
+PROMPT = "a large red circle in the top left"
+
+
+def test_text_to_image_shape_range_and_batch(pipe):
+    images = pipe([PROMPT, "a blue shape"], num_inference_steps=3, num_images_per_prompt=2)
+    assert images.shape == (4, 3, 32, 32) and images.dtype == torch.float32
+    assert images.min() >= 0 and images.max() <= 1
+    assert not torch.equal(images[0], images[1])  # different noise per image
+
+
+def test_same_seed_bit_identical_other_seed_different(pipe):
+    a = pipe(PROMPT, num_inference_steps=3, seed=5)
+    b = pipe(PROMPT, num_inference_steps=3, seed=5)
+    c = pipe(PROMPT, num_inference_steps=3, seed=6)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    d = pipe(PROMPT, num_inference_steps=3, seed=5, sampler="ddpm")
+    e = pipe(PROMPT, num_inference_steps=3, seed=5, sampler="ddpm")
+    f = pipe(PROMPT, num_inference_steps=3, seed=5, sampler="ddim", eta=1.0)
+    assert torch.equal(d, e) and not torch.equal(a, d) and not torch.equal(a, f)
+
+
+def test_loop_matches_a_hand_written_loop(pipe):
+    """The pipeline is exactly: encode, noise, (batched UNet, guidance, DDIM step) x N, decode."""
+    from sdedu.guidance import classifier_free_guidance
+    from sdedu.samplers import DDIMSampler
+
+    out = pipe(PROMPT, num_inference_steps=4, guidance_scale=2.5, seed=3)
+    cond, uncond = pipe.encode_prompt([PROMPT])
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn((1, 4, 8, 8), generator=g)
+    sampler = DDIMSampler(pipe.schedule)
+    sampler.set_timesteps(4)
+    with torch.no_grad():
+        for t in sampler.timesteps:
+            eps_uncond = pipe.unet(z, t.view(1), uncond)
+            eps_cond = pipe.unet(z, t.view(1), cond)
+            z = sampler.step(classifier_free_guidance(eps_uncond, eps_cond, 2.5), t, z).x_prev
+        expected = pipe.vae.decode(z / pipe.vae.scale_factor).clamp(0, 1)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_guidance_scale_one_is_the_conditional_model_and_zero_ignores_the_prompt(pipe):
+    a = pipe(PROMPT, num_inference_steps=3, guidance_scale=1.0, seed=1)
+    b = pipe(PROMPT, num_inference_steps=3, guidance_scale=1.0 + 1e-9, seed=1)  # batched path
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    c = pipe(PROMPT, num_inference_steps=3, guidance_scale=0.0, seed=1)
+    d = pipe("", num_inference_steps=3, guidance_scale=1.0, seed=1)
+    torch.testing.assert_close(c, d, atol=1e-5, rtol=1e-4)
+
+
+def test_encode_prompt_uncond_is_the_empty_prompt(pipe):
+    cond, uncond = pipe.encode_prompt(["a red shape", "a square"])
+    assert cond.shape == uncond.shape == (2, 12, 32)
+    empty, _ = pipe.encode_prompt("")
+    torch.testing.assert_close(uncond[0], empty[0])
+    torch.testing.assert_close(uncond[1], empty[0])
+
+
+def test_trajectory(pipe):
+    out = pipe([PROMPT, "a shape"], num_inference_steps=5, return_trajectory=True)
+    assert isinstance(out, Trajectory)
+    assert out.images.shape == (2, 3, 32, 32)
+    assert out.latents.shape == (6, 2, 4, 8, 8)
+    assert out.x0_preds.shape == (5, 2, 4, 8, 8)
+    assert out.timesteps.tolist() == sorted(out.timesteps.tolist(), reverse=True)
+    torch.testing.assert_close(out.images, pipe.decode_latents(out.latents[-1]))
+    assert pipe.decode_latents(out.x0_preds[2]).shape == (2, 3, 32, 32)
+
+
+def test_img2img_strength_endpoints(pipe):
+    images, _, _ = shapes.sample(2, seed=0)
+    zero = pipe.img2img(images, "a blue square", strength=0.0)
+    torch.testing.assert_close(zero, pipe.decode_latents(pipe.encode_images(images)))
+    half = pipe.img2img(images, "a blue square", strength=0.5, num_inference_steps=4, return_trajectory=True)
+    assert half.x0_preds.shape[0] == 2 and half.images.shape == (2, 3, 32, 32)
+    one = pipe.img2img(images[0], ["a blue square", "a red shape"], strength=1.0, num_inference_steps=3)
+    assert one.shape == (2, 3, 32, 32)
+    assert torch.equal(one, pipe.img2img(images[0], ["a blue square", "a red shape"], strength=1.0, num_inference_steps=3))
+
+
+def test_inpaint_keeps_the_unmasked_region(pipe):
+    images, _, _ = shapes.sample(2, seed=1)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[:, :, :16, :16] = 1.0
+    out = pipe.inpaint(images, mask, "a green circle in the top left", num_inference_steps=3)
+    assert out.shape == (2, 3, 32, 32)
+    torch.testing.assert_close(out * (1 - mask), images * (1 - mask))
+    # Without pasting, the unmasked latents still end exactly on the image's latents.
+    traj = pipe.inpaint(images, mask[0, 0], "a shape", num_inference_steps=3, keep_unmasked=False, return_trajectory=True)
+    latent_keep = 1 - torch.nn.functional.max_pool2d(mask, 4)
+    torch.testing.assert_close(traj.latents[-1] * latent_keep, pipe.encode_images(images) * latent_keep)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"num_inference_steps": 0}, ValueError, "num_inference_steps"),
+        ({"num_inference_steps": 2.5}, TypeError, "num_inference_steps"),
+        ({"guidance_scale": -1.0}, ValueError, "guidance_scale"),
+        ({"sampler": "euler"}, ValueError, "sampler"),
+        ({"eta": -0.5}, ValueError, "eta"),
+        ({"num_images_per_prompt": 0}, ValueError, "num_images_per_prompt"),
+    ],
+)
+def test_bad_settings(pipe, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        pipe(PROMPT, **kwargs)
+
+
+def test_bad_prompts_images_and_masks(pipe):
+    with pytest.raises(ValueError, match="purple"):
+        pipe("a purple circle", num_inference_steps=1)
+    with pytest.raises(TypeError, match="prompt"):
+        pipe(["a red shape", 3], num_inference_steps=1)
+    with pytest.raises(TypeError, match="prompt"):
+        pipe([], num_inference_steps=1)
+    images, _, _ = shapes.sample(2, seed=0)
+    with pytest.raises(ValueError, match="strength"):
+        pipe.img2img(images, "a shape", strength=1.5)
+    with pytest.raises(ValueError, match="image must have shape"):
+        pipe.img2img(torch.rand(2, 3, 16, 16), "a shape")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pipe.img2img(images * 2 - 1, "a shape")
+    with pytest.raises(ValueError, match="one per image"):
+        pipe.img2img(images, ["a shape"] * 3)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        pipe.inpaint(images, torch.ones(2, 3, 32, 32), "a shape")
+    with pytest.raises(ValueError, match="mask must have values"):
+        pipe.inpaint(images, torch.full((2, 1, 32, 32), 2.0), "a shape")
