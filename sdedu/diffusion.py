@@ -134,17 +134,17 @@ def q_posterior(x0, x_t, t, schedule) -> tuple[torch.Tensor, torch.Tensor]:
     _check_x("x_t", x_t)
     check_same_shape("x_t", x_t, "x0", x0)
     schedule = _check_schedule(schedule)
-    # alpha_bar_{t-1} for every code t: a 1 in front for clean data, then alpha_bar shifted by one.
-    alpha_bar_prev_table = torch.cat([schedule.alpha_bar.new_ones(1), schedule.alpha_bar[:-1]])  # (T,)
-    alpha_bar = extract(schedule.alpha_bar, t, x0)
-    alpha_bar_prev = extract(alpha_bar_prev_table, t, x0)
-    alpha = extract(schedule.alphas, t, x0)
-    beta = extract(schedule.betas, t, x0)
+    # The coefficient tables are built in float64: near t = 0, 1 - alpha_bar_t is as small as beta_1
+    # (1e-4), and float32 would lose ~0.02% of it, so the first step would not return x_0 exactly.
+    betas = schedule.betas.detach().cpu().double()  # (T,)
+    alpha_bar = torch.cumprod(1.0 - betas, dim=0)  # (T,)
+    alpha_bar_prev = torch.cat([alpha_bar.new_ones(1), alpha_bar[:-1]])  # (T,) alpha_bar_{t-1}, 1 for x_0
     one_minus_alpha_bar = 1.0 - alpha_bar
-    coef_x0 = alpha_bar_prev**0.5 * beta / one_minus_alpha_bar
-    coef_x_t = alpha**0.5 * (1.0 - alpha_bar_prev) / one_minus_alpha_bar
-    mean = coef_x0 * x0 + coef_x_t * x_t
-    variance = (1.0 - alpha_bar_prev) / one_minus_alpha_bar * beta
+    coef_x0 = alpha_bar_prev.sqrt() * betas / one_minus_alpha_bar
+    coef_x_t = (1.0 - betas).sqrt() * (1.0 - alpha_bar_prev) / one_minus_alpha_bar
+    variance = (1.0 - alpha_bar_prev) / one_minus_alpha_bar * betas
+    mean = extract(coef_x0, t, x0) * x0 + extract(coef_x_t, t, x0) * x_t
+    variance = extract(variance, t, x0)
     return mean, variance
 
 
