@@ -43,7 +43,9 @@ def check_timesteps(t, batch_size: int, T: int) -> torch.Tensor | int:
 
     Returns the int unchanged or the (B,) tensor.
     """
-    expected = f"t must be an int in [0, {T}) or an int64 tensor of shape (B,) = ({batch_size},) with values in [0, {T})"
+    expected = (
+        f"t must be an int in [0, {T}) or an int64 tensor of shape (B,) = ({batch_size},) with values in [0, {T})"
+    )
     if isinstance(t, torch.Tensor) and t.ndim == 0 and not t.is_floating_point() and t.dtype != torch.bool:
         t = int(t)
     if isinstance(t, bool) or not isinstance(t, (int, torch.Tensor)):

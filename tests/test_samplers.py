@@ -127,6 +127,7 @@ def test_timesteps():
     assert len(ddim.timesteps) == 50 and ddim.timesteps[0] == 981 and ddim.timesteps[-1] == 1
     ddim.set_timesteps(4)
     assert ddim.timesteps.tolist() == [751, 501, 251, 1]  # Stable Diffusion's "leading" + offset 1
+    # A short schedule gets as many steps as the offset allows.
     assert DDIMSampler(NoiseSchedule.linear(T=10)).timesteps.tolist() == [9, 8, 7, 6, 5, 4, 3, 2, 1]
     for sampler in (ddpm, ddim):
         assert (sampler.timesteps.diff() < 0).all()
@@ -243,6 +244,33 @@ def test_every_option_runs(make, n):
         x = out.x_prev
     assert not isinstance(sampler, torch.nn.Module) and not hasattr(sampler, "parameters")
     assert "steps=" in repr(sampler)
+
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("schedule_on_device", [True, False])
+def test_a_cpu_generator_gives_the_same_samples_on_every_device(device, schedule_on_device):
+    schedule = NoiseSchedule.scaled_linear()
+    results = []
+    for dev in ("cpu", device):
+        sched = schedule.to(dev) if schedule_on_device else schedule
+        g = torch.Generator().manual_seed(0)
+        x0 = torch.rand(SHAPE, generator=g).to(dev)
+        noisy = q_sample(x0, torch.tensor([300, 600], device=dev), sched, generator=g)
+        mean, _ = q_posterior(x0, noisy, 300, sched)
+        outputs = [noisy, mean]
+        for sampler in (DDPMSampler(sched), DDIMSampler(sched, eta=1.0)):
+            sampler.set_timesteps(10)
+            x = torch.randn(SHAPE, generator=g).to(dev)
+            for t in sampler.timesteps:
+                x = sampler.step(stand_in_model(x, t), t, x, generator=g).x_prev
+            outputs.append(x)
+        assert all(out.device.type == torch.device(dev).type for out in outputs)
+        results.append([out.cpu() for out in outputs])
+    for ours, reference in zip(results[1], results[0]):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
 
 
 # ---- bad input ----------------------------------------------------------------------------

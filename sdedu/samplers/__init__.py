@@ -40,15 +40,19 @@ def check_step_inputs(eps_pred, t, x_t, timesteps: torch.Tensor) -> int:
     check_same_shape("eps_pred", eps_pred, "x_t", x_t)
     if isinstance(t, torch.Tensor) and t.ndim == 0 and not t.is_floating_point() and t.dtype != torch.bool:
         t = int(t)
-    shown = timesteps.tolist()
-    shown = shown if len(shown) <= 8 else shown[:4] + ["..."] + shown[-2:]
     if isinstance(t, bool) or not isinstance(t, int):
-        raise TypeError(f"t must be an int, one of sampler.timesteps {shown}; got {describe(t)}")
+        raise TypeError(f"t must be an int, one of sampler.timesteps {_shorten(timesteps)}; got {describe(t)}")
     if not bool((timesteps == t).any()):
+        shown = _shorten(timesteps)
         raise ValueError(
             f"t must be one of sampler.timesteps {shown} (call set_timesteps(n) first to change them); got {t}"
         )
     return t
+
+
+def _shorten(timesteps: torch.Tensor) -> list:
+    shown = timesteps.tolist()
+    return shown if len(shown) <= 8 else shown[:4] + ["..."] + shown[-2:]
 
 
 # Imported after SamplerStep is defined: the sampler modules import it from this package.

@@ -43,12 +43,15 @@ class DDIMSampler:
         eta: noise weight, >= 0; 0 is deterministic DDIM, 1 is DDPM-like.
         clip_sample: off by default because sdedu samples VAE latents, which are not confined
             to [-1, 1] (diffusers' DDIM default is on, for pixel-space models).
-        steps_offset: added to every timestep; Stable Diffusion uses 1.
+        steps_offset: added to every timestep; Stable Diffusion uses 1. With 0, the last step
+            would go from t = 0 to alpha_bar[0], i.e. nowhere (a wasted model call).
 
     After construction the sampler uses min(50, T - steps_offset) steps; call `set_timesteps(n)`.
     """
 
-    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip_sample: bool = False, steps_offset: int = 1):
+    def __init__(
+        self, schedule: NoiseSchedule, eta: float = 0.0, clip_sample: bool = False, steps_offset: int = 1
+    ):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
         if not isinstance(clip_sample, bool):

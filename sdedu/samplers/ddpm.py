@@ -77,7 +77,8 @@ class DDPMSampler:
 
         # 2. Schedule values (alpha_bar_{-1} = 1). alpha and beta are those of the respaced chain.
         alpha_bar = self.schedule.alpha_bar[t]
-        alpha_bar_prev = self.schedule.alpha_bar[t_prev] if t_prev >= 0 else torch.ones((), device=alpha_bar.device)
+        one = torch.ones((), device=alpha_bar.device)
+        alpha_bar_prev = self.schedule.alpha_bar[t_prev] if t_prev >= 0 else one
         one_minus_alpha_bar = 1 - alpha_bar
         one_minus_alpha_bar_prev = 1 - alpha_bar_prev
         alpha = alpha_bar / alpha_bar_prev
@@ -99,7 +100,7 @@ class DDPMSampler:
         if t_prev < 0:
             return SamplerStep(x_prev=mean, x0_pred=x0_pred)
 
-        # 7. x_{t-1} = mean + sigma_t z, sigma_t^2 = beta tilde = (1 - alpha_bar_prev) / (1 - alpha_bar) beta (eq. 7).
+        # 7. x_{t-1} = mean + sigma_t z with sigma_t^2 = beta tilde (eq. 7; Algorithm 2, line 4).
         variance = one_minus_alpha_bar_prev / one_minus_alpha_bar * beta
         z = randn_like(x_t, generator)
         return SamplerStep(x_prev=mean + variance**0.5 * z, x0_pred=x0_pred)
