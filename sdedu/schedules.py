@@ -28,8 +28,8 @@ pure noise). Clean data x_0 has no row in the table: where a formula needs alpha
 This is also diffusers' convention, so the tables here equal `DDPMScheduler.alphas_cumprod`.
 
 Signal-to-noise ratio: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, so
-SNR(t) = alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021, eq. 2). It falls from large to
-nearly 0; a schedule is a choice of how fast.
+SNR(t) = alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021, "Variational Diffusion Models").
+It falls from large to nearly 0; a schedule is a choice of how fast.
 """
 
 from __future__ import annotations
