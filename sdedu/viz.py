@@ -14,7 +14,7 @@ it fails, the same frames come back as a static grid.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -28,6 +28,7 @@ __all__ = [
     "images_over_t",
     "histogram",
     "histograms_over_t",
+    "plot_schedules",
     "scatter_points",
     "trajectory_grid",
     "animate_points",
@@ -155,11 +156,14 @@ def histogram(
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 3))
     flat = values.detach().float().flatten().cpu().numpy()
-    ax.hist(flat, bins=bins, range=range_, density=True, alpha=0.6, label=label)
+    heights, _, _ = ax.hist(flat, bins=bins, range=range_, density=True, alpha=0.6, label=label)
     if show_normal:
         grid = np.linspace(range_[0], range_[1], 200)
         ax.plot(grid, np.exp(-0.5 * grid**2) / math.sqrt(2 * math.pi), "k--", lw=1, label="N(0, 1)")
+    # A tall spike (e.g. saturated pixels) would flatten everything else: cap the height shown.
+    ax.set_ylim(0, 1.05 * min(max(float(heights.max()), 0.45), 1.2))
     ax.set_xlim(*range_)
+    ax.set_xticks(np.linspace(range_[0], range_[1], 5)[1:-1])
     ax.set_yticks([])
     if title is not None:
         ax.set_title(title, fontsize=9)
@@ -180,6 +184,32 @@ def histograms_over_t(
     for ax, value, t in zip(axes[0], values, timesteps):
         histogram(value, ax=ax, bins=bins, range_=range_, title=f"t = {int(t)}")
     axes[0, 0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+# ---- noise schedules ---------------------------------------------------------------------
+
+
+def plot_schedules(schedules: Mapping, size: float = 4.0) -> plt.Figure:
+    """alpha_bar_t (left) and SNR(t) on a log scale (right) for each named schedule.
+
+    Args:
+        schedules: name -> object with `.alpha_bar` (T,) and `.snr()` (T,), e.g. a `NoiseSchedule`.
+    """
+    if not isinstance(schedules, Mapping) or not schedules:
+        raise TypeError(f"schedules must be a non-empty dict of name -> NoiseSchedule; got {type(schedules).__name__}")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(2.2 * size, 0.75 * size))
+    for name, schedule in schedules.items():
+        t = np.arange(len(schedule.alpha_bar))
+        left.plot(t, schedule.alpha_bar.detach().cpu().numpy(), label=name)
+        right.semilogy(t, schedule.snr().detach().cpu().numpy(), label=name)
+    left.set(xlabel="t", ylabel="alpha_bar_t", title="signal variance kept, alpha_bar_t")
+    right.set(xlabel="t", ylabel="SNR(t)", title="SNR = alpha_bar / (1 - alpha_bar), log scale")
+    right.axhline(1.0, color="0.6", lw=0.8, ls=":")
+    left.legend()
+    left.grid(alpha=0.3)
+    right.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return fig
 

@@ -117,3 +117,13 @@ def test_noise_slider_rejects_bad_arguments():
         widgets.noise_slider(x0, "linear")
     with pytest.raises(ValueError, match="x0 must be one image"):
         widgets.noise_slider(torch.zeros(2, 3, 8, 8), NoiseSchedule.linear(T=10))
+
+
+def test_plot_schedules_draws_alpha_bar_and_log_snr():
+    schedules = {"linear": NoiseSchedule.linear(T=50), "cosine": NoiseSchedule.cosine(T=50)}
+    fig = viz.plot_schedules(schedules)
+    left, right = fig.get_axes()
+    assert len(left.lines) == 2 and right.get_yscale() == "log"
+    np.testing.assert_allclose(left.lines[1].get_ydata(), schedules["cosine"].alpha_bar.numpy())
+    with pytest.raises(TypeError, match="schedules must be"):
+        viz.plot_schedules([])
