@@ -218,3 +218,16 @@ def test_bad_inputs(generator):
         noise_prediction_loss(lambda x_t, t: x_t[:, :1], x0, SCHEDULE)
     with pytest.raises(TypeError, match="model must be callable"):
         noise_prediction_loss("unet", x0, SCHEDULE)
+
+
+def test_the_core_does_not_import_diffusers():
+    # diffusers is only the test oracle: the course's own code must stand alone.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sdedu.schedules, sdedu.diffusion, sdedu.samplers, sdedu.guidance; "
+        "print('diffusers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
