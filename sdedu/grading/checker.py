@@ -337,10 +337,13 @@ def call_learner(
         _fail_raised(item_id, case, name, err, error_hints)
     for n, v in args:
         if n in before and not _unchanged(before[n], v):
+            if isinstance(v, torch.nn.Module):
+                fail(item_id, case, f"{name} changed the weights of `{n}` (their values or dtype).",
+                     f"leave `{n}` as it is: .to(dtype), .half() and .bfloat16() convert a module in place, and so "
+                     "does assigning to its parameters.")
             fail(item_id, case, f"{name} changed its input `{n}` in place.",
-                 f"compute new tensors instead of modifying `{n}` (avoid `{n} += ...`, `{n}[...] = ...`, "
-                 "methods ending in `_` such as `.mul_()`, and `.to(...)`/`.half()` on a module, which "
-                 "converts it in place).")
+                 f"compute new tensors instead of modifying `{n}`: avoid `{n} += ...`, `{n}[...] = ...` and "
+                 "methods ending in `_` such as `.mul_()`.")
     return result
 
 
