@@ -83,6 +83,7 @@ class TinyStableDiffusion:
         self.vae = vae.to(self.device).eval()
         self.unet = unet.to(self.device).eval()
         self.schedule = schedule.to(self.device)
+        self.manifest: dict = {}  # what the weights' manifest says (recipe, timings, metrics)
 
     @classmethod
     def from_pretrained(cls, path=None, device="cpu") -> "TinyStableDiffusion":
@@ -91,11 +92,15 @@ class TinyStableDiffusion:
 
         bundle = load_pretrained(path, device=device)
         get = bundle.get if isinstance(bundle, dict) else lambda name: getattr(bundle, name)
-        return cls(get("tokenizer"), get("text_encoder"), get("vae"), get("unet"), get("schedule"), device=device)
+        pipe = cls(get("tokenizer"), get("text_encoder"), get("vae"), get("unet"), get("schedule"), device=device)
+        pipe.manifest = get("manifest") or {}
+        return pipe
 
     def to(self, device) -> "TinyStableDiffusion":
         """Move every model to `device`; returns self."""
-        self.__init__(self.tokenizer, self.text_encoder, self.vae, self.unet, self.schedule, device)
+        self.device = torch.device(device)
+        for name in ("text_encoder", "vae", "unet", "schedule"):
+            setattr(self, name, getattr(self, name).to(self.device))
         return self
 
     # ---- the parts --------------------------------------------------------------------------
