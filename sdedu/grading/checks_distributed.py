@@ -149,8 +149,11 @@ def run_data_parallel(average_gradients, steps: int = 3, time_limit: float = TIM
     """Train the tiny problem on 2 gloo ranks (separate processes) with `average_gradients`.
 
     Returns {"params": [rank0, rank1] (lists of flat tensors), "losses": [rank0, rank1]}.
-    Raises RuntimeError with the rank's traceback when a rank fails, TimeoutError when ranks hang.
+    Raises NotImplementedError for a stub (as calling it would), RuntimeError with the rank's
+    traceback when a rank fails, TimeoutError when the ranks hang.
     """
+    if is_stub(average_gradients):
+        raise NotImplementedError()
     code = _WORKER.format(world_size=WORLD_SIZE, learner_code=learner_source(average_gradients),
                           fn_name=average_gradients.__name__)
     package_root = str(Path(__file__).resolve().parents[2])
@@ -178,6 +181,8 @@ def run_data_parallel(average_gradients, steps: int = 3, time_limit: float = TIM
                 logs.append(proc.communicate()[0])
         results = [json.loads(out.read_text()) if out.exists() else None for out in outs]
     for r, result in enumerate(results):
+        if result is not None and result.get("error") == "NotImplementedError":
+            raise NotImplementedError()
         if result is not None and "error" in result:
             tail = "\n".join(result["traceback"].rstrip().splitlines()[-8:])
             raise RuntimeError(f"rank {r} raised {result['error']}: {result['message'][:300]}\n{tail}")
@@ -211,14 +216,14 @@ def check_distributed_training(average_gradients) -> str:
         result = run_data_parallel(average_gradients, steps=steps)
     except ValueError as err:
         fail(item, case, str(err), "define average_gradients in a notebook cell or a file, with `def`.")
+    except NotImplementedError:
+        raise ExerciseIncomplete(f"{item}: average_gradients (or a function it calls) is not implemented yet.") from None
     except TimeoutError as err:
         fail(item, case, str(err) + ".",
              "every rank must make the same collective calls in the same order; a call made by one rank "
              "only (inside `if rank == 0:`) waits for ever.")
     except RuntimeError as err:
         text = str(err)
-        if "NotImplementedError" in text.splitlines()[0]:
-            raise ExerciseIncomplete(f"{item}: average_gradients (or a function it calls) is not implemented yet.") from None
         hint = "read the rank's traceback above."
         if "closed by peer" in text or "Timed out" in text or "timeout" in text.lower():
             hint = ("every rank must make the same collective calls in the same order; a call made by one rank "
