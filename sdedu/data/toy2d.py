@@ -47,7 +47,7 @@ def make_moons(
     roughly zero mean and unit standard deviation.
 
     Args:
-        n: number of points (half on each moon; the upper moon gets the odd one).
+        n: number of points, alternating between the moons (upper first).
         noise: std of the Gaussian jitter before standardising.
         seed / generator: randomness (a seed builds a fresh CPU generator).
         device: where the result lives.
@@ -58,11 +58,11 @@ def make_moons(
     check_int_range("n", n, 1, _MAX_POINTS)
     check_number_range("noise", noise, 0.0)
     gen = _generator(seed, generator)
-    n_upper = (n + 1) // 2
     angle = torch.rand(n, generator=gen) * math.pi                       # (n,)
     x = torch.cos(angle)
     y = torch.sin(angle)
-    lower = torch.arange(n) >= n_upper
+    # Alternate the moons (even index: upper, odd: lower) so that any prefix holds both.
+    lower = torch.arange(n) % 2 == 1
     x = torch.where(lower, 1.0 - x, x)
     y = torch.where(lower, 0.5 - y, y)
     points = torch.stack([x, y], dim=1)                                  # (n, 2)
