@@ -1,0 +1,176 @@
+"""sdedu.training: EMA, learning-rate schedule, safetensors checkpoints, exact resumption, the recipe."""
+
+import csv
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from sdedu.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from sdedu.training.ema import EMA
+from sdedu.training.loop import TrainConfig, learning_rate, set_threads, step_generator, train
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+
+
+def _loss(model, generator):
+    x = torch.randn(16, 3, generator=generator)
+    y = x.sum(dim=1, keepdim=True).sin()
+    return (model(x) - y).pow(2).mean()
+
+
+CONFIG = TrainConfig(steps=12, lr=1e-2, warmup_steps=3, ema_decay=0.9, checkpoint_every=5, seed=3)
+
+
+def test_ema_update_formula():
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, decay=0.9, warmup=False)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    ema.update(model)
+    assert ema.module.weight.item() == pytest.approx(0.9 * 1.0 + 0.1 * 3.0)
+    assert not ema.module.weight.requires_grad
+
+
+def test_ema_warmup_decay():
+    ema = EMA(nn.Linear(1, 1), decay=0.999)
+    assert ema.current_decay() == pytest.approx(1 / 10)
+    ema.num_updates = 10_000
+    assert ema.current_decay() == 0.999
+
+
+def test_learning_rate_warmup_then_cosine():
+    config = TrainConfig(steps=100, lr=1.0, warmup_steps=10)
+    assert learning_rate(0, config) == pytest.approx(0.1)
+    assert learning_rate(9, config) == pytest.approx(1.0)
+    assert learning_rate(55, config) == pytest.approx(0.5)  # half way through the cosine
+    assert learning_rate(100, config) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_step_generator_depends_on_seed_and_step_only():
+    a = torch.rand(3, generator=step_generator(1, 5))
+    assert torch.equal(a, torch.rand(3, generator=step_generator(1, 5)))
+    assert not torch.equal(a, torch.rand(3, generator=step_generator(1, 6)))
+    assert not torch.equal(a, torch.rand(3, generator=step_generator(2, 5)))
+
+
+def test_train_reduces_the_loss_and_logs_csv(tmp_path):
+    model = _model()
+    before = _loss(model, step_generator(0, 999)).item()
+    result = train(model, _loss, TrainConfig(steps=60, lr=1e-2, warmup_steps=5), tmp_path, progress=False)
+    assert _loss(result.ema_model, step_generator(0, 999)).item() < before
+    with open(tmp_path / "loss.csv") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["step", "loss", "lr", "seconds"] and len(rows) == 61
+    assert has_checkpoint(tmp_path)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = _model()
+    train(model, _loss, CONFIG, tmp_path, progress=False)
+    restored, optimizer = _model(), None
+    optimizer = torch.optim.AdamW(restored.parameters())
+    ema = EMA(restored, 0.9)
+    state = load_checkpoint(tmp_path, restored, optimizer, ema)
+    assert state["step"] == CONFIG.steps and ema.num_updates == CONFIG.steps
+    for a, b in zip(model.parameters(), restored.parameters()):
+        assert torch.equal(a, b)
+    assert all("exp_avg" in s for s in optimizer.state.values())
+    assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == CONFIG.steps
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
+    straight = train(_model(), _loss, CONFIG, tmp_path / "a", progress=False)
+
+    calls = {"n": 0}
+
+    def interrupted_loss(model, generator):
+        calls["n"] += 1
+        if calls["n"] == 8:  # Ctrl-C during step 7's forward pass
+            raise KeyboardInterrupt
+        return _loss(model, generator)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(_model(), interrupted_loss, CONFIG, tmp_path / "b", progress=False)
+    assert json.loads((tmp_path / "b" / "checkpoint.json").read_text())["step"] == 7
+    resumed = train(_model(), _loss, CONFIG, tmp_path / "b", resume=True, progress=False)
+
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(straight.ema_model.parameters(), resumed.ema_model.parameters()):
+        assert torch.equal(a, b)
+    rows_a = [r[:3] for r in csv.reader(open(tmp_path / "a" / "loss.csv"))]
+    rows_b = [r[:3] for r in csv.reader(open(tmp_path / "b" / "loss.csv"))]
+    assert rows_a == rows_b and len(rows_a) == CONFIG.steps + 1
+
+
+def test_inconsistent_checkpoint_is_refused(tmp_path):
+    model = _model()
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_checkpoint(tmp_path, 4, model, optimizer)
+    state = json.loads((tmp_path / "checkpoint.json").read_text())
+    state["step"] = 9
+    (tmp_path / "checkpoint.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="inconsistent"):
+        load_checkpoint(tmp_path, model, optimizer)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "nowhere", model)
+
+
+def test_bf16_autocast_runs():
+    result = train(_model(), _loss, TrainConfig(steps=2, warmup_steps=1, bf16=True), progress=False)
+    assert result.final_loss == result.final_loss  # not NaN
+
+
+def test_bad_config_and_threads(monkeypatch):
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(steps=0)
+    monkeypatch.setenv("SDEDU_THREADS", "1")
+    assert set_threads() == 1
+
+
+def test_tiny_recipe_end_to_end(tmp_path):
+    """All three parts at toy sizes; the weights it writes load and generate."""
+    from sdedu.models.text_encoder import TextEncoderConfig
+    from sdedu.models.unet import UNetConfig
+    from sdedu.models.vae import VAEConfig
+    from sdedu.pipeline import TinyStableDiffusion
+    from sdedu.training.recipes import Recipe, train_all
+    from sdedu.weights import read_manifest
+
+    recipe = Recipe(
+        vae=VAEConfig(channels=(8, 8, 8), norm_groups=4),
+        text=TextEncoderConfig(width=16, layers=1, num_heads=2, embed_dim=8),
+        unet=UNetConfig(channels=(16, 16), context_dim=16, head_dim=8, norm_groups=4),
+        vae_batch_size=4, text_batch_size=8, unet_batch_size=4, latent_bank=16, scale_factor_images=16,
+    ).with_steps(2, seed=1)
+    weights = train_all(tmp_path, recipe, progress=False, evaluate=False, threads=1)
+    manifest = read_manifest(weights)
+    assert set(manifest["components"]) == {"vae", "text_encoder", "unet"}
+    assert manifest["seed"] == 1 and manifest["recipe"]["unet_train"]["steps"] == 2
+    assert manifest["components"]["vae"]["training"]["psnr_db"] > 0
+    assert manifest["training_seconds"]["total"] > 0
+    for part in ("vae", "text", "unet"):
+        assert (tmp_path / part / "loss.csv").is_file()
+    pipe = TinyStableDiffusion.from_pretrained(weights)
+    images = pipe(["a red circle"], num_inference_steps=2, seed=0)
+    assert images.shape == (1, 3, 32, 32)
+    # The UNet alone can be retrained against the VAE and text encoder already saved.
+    train_all(tmp_path, recipe, progress=False, evaluate=False, parts=("unet",), threads=1)
+
+
+def test_cli_parses_and_rejects_bad_steps(capsys):
+    from sdedu.train import build_parser, main
+
+    args = build_parser().parse_args(["unet", "--steps", "5", "--resume", "--bf16"])
+    assert (args.part, args.steps, args.resume, args.bf16) == ("unet", 5, True, True)
+    with pytest.raises(SystemExit):
+        main(["vae", "--steps", "0"])
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pixels"])
