@@ -1,0 +1,228 @@
+"""From sdedu to Hugging Face `diffusers`: the same model with diffusers' schedulers, and a diffusers UNet.
+
+sdedu keeps diffusers' separation of roles (STYLE.md): samplers hold no parameters and never call
+the model; models know nothing about beta or alpha_bar; the pipeline shows the loop. So the parts
+swap across the two libraries:
+
+1. **Schedulers.** `make_scheduler("ddim", schedule)` builds a diffusers scheduler with sdedu's
+   exact betas (`trained_betas`) and Stable Diffusion v1's conventions ("leading" timesteps,
+   steps_offset 1, set_alpha_to_one False, no clipping) - the configuration under which
+   `sdedu.samplers.DDIMSampler` equals `diffusers.DDIMScheduler`. `sample_with_scheduler(pipe, ...)`
+   runs diffusers' denoising loop with sdedu's trained UNet:
+
+       latents = noise * scheduler.init_noise_sigma
+       for t in scheduler.timesteps:
+           model_input = scheduler.scale_model_input(cat([latents, latents]), t)
+           eps_uncond, eps_cond = unet(model_input, t, cat([uncond, cond])).chunk(2)
+           latents = scheduler.step(guided eps, t, latents).prev_sample
+
+   (`init_noise_sigma` and `scale_model_input` are 1 and the identity for DDPM/DDIM; the
+   sigma-parameterised schedulers, Euler and DPM-Solver, need them.)
+2. **A diffusers UNet.** `unet2d_condition_config(UNetConfig())` gives the config of a
+   `UNet2DConditionModel` with sdedu's layout (two levels, 8x8 and 4x4, the same channels, a
+   cross-attention transformer at every level, the same head width); `DiffusersUNet` wraps one so
+   it is called like sdedu's UNet, `unet(x_t, t, cond) -> eps_pred`, and drops into
+   `TinyStableDiffusion` and `sdedu.diffusion.noise_prediction_loss` unchanged.
+
+diffusers names things differently; the conversion table:
+
+| sdedu                                   | diffusers                                      |
+|-----------------------------------------|------------------------------------------------|
+| `DDIMSampler(schedule)`                 | `DDIMScheduler(trained_betas=..., ...)`        |
+| `sampler.step(eps, t, x).x_prev`        | `scheduler.step(eps, t, x).prev_sample`        |
+| `... .x0_pred`                          | `... .pred_original_sample`                    |
+| `schedule.alpha_bar`                    | `scheduler.alphas_cumprod`                     |
+| `unet(x_t, t, cond)`                    | `unet(x_t, t, encoder_hidden_states=cond).sample` |
+| `vae.scale_factor`                      | `vae.config.scaling_factor`                    |
+| `UNetConfig.channels`                   | `block_out_channels`                           |
+| `UNetConfig.context_dim`                | `cross_attention_dim`                          |
+
+diffusers is imported only inside these functions: the rest of sdedu never needs it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sdedu._checks import check_int_range, check_number_range, describe
+from sdedu.guidance import classifier_free_guidance
+from sdedu.schedules import NoiseSchedule
+
+__all__ = [
+    "SCHEDULERS",
+    "scheduler_config",
+    "make_scheduler",
+    "sample_with_scheduler",
+    "unet2d_condition_config",
+    "build_diffusers_unet",
+    "DiffusersUNet",
+    "parameter_count",
+]
+
+#: The diffusers schedulers `make_scheduler` knows, by short name.
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+}
+
+
+def scheduler_config(schedule: NoiseSchedule) -> dict:
+    """The keyword arguments every diffusers scheduler needs to share sdedu's noise schedule.
+
+    `trained_betas` hands over the exact beta_t table (float32 -> list), so alphas_cumprod equals
+    `schedule.alpha_bar` whatever formula made it; "leading" spacing with steps_offset=1 is
+    Stable Diffusion v1's choice of timesteps, which sdedu's DDIM uses.
+    """
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
+    return {
+        "num_train_timesteps": schedule.T,
+        "trained_betas": schedule.betas.detach().cpu().tolist(),
+        "prediction_type": "epsilon",
+        "timestep_spacing": "leading",
+        "steps_offset": 1,
+    }
+
+
+def make_scheduler(name: str, schedule: NoiseSchedule):
+    """A diffusers scheduler for `schedule`: "ddim", "ddpm", "euler" or "dpm++" (see SCHEDULERS).
+
+    "ddim" equals sdedu's `DDIMSampler(schedule)` step for step (set_alpha_to_one=False,
+    clip_sample=False); "ddpm" uses steps_offset=0 and equals `DDPMSampler`; "euler" is Karras et
+    al. 2022's Euler method on the probability-flow ODE; "dpm++" is DPM-Solver++(2M) (Lu et al. 2022).
+    """
+    import diffusers
+
+    if name not in SCHEDULERS:
+        raise ValueError(f"name must be one of {sorted(SCHEDULERS)}; got {name!r}")
+    config = scheduler_config(schedule)
+    if name == "ddim":
+        config.update(clip_sample=False, set_alpha_to_one=False)
+    elif name == "ddpm":
+        config.update(clip_sample=False, variance_type="fixed_small", steps_offset=0)
+    elif name == "dpm++":
+        config.update(algorithm_type="dpmsolver++", solver_order=2)
+    return getattr(diffusers, SCHEDULERS[name])(**config)
+
+
+@torch.no_grad()
+def sample_with_scheduler(
+    pipe,
+    prompt,
+    scheduler,
+    num_inference_steps: int = 25,
+    guidance_scale: float | None = None,
+    seed: int = 0,
+    return_latents: bool = False,
+):
+    """Text-to-image with sdedu's models and a diffusers scheduler, in diffusers' loop.
+
+    The starting noise is drawn exactly as `TinyStableDiffusion.__call__` draws it (same seed,
+    same generator, same shape), so with `make_scheduler("ddim", pipe.schedule)` the images equal
+    `pipe(prompt, sampler="ddim", seed=seed)` up to float rounding.
+
+    Args:
+        pipe: a `sdedu.pipeline.TinyStableDiffusion`.
+        prompt: a str or a list of str.
+        scheduler: a diffusers scheduler (e.g. from `make_scheduler`).
+        num_inference_steps: scheduler steps.
+        guidance_scale: classifier-free guidance (default: the pipeline's default).
+        seed: seeds the starting noise (and any noise the scheduler adds).
+        return_latents: also return the final latents.
+    Returns:
+        images (B, 3, 32, 32) in [0, 1]; with return_latents, (images, latents (B, 4, 8, 8)).
+    """
+    from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE
+
+    check_int_range("num_inference_steps", num_inference_steps, 1, pipe.schedule.T - 1)
+    guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
+    guidance_scale = check_number_range("guidance_scale", guidance_scale, 0.0)
+    if not hasattr(scheduler, "step") or not hasattr(scheduler, "set_timesteps"):
+        raise TypeError(f"scheduler must be a diffusers scheduler (set_timesteps, step); got {describe(scheduler)}")
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    generator = torch.Generator(device=pipe.device).manual_seed(seed)
+    # 1. Prompt embeddings (cond and the empty prompt's), as in the sdedu pipeline.
+    cond, uncond = pipe.encode_prompt(prompts)
+    # 2. The scheduler's timesteps.
+    scheduler.set_timesteps(num_inference_steps, device=pipe.device)
+    # 3. Starting noise, scaled to the scheduler's initial std (1 for DDPM/DDIM, sigma_max for Euler).
+    latents = torch.randn((len(prompts), 4, 8, 8), generator=generator, device=pipe.device)
+    latents = latents * scheduler.init_noise_sigma
+    B = latents.shape[0]
+    for t in scheduler.timesteps:
+        # 4. Scale the input as the scheduler asks, one batched UNet call for both branches.
+        model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)  # (2B, 4, 8, 8)
+        t_batch = torch.full((2 * B,), int(round(float(t))), dtype=torch.long, device=pipe.device)
+        eps_uncond, eps_cond = pipe.unet(model_input, t_batch, torch.cat([uncond, cond])).chunk(2)
+        eps_pred = classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
+        # 5. The scheduler's update.
+        latents = scheduler.step(eps_pred, t, latents, generator=generator).prev_sample
+    # 6. Decode with sdedu's VAE.
+    images = pipe.decode_latents(latents)
+    return (images, latents) if return_latents else images
+
+
+def unet2d_condition_config(config=None, in_channels: int | None = None) -> dict:
+    """The config of a diffusers `UNet2DConditionModel` laid out like sdedu's `UNet(config)`.
+
+    Two resolution levels (8x8 and 4x4 for 8x8 latents) with `config.channels`, a cross-attention
+    transformer at both and in the middle, heads of `config.head_dim` channels, one ResBlock per
+    level on the way down (diffusers' up path has one more per level, and its middle block two:
+    so the diffusers model has more parameters than sdedu's for the same channels).
+
+    Note the name trap: in UNet2DConditionModel `attention_head_dim` means the *number* of heads
+    per level when `num_attention_heads` is unset (a historical naming bug kept for compatibility),
+    so the heads are given explicitly as channels // head_dim.
+    """
+    from sdedu.models.unet import UNetConfig
+
+    config = config or UNetConfig()
+    if not isinstance(config, UNetConfig):
+        raise TypeError(f"config must be a sdedu.models.unet.UNetConfig; got {describe(config)}")
+    heads = tuple(c // config.head_dim for c in config.channels)
+    channels = in_channels or config.in_channels
+    return {
+        "sample_size": 8,
+        "in_channels": channels,
+        "out_channels": channels,
+        "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        "block_out_channels": tuple(config.channels),
+        "layers_per_block": 1,
+        "cross_attention_dim": config.context_dim,
+        "attention_head_dim": heads,
+        "norm_num_groups": config.norm_groups,
+    }
+
+
+def build_diffusers_unet(config=None, seed: int = 0):
+    """A freshly initialised `UNet2DConditionModel` with `unet2d_condition_config(config)`."""
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)  # diffusers initialises with the global generator
+    return UNet2DConditionModel(**unet2d_condition_config(config))
+
+
+class DiffusersUNet(nn.Module):
+    """A diffusers UNet2DConditionModel called like sdedu's UNet: (x_t, t, cond) -> eps_pred.
+
+    Args:
+        unet: a `UNet2DConditionModel` (e.g. from `build_diffusers_unet`).
+    """
+
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+        self.config = unet.config
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """x_t (B, 4, 8, 8), t (B,) int64, cond (B, L, D) -> eps_pred (B, 4, 8, 8)."""
+        return self.unet(x_t, t, encoder_hidden_states=cond).sample
+
+
+def parameter_count(module: nn.Module) -> int:
+    """Number of parameters of a module."""
+    return sum(p.numel() for p in module.parameters())
