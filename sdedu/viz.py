@@ -289,10 +289,12 @@ def _to_html(fig: plt.Figure, update, count: int, interval: int, fallback):
     from IPython.display import HTML
     from matplotlib.animation import FuncAnimation
 
+    animation = FuncAnimation(fig, update, frames=count, interval=interval, blit=False)
     try:
-        animation = FuncAnimation(fig, update, frames=count, interval=interval, blit=False)
         html = animation.to_jshtml(default_mode="once")
     except Exception as error:  # noqa: BLE001 - any writer problem falls back to a static figure
+        # The failure is reported below; silence matplotlib's "deleted without rendering" warning.
+        animation._draw_was_started = True
         plt.close(fig)
         print(f"animation unavailable ({type(error).__name__}: {error}); showing a static grid instead")
         return fallback()

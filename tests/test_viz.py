@@ -86,7 +86,6 @@ def test_animations_are_offline_html():
     assert not plt.get_fignums()  # the animation figure is closed so it is not shown twice
 
 
-@pytest.mark.filterwarnings("ignore:Animation was deleted")
 def test_animation_falls_back_to_a_static_grid(monkeypatch, capsys):
     from matplotlib.animation import FuncAnimation
 
