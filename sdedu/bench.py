@@ -150,6 +150,10 @@ def vae_section(ctx: Context) -> list[Row]:
 
 SECTIONS = [adherence_section, diversity_section, held_out_section, speed_section, vae_section]
 
+from sdedu import bench_perf  # noqa: E402  (performance sections, issue 6: see sdedu/bench_perf.py)
+
+SECTIONS += bench_perf.SECTIONS
+
 
 def section_name(section) -> str:
     return section.__name__.removesuffix("_section")

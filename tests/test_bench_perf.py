@@ -1,0 +1,109 @@
+"""The performance sections of the benchmark, in quick form on a tiny random pipeline.
+
+Only that they run and report sane, consistent figures: the figures themselves belong to
+`python -m sdedu.bench`, never to an assertion.
+"""
+
+import math
+
+import pytest
+import torch
+
+from sdedu import bench, bench_perf
+
+pytest.importorskip("sdedu.models.unet")
+pytest.importorskip("diffusers")
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    pipe = bench_perf.random_pipeline("tiny", T=100)  # DDPM "with all T steps" is then 100 steps
+    return bench.Context(pipe=pipe, quick=True, device=torch.device("cpu"))
+
+
+def by_metric(rows):
+    return {row.metric: row for row in rows}
+
+
+def check_rows(rows, section):
+    assert rows and all(row.section == section for row in rows)
+    for row in rows:
+        assert math.isfinite(row.value), row
+        if row.target:
+            assert isinstance(row.passed, bool), row
+
+
+def test_sections_are_registered_in_the_benchmark():
+    names = [bench.section_name(s) for s in bench.SECTIONS]
+    for section in bench_perf.SECTIONS:
+        assert bench.section_name(section) in names
+
+
+def test_unet_vs_diffusers(ctx):
+    rows = bench_perf.unet_vs_diffusers_section(ctx)
+    check_rows(rows, "unet")
+    step = rows[0]
+    assert step.value > 0 and step.extra["sdedu_gflop"] > 0
+    # diffusers' nearest config has more ResBlocks and a wider feed-forward: more parameters and FLOPs
+    assert step.extra["diffusers_params"] > step.extra["sdedu_params"]
+    assert step.extra["diffusers_gflop"] > step.extra["sdedu_gflop"]
+
+
+def test_block_pairs_take_and_give_the_same_shapes():
+    from sdedu.models.unet import UNetConfig
+
+    config = UNetConfig(channels=(32, 64), context_dim=32, head_dim=16, norm_groups=8)
+    with torch.no_grad():
+        for name, ours, theirs in bench_perf._block_pairs(config, batch_size=2, device="cpu"):
+            assert ours().shape == theirs().shape, name
+
+
+def test_sampler_overhead_same_latents_as_diffusers(ctx):
+    rows = by_metric(bench_perf.sampler_overhead_section(ctx))
+    check_rows(list(rows.values()), "sampler")
+    assert rows["same final latents: max |sdedu - diffusers|"].passed
+
+
+def test_ddim_vs_ddpm_uses_all_T_steps(ctx):
+    rows = bench_perf.ddim_vs_ddpm_section(ctx)
+    check_rows(rows, "ddim_ddpm")
+    metrics = [row.metric for row in rows]
+    assert any(m.startswith("DDPM-100:") for m in metrics)
+    ratio = by_metric(rows)["DDPM-100 time / DDIM-25 time"].value
+    assert ratio > 1  # 100 UNet calls against 25
+
+
+def test_generate_equals_the_pipeline(ctx):
+    prompts = ["a red circle", "a square"]
+    torch.testing.assert_close(bench_perf.generate(ctx.pipe, prompts, steps=5, seed=3),
+                               ctx.pipe(prompts, num_inference_steps=5, seed=3))
+
+
+def test_latent_vs_pixel(ctx):
+    rows = by_metric(bench_perf.latent_vs_pixel_section(ctx))
+    check_rows(list(rows.values()), "latent")
+    assert rows["training step: pixel / latent"].value > 1  # 16x the positions, 1024-token attention
+
+
+def test_precision_sizes_and_best_variant(ctx):
+    rows = bench_perf.precision_section(ctx)
+    check_rows(rows, "precision")
+    table = by_metric(rows)
+    assert 0.2 < table["int8 weights: UNet size / fp32"].value < 0.35
+    pruned = next(row for row in rows if row.metric.startswith("pruned 30%:") and row.unit == "s")
+    assert abs(pruned.extra["sparsity"] - 0.3) < 0.01
+    assert any(row.metric.startswith("best that keeps adherence") for row in rows)
+
+
+def test_roofline_and_scaling(ctx):
+    roofline = bench_perf.roofline_section(ctx)
+    check_rows(roofline, "roofline")
+    assert roofline[0].value > 0 and 0 < roofline[1].value
+    scaling = bench_perf.scaling_section(ctx)
+    check_rows(scaling, "scaling")
+    assert all(row.value > 0 for row in scaling)
+
+
+def test_count_flops_of_a_matmul():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert bench_perf.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
