@@ -95,11 +95,12 @@ def noise_slider(
     def draw(t: int) -> None:
         images = torch.cat(noised(t))                                          # (num_schedules, C, H, W)
         titles = [
-            f"{name}\nalpha_bar={s.alpha_bar[t].item():.3f}  SNR={s.snr()[t].item():.3g}"
+            f"{name}, t = {t}\nalpha_bar={s.alpha_bar[t].item():.3f}  SNR={s.snr()[t].item():.3g}"
             for name, s in named.items()
         ]
-        viz.image_grid(images, ncols=len(named), titles=titles, value_range=value_range, size=2.6)
+        fig = viz.image_grid(images, ncols=len(named), titles=titles, value_range=value_range, size=2.6)
         plt.show()
+        plt.close(fig)
 
     slider = widgets.IntSlider(value=initial_t, min=0, max=T - 1, step=t_step, description="t",
                                continuous_update=False)

@@ -127,3 +127,16 @@ def test_plot_schedules_draws_alpha_bar_and_log_snr():
     np.testing.assert_allclose(left.lines[1].get_ydata(), schedules["cosine"].alpha_bar.numpy())
     with pytest.raises(TypeError, match="schedules must be"):
         viz.plot_schedules([])
+
+
+@pytest.mark.filterwarnings("ignore:FigureCanvasAgg is non-interactive")
+def test_noise_slider_in_jupyter_is_a_slider_over_t(monkeypatch):
+    import ipywidgets
+
+    monkeypatch.setattr(widgets, "widgets_available", lambda: True)
+    box = widgets.noise_slider(torch.zeros(1, 3, 8, 8), NoiseSchedule.linear(T=100), t_step=5, initial_t=20)
+    slider, output = box.children
+    assert isinstance(slider, ipywidgets.IntSlider) and isinstance(output, ipywidgets.Output)
+    assert (slider.min, slider.max, slider.step, slider.value) == (0, 99, 5, 20)
+    slider.value = 95  # redraws without error
+    assert not plt.get_fignums()  # each redraw closes its figure
