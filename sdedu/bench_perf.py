@@ -195,29 +195,6 @@ def random_pipeline(size: str = "default", device="cpu", seed: int = 0, T: int =
 # ---- 1. sdedu's UNet vs diffusers' --------------------------------------------------------------
 
 
-def diffusers_unet_like(config):
-    """diffusers' UNet2DConditionModel closest to an sdedu UNetConfig.
-
-    Same channels per level, one ResBlock + transformer per level, cross-attention at both
-    levels with the same head width, the same timestep embedding and GroupNorm groups. What
-    diffusers cannot express: its up blocks have layers_per_block + 1 = 2 ResBlocks (they take
-    one skip more), its middle block has 2 ResBlocks, and its feed-forward is 4x wide, not
-    ff_mult x; so it does more work. The benchmark reports time per FLOP too.
-    """
-    from diffusers import UNet2DConditionModel
-
-    c0, c1 = config.channels
-    return UNet2DConditionModel(
-        sample_size=8, in_channels=config.in_channels, out_channels=config.in_channels,
-        block_out_channels=(c0, c1), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        mid_block_type="UNetMidBlock2DCrossAttn", cross_attention_dim=config.context_dim,
-        attention_head_dim=(c0 // config.head_dim, c1 // config.head_dim),  # diffusers' name for the head count
-        norm_num_groups=config.norm_groups, flip_sin_to_cos=True, freq_shift=0,
-    )
-
-
 def _block_pairs(config, batch_size, device):
     """(name, sdedu block call, diffusers block call) at identical sizes and structure."""
     from diffusers.models.attention import BasicTransformerBlock
@@ -248,12 +225,16 @@ def _block_pairs(config, batch_size, device):
 @torch.no_grad()
 def unet_vs_diffusers_section(ctx) -> list:
     """Time per denoising step (the guided batch of 16 images): sdedu vs diffusers, and block by block."""
+    from sdedu.diffusers_bridge import build_diffusers_unet
+
     unet = ctx.pipe.unet
     config = optimize.unwrap(unet).config
     device = ctx.device
     batch = 2 * (ctx.n(IMAGES, 4))
     repeats = ctx.n(9, 3)
-    theirs = diffusers_unet_like(config).to(device).eval()
+    # diffusers' nearest layout (sdedu.diffusers_bridge): its up blocks have 2 ResBlocks per level
+    # (one more skip each) and its middle block 2, so it does more work: time per FLOP is reported too.
+    theirs = build_diffusers_unet(config).to(device).eval()
     z, t, cond = _unet_inputs(unet, batch, device=device)
     ours_call, theirs_call = (lambda: unet(z, t, cond)), (lambda: theirs(z, t, cond).sample)
     flops_ours, flops_theirs = count_flops(ours_call), count_flops(theirs_call)
@@ -280,24 +261,16 @@ def unet_vs_diffusers_section(ctx) -> list:
 # ---- 2. sampler overhead ---------------------------------------------------------------------------
 
 
-def diffusers_ddim_like(schedule):
-    """diffusers' DDIMScheduler configured as sdedu's DDIMSampler (see its docstring)."""
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(num_train_timesteps=schedule.T, trained_betas=schedule.betas.cpu().double().numpy(),
-                         timestep_spacing="leading", steps_offset=1, set_alpha_to_one=False, clip_sample=False,
-                         prediction_type="epsilon")
-
-
 @torch.no_grad()
 def sampler_overhead_section(ctx) -> list:
     """sdedu's DDIM loop vs the same loop with diffusers' DDIMScheduler, with and without the UNet."""
+    from sdedu.diffusers_bridge import make_scheduler
     from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE
     from sdedu.samplers import DDIMSampler
 
     pipe, device = ctx.pipe, ctx.device
     n_images, repeats = ctx.n(IMAGES, 4), ctx.n(7, 3)
-    ours, theirs = DDIMSampler(pipe.schedule), diffusers_ddim_like(pipe.schedule)
+    ours, theirs = DDIMSampler(pipe.schedule), make_scheduler("ddim", pipe.schedule)
     ours.set_timesteps(STEPS)
     theirs.set_timesteps(STEPS, device=device)
     z_T = torch.randn(n_images, 4, 8, 8, generator=torch.Generator().manual_seed(0)).to(device)

@@ -9,6 +9,9 @@ Each part writes its loss log (loss.csv) and checkpoint into <out>/<part>/ and i
 `TinyStableDiffusion.from_pretrained("<out>/weights")`). `unet` alone reuses the VAE and text
 encoder already in <out>/weights. Ctrl-C saves a checkpoint; `--resume` continues from it.
 Threads: --threads, else $SDEDU_THREADS, else $OMP_NUM_THREADS, else 1.
+Data-parallel: `torchrun --nproc_per_node=N -m sdedu.train unet ...` trains with DDP (N must divide
+the batch sizes; each rank gets the machine's cores / N threads unless --threads says otherwise);
+see sdedu.training.distributed and docs/DISTRIBUTED.md.
 The same from Python: `sdedu.training.recipes.train_all(out_dir, recipe, parts=...)`.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 PARTS = {"vae": ("vae",), "text": ("text",), "unet": ("unet",), "all": ("vae", "text", "unet")}
@@ -44,8 +48,20 @@ def main(argv=None) -> int:
     from sdedu.weights import read_manifest
 
     recipe = Recipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16)
-    weights = train_all(args.out, recipe, resume=args.resume, progress=not args.no_progress, device=args.device,
-                        threads=args.threads, evaluate=not args.no_eval, parts=PARTS[args.part])
+    distributed, device, threads = None, args.device, args.threads
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several processes
+        from sdedu.training.distributed import cleanup, init_from_env
+
+        distributed = init_from_env(device=args.device, threads=args.threads)
+        device, threads = distributed.device, distributed.threads
+    try:
+        weights = train_all(args.out, recipe, resume=args.resume, progress=not args.no_progress, device=device,
+                            threads=threads, evaluate=not args.no_eval, parts=PARTS[args.part], distributed=distributed)
+    finally:
+        if distributed is not None:
+            cleanup()
+    if distributed is not None and not distributed.is_main:
+        return 0  # rank 0 reports
     manifest = read_manifest(weights)
     summary = {"weights": str(weights), "training_seconds": manifest.get("training_seconds"),
                "training_cpu_seconds": manifest.get("training_cpu_seconds"),

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from sdedu._checks import check_int_range, check_number_range
 from sdedu.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from sdedu.training.distributed import mean_over_ranks, rank_seed, wrap
 from sdedu.training.ema import EMA
 
 LOG = "loss.csv"
@@ -131,6 +132,7 @@ def train(
     desc: str = "train",
     progress: bool = True,
     parameters=None,
+    distributed=None,
 ) -> TrainResult:
     """Train `model` by minimising `loss_fn(model, generator)` (see the module docstring).
 
@@ -143,12 +145,16 @@ def train(
         desc: the progress bar's label.
         progress: show a tqdm bar.
         parameters: the parameters to optimise (default: all of model's).
+        distributed: a `sdedu.training.distributed.DistributedContext` to train data-parallel
+            (DDP): each rank draws its batch from its own seed, only rank 0 writes files.
     Returns:
         `TrainResult` (seconds counts only this call's steps).
     """
     out_dir = Path(out_dir) if out_dir is not None else None
     params = list(parameters) if parameters is not None else list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    runner = wrap(model, loss_fn, distributed)  # DDP when distributed: rank 0's weights go to every rank first
+    main = distributed is None or distributed.is_main  # only rank 0 writes the log and checkpoints
     ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
     start = 0
     # 1. Resume: restore model, EMA and optimizer; keep the loss log up to the checkpoint.
@@ -156,7 +162,7 @@ def train(
         start = load_checkpoint(out_dir, model, optimizer, ema, device=next(model.parameters()).device)["step"]
     rows = _read_log(out_dir / LOG, start) if out_dir is not None and start > 0 else []
     log_file = writer = None
-    if out_dir is not None:
+    if out_dir is not None and main:
         out_dir.mkdir(parents=True, exist_ok=True)
         log_file = (out_dir / LOG).open("w", newline="")
         writer = csv.writer(log_file)
@@ -165,7 +171,7 @@ def train(
         log_file.flush()
 
     def checkpoint(step):
-        if out_dir is not None:
+        if out_dir is not None and main:
             save_checkpoint(out_dir, step, model, optimizer, ema, extra={"config": asdict(config), "desc": desc})
 
     device_type = next(model.parameters()).device.type
@@ -173,18 +179,18 @@ def train(
     model.train()
     loss_value, t_start, cpu_start = float("nan"), time.perf_counter(), time.process_time()
     completed, updating = start, False  # fully finished steps; True while weights are changing
-    bar = tqdm(range(start, config.steps), desc=desc, initial=start, total=config.steps, disable=not progress)
+    bar = tqdm(range(start, config.steps), desc=desc, initial=start, total=config.steps, disable=not (progress and main))
     try:
         for step in bar:
             t0 = time.perf_counter()
             # 2. This step's randomness and learning rate.
-            generator = step_generator(config.seed, step)
+            generator = step_generator(rank_seed(config.seed, distributed.rank) if distributed else config.seed, step)
             lr = learning_rate(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             # 3. Forward and backward.
             with autocast:
-                loss = loss_fn(model, generator)
+                loss = runner(generator)  # loss_fn(model, generator), gradients all-reduced under DDP
             loss.backward()
             # 4. Clip the gradient norm, update, average.
             updating = True
@@ -195,7 +201,7 @@ def train(
             if ema is not None:
                 ema.update(model)
             # 5. Log and checkpoint.
-            loss_value = float(loss.detach())
+            loss_value = mean_over_ranks(float(loss.detach()), distributed)
             if writer is not None:
                 writer.writerow([step, f"{loss_value:.6g}", f"{lr:.6g}", f"{time.perf_counter() - t0:.4f}"])
             completed, updating = step + 1, False

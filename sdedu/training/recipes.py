@@ -24,7 +24,7 @@ a fresh sample each time, as SD samples the posterior) and fresh partial caption
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +34,7 @@ from sdedu.diffusion import noise_prediction_loss
 from sdedu.models.text_encoder import ContrastiveModel, TextEncoder, TextEncoderConfig, Tokenizer
 from sdedu.models.unet import UNet, UNetConfig
 from sdedu.models.vae import VAE, VAEConfig, psnr
+from sdedu.training.distributed import local_batch_size
 from sdedu.training.loop import TrainConfig, set_threads, train
 from sdedu.weights import save_component, schedule_from_settings, update_manifest
 
@@ -109,7 +110,8 @@ def draw_images(n: int, generator: torch.Generator):
 # ---- 1. VAE ------------------------------------------------------------------------------------
 
 
-def train_vae(recipe: Recipe, out_dir=None, resume=False, progress=True, device="cpu") -> tuple[VAE, dict]:
+def train_vae(recipe: Recipe, out_dir=None, resume=False, progress=True, device="cpu",
+              distributed=None) -> tuple[VAE, dict]:
     """Train the KL autoencoder, set its scale factor, measure PSNR. Returns (EMA VAE, info)."""
     device = torch.device(device)
     vae = VAE(recipe.vae).to(device)
@@ -118,7 +120,8 @@ def train_vae(recipe: Recipe, out_dir=None, resume=False, progress=True, device=
         images, _ = draw_images(recipe.vae_batch_size, generator)
         return model.loss(images.to(device), generator=None if device.type != "cpu" else generator)
 
-    run = train(vae, loss_fn, recipe.vae_train, _sub(out_dir, "vae"), resume=resume, desc="VAE", progress=progress)
+    run = train(vae, loss_fn, recipe.vae_train, _sub(out_dir, "vae"), resume=resume, desc="VAE", progress=progress,
+                distributed=distributed)
     vae = run.ema_model
     # Latent scale factor, as for SD: 1 / std of sampled latents over training images.
     images, _ = draw_images(recipe.scale_factor_images, torch.Generator().manual_seed(recipe.seed + 1))
@@ -141,7 +144,8 @@ def evaluate_vae(vae: VAE, n: int = 1000, device="cpu") -> dict:
 # ---- 2. text encoder ---------------------------------------------------------------------------
 
 
-def train_text_encoder(recipe: Recipe, out_dir=None, resume=False, progress=True, device="cpu") -> tuple[TextEncoder, dict]:
+def train_text_encoder(recipe: Recipe, out_dir=None, resume=False, progress=True, device="cpu",
+                       distributed=None) -> tuple[TextEncoder, dict]:
     """CLIP-style contrastive pretraining with multi-positive targets. Returns (text encoder, info)."""
     device = torch.device(device)
     tokenizer = Tokenizer(max_length=recipe.text.max_length)
@@ -153,7 +157,8 @@ def train_text_encoder(recipe: Recipe, out_dir=None, resume=False, progress=True
         match = torch.tensor([[all(a[k] == v for k, v in nm.items()) for nm in named] for a in attributes])  # (B, B)
         return model.loss(images.to(device), tokenizer(captions, device=device), match.to(device))
 
-    run = train(model, loss_fn, recipe.text_train, _sub(out_dir, "text"), resume=resume, desc="text encoder", progress=progress)
+    run = train(model, loss_fn, recipe.text_train, _sub(out_dir, "text"), resume=resume, desc="text encoder", progress=progress,
+                distributed=distributed)
     info = {"train_seconds": run.seconds, "cpu_seconds": run.cpu_seconds, "seconds_per_step": run.seconds_per_step,
             "steps": run.steps, "final_loss": run.final_loss, **evaluate_text_encoder(run.ema_model, tokenizer, device=device)}
     return run.ema_model.text_encoder.eval(), info
@@ -195,7 +200,7 @@ def encode_bank(vae: VAE, n: int, seed: int, device="cpu", batch_size: int = 500
 
 
 def train_unet(recipe: Recipe, vae: VAE, text_encoder: TextEncoder, out_dir=None, resume=False, progress=True,
-               device="cpu") -> tuple[UNet, dict]:
+               device="cpu", distributed=None) -> tuple[UNet, dict]:
     """Train the UNet on scaled latents with the frozen VAE and text encoder. Returns (EMA UNet, info)."""
     device = torch.device(device)
     if recipe.unet.context_dim != text_encoder.config.width:
@@ -224,7 +229,8 @@ def train_unet(recipe: Recipe, vae: VAE, text_encoder: TextEncoder, out_dir=None
         # 3. Ho et al.'s simple loss on the latents.
         return noise_prediction_loss(model, z0, schedule, generator=generator, cond=cond)
 
-    run = train(unet, loss_fn, recipe.unet_train, _sub(out_dir, "unet"), resume=resume, desc="UNet", progress=progress)
+    run = train(unet, loss_fn, recipe.unet_train, _sub(out_dir, "unet"), resume=resume, desc="UNet", progress=progress,
+                distributed=distributed)
     info = {"train_seconds": run.seconds + bank_seconds, "cpu_seconds": run.cpu_seconds + bank_cpu_seconds,
             "latent_bank_seconds": bank_seconds,
             "seconds_per_step": run.seconds_per_step, "steps": run.steps, "final_loss": run.final_loss}
@@ -272,45 +278,57 @@ def parameter_count(module) -> int:
 
 
 def train_all(out_dir="runs/tiny-sd", recipe: Recipe | None = None, resume=False, progress=True, device="cpu",
-              threads: int | None = None, evaluate: bool = True, parts=("vae", "text", "unet")) -> Path:
+              threads: int | None = None, evaluate: bool = True, parts=("vae", "text", "unet"),
+              distributed=None) -> Path:
     """Run the recipe (or some of its parts), save the weights and manifest in <out_dir>/weights.
 
     Parts not in `parts` are loaded from <out_dir>/weights (they must have been trained before).
+    distributed: a `DistributedContext` (torchrun): each rank trains on its share of every batch
+    (the recipe's batch sizes are global), and only rank 0 writes weights, manifest and logs.
     Returns the weights folder, loadable with `sdedu.weights.load_pretrained(path)`.
     """
     from sdedu.weights import load_component
 
     recipe = recipe or Recipe()
     threads = set_threads(threads)
+    main = distributed is None or distributed.is_main
+    world_size = distributed.world_size if distributed is not None else 1
     out_dir = Path(out_dir)
     weights = out_dir / "weights"
-    update_manifest(weights, recipe=_jsonable(asdict(recipe)), seed=recipe.seed, threads=threads,
-                    schedule=recipe.schedule, tokenizer={"max_length": recipe.text.max_length},
-                    torch_version=torch.__version__)
+    if main:
+        update_manifest(weights, recipe=_jsonable(asdict(recipe)), seed=recipe.seed, threads=threads,
+                        schedule=recipe.schedule, tokenizer={"max_length": recipe.text.max_length},
+                        torch_version=torch.__version__, world_size=world_size)
+    recipe = per_rank_recipe(recipe, world_size, parts)  # each rank's share of every batch
     timings, cpu = {}, {}  # wall-clock and CPU seconds per part
     if "vae" in parts:
-        vae, info = train_vae(recipe, out_dir, resume, progress, device)
-        save_component(vae, "vae", weights, {"training": info})
+        vae, info = train_vae(recipe, out_dir, resume, progress, device, distributed)
+        if main:
+            save_component(vae, "vae", weights, {"training": info})
         timings["vae"], cpu["vae"] = info["train_seconds"], info["cpu_seconds"]
     elif "unet" in parts:
         vae = load_component("vae", weights, device)
     if "text" in parts:
-        text_encoder, info = train_text_encoder(recipe, out_dir, resume, progress, device)
-        save_component(text_encoder, "text_encoder", weights, {"training": info})
+        text_encoder, info = train_text_encoder(recipe, out_dir, resume, progress, device, distributed)
+        if main:
+            save_component(text_encoder, "text_encoder", weights, {"training": info})
         timings["text_encoder"], cpu["text_encoder"] = info["train_seconds"], info["cpu_seconds"]
     elif "unet" in parts:
         text_encoder = load_component("text_encoder", weights, device)
     if "unet" in parts:
-        unet, info = train_unet(recipe, vae, text_encoder, out_dir, resume, progress, device)
-        save_component(unet, "unet", weights, {"training": info})
+        unet, info = train_unet(recipe, vae, text_encoder, out_dir, resume, progress, device, distributed)
+        if main:
+            save_component(unet, "unet", weights, {"training": info})
         timings["unet"], cpu["unet"] = info["train_seconds"], info["cpu_seconds"]
-        if evaluate:
+        if evaluate and main:
             from sdedu.pipeline import TinyStableDiffusion
 
             t0 = time.perf_counter()
             pipe = TinyStableDiffusion(Tokenizer(max_length=recipe.text.max_length), text_encoder, vae, unet,
                                        schedule_from_settings(recipe.schedule), device=device)
             update_manifest(weights, metrics=evaluate_generation(pipe), evaluation_seconds=time.perf_counter() - t0)
+    if not main:
+        return weights
     manifest = update_manifest(weights)
     for key, new in (("training_seconds", timings), ("training_cpu_seconds", cpu)):
         recorded = manifest.get(key, {})
@@ -318,6 +336,18 @@ def train_all(out_dir="runs/tiny-sd", recipe: Recipe | None = None, resume=False
         recorded["total"] = sum(v for k, v in recorded.items() if k != "total")
         update_manifest(weights, **{key: recorded})
     return weights
+
+
+def per_rank_recipe(recipe: Recipe, world_size: int, parts=("vae", "text", "unet")) -> Recipe:
+    """The recipe each of `world_size` data-parallel ranks runs: the batches of `parts` divided by it.
+
+    Raises ValueError when the world size does not divide a global batch size.
+    """
+    if world_size == 1:
+        return recipe
+    names = {"vae": "vae_batch_size", "text": "text_batch_size", "unet": "unet_batch_size"}
+    return replace(recipe, **{names[p]: local_batch_size(getattr(recipe, names[p]), world_size, names[p])
+                              for p in parts if p in names})
 
 
 def _sub(out_dir, name):
