@@ -408,7 +408,7 @@ def latent_vs_pixel_section(ctx) -> list:
             z = _sample(model, (n_images, channels, size, size), c, u, schedule, steps)
             return pipe.decode_latents(z) if space == "latent" else z
 
-        seconds[space, "sample"] = median_time(sample, repeats, 1, device)[0]
+        seconds[space, "sample"] = median_time(sample, repeats, 1 if space == "latent" else 0, device)[0]
     train_ratio = seconds["pixel", "train"] / seconds["latent", "train"]
     sample_ratio = seconds["pixel", "sample"] / seconds["latent", "sample"]
     return [
@@ -452,7 +452,8 @@ def precision_section(ctx) -> list:
         run = lambda: variant(prompts, num_inference_steps=steps, seed=ctx.seed)  # noqa: E731
         seconds = median_time(run, repeats, 1, ctx.device)[0]
         change = (run() - reference).abs().max().item()
-        score = adherence_of(variant, n_judged, seed=ctx.seed) if trained else {}
+        # Judged in batches of the timed size: a compiled UNet would recompile for another batch.
+        score = adherence_of(variant, n_judged, batch_size=n_images, seed=ctx.seed) if trained else {}
         results[name] = {"seconds": seconds, "adherence": score.get("all"), "max_image_change": change}
         compiled = _compiled_state(variant.unet)
         rows.append(_row("precision", f"{name}: {n_images} images x {steps} steps", seconds, unit="s",

@@ -438,7 +438,7 @@ def _warm_up(pipe, batch_size: int) -> None:
         return
     device = torch.device(pipe.device)
     z = torch.zeros(batch_size, channels, 8, 8, device=device)
-    t = torch.full((batch_size,), 1, dtype=torch.long, device=device)
+    t = torch.tensor(1, device=device).expand(batch_size)  # as the pipeline passes it: guards check strides too
     cond = torch.zeros(batch_size, length, context_dim, device=device)
     pipe.unet(z, t, cond)
 
