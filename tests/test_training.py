@@ -174,3 +174,15 @@ def test_cli_parses_and_rejects_bad_steps(capsys):
         main(["vae", "--steps", "0"])
     with pytest.raises(SystemExit):
         build_parser().parse_args(["pixels"])
+
+
+def test_caption_matches_for_the_contrastive_targets():
+    from sdedu.training.recipes import captions_for, matches
+
+    red_circle = {"shape": "circle", "color": "red", "size": "small", "position": "center"}
+    blue_square = {"shape": "square", "color": "blue", "size": "large", "position": "top left"}
+    named = [{"color": "red"}, {"shape": "square", "size": "large"}, {}]
+    assert matches([red_circle, blue_square], named).tolist() == [[True, False, True], [False, True, True]]
+    captions, named = captions_for([red_circle] * 50, torch.Generator().manual_seed(0), p_full=0.5, p_drop=0.5)
+    assert matches([red_circle], named).all()  # a caption always matches its own image
+    assert "a small red circle in the center" in captions and len(set(captions)) > 3

@@ -101,6 +101,20 @@ def captions_for(attributes: list[dict], generator: torch.Generator, p_full: flo
     return captions, named
 
 
+def _codes(items: list[dict]) -> torch.Tensor:
+    """(n, 4) integer code of each attribute (index into SHAPES, COLORS, ...), -1 where absent."""
+    tables = (shapes.SHAPES, shapes.COLORS, shapes.SIZES, shapes.POSITIONS)
+    return torch.tensor([[table.index(item[a]) if a in item else -1 for a, table in zip(shapes.ATTRIBUTES, tables)]
+                         for item in items])
+
+
+def matches(attributes: list[dict], named: list[dict]) -> torch.Tensor:
+    """match[i, j] = image i has every attribute caption j names: (n images, m captions) bool."""
+    image, caption = _codes(attributes), _codes(named)  # (n, 4), (m, 4)
+    agree = (caption[None, :, :] == -1) | (caption[None, :, :] == image[:, None, :])  # (n, m, 4)
+    return agree.all(dim=-1)
+
+
 def draw_images(n: int, generator: torch.Generator):
     """n training images (held-out pairs excluded) and their attributes."""
     attributes = shapes.sample_attributes(n, generator, exclude_held_out=True)
@@ -154,7 +168,7 @@ def train_text_encoder(recipe: Recipe, out_dir=None, resume=False, progress=True
     def loss_fn(model, generator):
         images, attributes = draw_images(recipe.text_batch_size, generator)
         captions, named = captions_for(attributes, generator, recipe.p_full, recipe.p_drop)
-        match = torch.tensor([[all(a[k] == v for k, v in nm.items()) for nm in named] for a in attributes])  # (B, B)
+        match = matches(attributes, named)  # (B images, B captions)
         return model.loss(images.to(device), tokenizer(captions, device=device), match.to(device))
 
     run = train(model, loss_fn, recipe.text_train, _sub(out_dir, "text"), resume=resume, desc="text encoder", progress=progress,
