@@ -12,7 +12,7 @@ ROOT_FLAG    := $(if $(filter 0,$(shell id -u)),--allow-root,)
 TEST_WORKERS ?= 2
 NOTEBOOKS    := $(wildcard notebooks/*.ipynb solutions/*.ipynb exercises/*.ipynb)
 
-.PHONY: help setup course test test-lib strip exercises bench
+.PHONY: help setup browser course test test-lib strip exercises bench
 
 help:
 	@echo "make course     set up if needed, then open the course in JupyterLab"
@@ -33,8 +33,17 @@ course: setup
 	@echo "Opening the course. On a machine without a screen, open the http://127.0.0.1:8888/lab?token=... URL printed below."
 	$(VENV)/bin/jupyter lab notebooks/00_start_here.ipynb --ip=127.0.0.1 $(ROOT_FLAG) $(if $(DISPLAY),,--no-browser)
 
-test: setup
-	SDEDU_QUICK=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MPLBACKEND=Agg \
+# The browser test drives Debian's Chromium; install it where we may (root + apt-get, as in CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "chromium could not be installed: the browser test will be skipped"; \
+	  else echo "chromium is missing and cannot be installed here: the browser test will be skipped"; fi; }
+
+test: setup browser
+	SDEDU_QUICK=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --nbval-lax --nbval-cell-timeout=900 \
 		--durations=15 tests $(NOTEBOOKS)
 
