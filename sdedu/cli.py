@@ -163,10 +163,10 @@ def save_grid(images, path, columns=None, scale: int = 4, title=None, pad: int =
 # ---- delegating subcommands -----------------------------------------------------------------
 
 
-def _delegate(module_name: str, help_text: str):
+def _delegate(name: str, module_name: str, help_text: str):
     def add(subparsers):
         # No arguments of its own: everything after the subcommand goes to the module's main.
-        return subparsers.add_parser(module_name.rsplit(".", 1)[1], help=help_text, add_help=False,
+        return subparsers.add_parser(name, help=help_text, add_help=False,
                                      description=f"{help_text}; arguments are passed to `python -m {module_name}`.")
 
     def run(args, parser):
@@ -182,23 +182,22 @@ def _delegate(module_name: str, help_text: str):
     return add, run
 
 
-_add_train, _run_train = _delegate("sdedu.train", "train the VAE, text encoder and UNet (vae, text, unet or all)")
-_add_bench, _run_bench = _delegate("sdedu.bench", "measure adherence, diversity, speed and VAE quality")
+_add_train, _run_train = _delegate("train", "sdedu.train", "train the VAE, text encoder and UNet (vae, text, unet or all)")
+_add_bench, _run_bench = _delegate("bench", "sdedu.bench", "measure adherence, diversity, speed and VAE quality")
 
 
-# ---- grading (added by the lead) --------------------------------------------------------------
-# Add `_add_grade` / `_run_grade` here and list them in SUBCOMMANDS below.
-# -----------------------------------------------------------------------------------------------
+_add_grade, _run_grade = _delegate("grade", "sdedu.grading.grader", "grade submitted exercise notebooks into one CSV")
 
 
 SUBCOMMANDS = {
     "generate": (_add_generate, _run_generate),
     "train": (_add_train, _run_train),
     "bench": (_add_bench, _run_bench),
+    "grade": (_add_grade, _run_grade),
 }
 
 
-DELEGATED = ("train", "bench")
+DELEGATED = ("train", "bench", "grade")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:

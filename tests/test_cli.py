@@ -105,3 +105,13 @@ def test_delegated_subcommand_passes_arguments(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "sdedu.bench", fake)
     assert cli.main(["bench", "--quick", "--json", "x.json"]) == 0
     assert seen == [["--quick", "--json", "x.json"]]
+
+
+def test_grade_subcommand_reaches_the_grader(capsys):
+    """`sdedu grade` is the teacher's grader; a bad argument is an argparse error (exit 2), not a traceback."""
+    from sdedu.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["grade", "--cell-timeout", "soon", "x.ipynb"])
+    assert exit_info.value.code == 2
+    assert "--cell-timeout" in capsys.readouterr().err
