@@ -253,7 +253,8 @@ def unet_vs_diffusers_section(ctx) -> list:
     for name, ours_block, theirs_block in _block_pairs(config, batch, device):
         times = interleaved_times({"sdedu": ours_block, "diffusers": theirs_block}, 3 * repeats, 2, device)
         a, b = times["sdedu"], times["diffusers"]
-        rows.append(_row("unet", f"{name}: sdedu / diffusers time", a / b, "<= 1", a / b <= 1.0, "x",
+        # The same layers on both sides: parity is the target, with a 5% band for timing noise.
+        rows.append(_row("unet", f"{name}: sdedu / diffusers time", a / b, "<= 1.05", a / b <= 1.05, "x",
                          sdedu_ms=a * 1e3, diffusers_ms=b * 1e3))
     return rows
 
