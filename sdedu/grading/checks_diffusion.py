@@ -25,6 +25,13 @@ BROADCAST_HINT = (
 )
 
 
+def _expect_deterministic(item, case, first, second) -> None:
+    if isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor) and first.shape == second.shape \
+            and not torch.equal(first, second):
+        fail(item, case, "two calls with the same inputs gave different results.",
+             "use the `noise` argument instead of drawing new random noise.")
+
+
 def _per_image(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, 1, 1, 1)  # (B, 1, 1, 1)
 
@@ -55,6 +62,8 @@ def forward_mistakes(x0, t, alpha_bar, noise):
         (lambda: forward_reference(x0, t - 1, alpha_bar, noise),
          "off by one: index alpha_bar with t itself (code t = 0 is the first noisy step, alpha_bar[0] "
          "already includes one step of noise)."),
+        (lambda: forward_reference(x0, t + 1, alpha_bar, noise),
+         "off by one: index alpha_bar with t itself (code t runs from 0 to T-1)."),
         (lambda: forward_reference(x0, t[:1].expand_as(t), alpha_bar, noise),
          "every image in the batch has its own timestep t[i]: use all of t, not t[0]."),
         (lambda: alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * noise, BROADCAST_HINT),
@@ -69,7 +78,7 @@ def _forward_cases():
     cosine = NoiseSchedule.cosine(1000).alpha_bar
     short = NoiseSchedule.linear(10, 0.05, 0.5).alpha_bar
     specs = [
-        ("1 (one image (1, 3, 4, 4) at t = [0], linear schedule T = 1000)", (1, 3, 4, 4), [0], linear),
+        ("1 (one image (1, 3, 4, 4) at t = [7], linear schedule T = 1000)", (1, 3, 4, 4), [7], linear),
         ("2 (a batch (4, 3, 4, 4) with t = [0, 10, 500, 999], linear schedule)", (4, 3, 4, 4), [0, 10, 500, 999], linear),
         ("3 (a batch (3, 1, 5, 6) with t = [999, 0, 250], cosine schedule)", (3, 1, 5, 6), [999, 0, 250], cosine),
         ("4 (a batch (2, 4, 8, 8) with t = [9, 3], short schedule T = 10)", (2, 4, 8, 8), [9, 3], short),
@@ -89,14 +98,11 @@ def check_forward_diffusion(q_sample) -> str:
         errors = {"must match the size": BROADCAST_HINT, "out of bounds": "off by one: t is already a valid index "
                   "into alpha_bar (values 0 .. T-1).", "IndexError": "off by one: t is already a valid index into alpha_bar."}
         got = call_learner(item, q_sample, args, case=case, name="q_sample", error_hints=errors)
+        _expect_deterministic(item, case, got, call_learner(item, q_sample, args, case=case, name="q_sample"))
         expect_tensor(item, case, got, forward_reference(x0, t, alpha_bar, noise), name="x_t",
                       mistakes=forward_mistakes(x0, t, alpha_bar, noise),
                       default_hint="x_t = (coefficient) * x0 + (coefficient) * noise, with both coefficients "
-                      "read from alpha_bar at each image's own t. Use the given `noise`, do not draw new noise.")
-        again = call_learner(item, q_sample, args, case=case, name="q_sample")
-        if not torch.equal(again, got):
-            fail(item, case, "two calls with the same inputs gave different results.",
-                 "use the `noise` argument instead of drawing new random numbers.")
+                      "read from alpha_bar at each image's own t.")
         count += 1
     return f"{count} cases"
 
@@ -180,13 +186,10 @@ def check_reverse_diffusion(ddpm_step) -> str:
         errors = {"out of bounds": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1).",
                   "IndexError": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1)."}
         got = call_learner(item, ddpm_step, args, case=case, name="ddpm_step", error_hints=errors)
+        _expect_deterministic(item, case, got, call_learner(item, ddpm_step, args, case=case, name="ddpm_step"))
         expect_tensor(item, case, got, reverse_reference(x_t, t, eps_pred, betas, alpha_bar, noise), name="x_{t-1}",
                       mistakes=reverse_mistakes(x_t, t, eps_pred, betas, alpha_bar, noise),
                       default_hint="compare your line with Algorithm 2 of Ho et al. 2020 term by term: which "
                       "quantities are one step's (alpha_t, beta_t) and which are cumulative (alpha_bar_t)?")
-        again = call_learner(item, ddpm_step, args, case=case, name="ddpm_step")
-        if not torch.equal(again, got):
-            fail(item, case, "two calls with the same inputs gave different results.",
-                 "use the `noise` argument instead of drawing new random numbers.")
         count += 1
     return f"{count} cases"

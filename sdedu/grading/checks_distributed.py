@@ -58,33 +58,38 @@ torch.set_num_threads(1)
 # ---- end of the learner's code ----
 
 
+def train(average_gradients, rank, world_size, steps):
+    from sdedu.grading.checks_distributed import LR, make_problem, shard
+
+    model, x, y = make_problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    x_rank, y_rank = shard(x, y, rank, world_size)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x_rank), y_rank)
+        loss.backward()
+        average_gradients(model)
+        optimizer.step()
+        losses.append(loss.item())
+    return {{"params": [p.detach().flatten().tolist() for p in model.parameters()], "losses": losses}}
+
+
 def main():
     rank, world_size, init_file, out_file, steps = sys.argv[1:6]
     rank, world_size, steps = int(rank), int(world_size), int(steps)
-    from sdedu.grading.checks_distributed import LR, make_problem, shard
-
     dist.init_process_group("gloo", init_method="file://" + init_file, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=30))
-    result = {{"rank": rank}}
-    try:
-        model, x, y = make_problem()
-        optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-        x_rank, y_rank = shard(x, y, rank, world_size)
-        losses = []
-        for _ in range(steps):
-            optimizer.zero_grad()
-            loss = nn.functional.mse_loss(model(x_rank), y_rank)
-            loss.backward()
-            {fn_name}(model)
-            optimizer.step()
-            losses.append(loss.item())
-        result["params"] = [p.detach().flatten().tolist() for p in model.parameters()]
-        result["losses"] = losses
-    except BaseException as err:
-        result.update(error=type(err).__name__, message=str(err), traceback=traceback.format_exc())
+    results = []
+    for fn in [{fn_names}]:
+        try:
+            results.append(train(fn, rank, world_size, steps))
+        except BaseException as err:
+            results.append({{"error": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()}})
+            break  # after a failed collective the ranks are out of step
     with open(out_file, "w") as f:
-        json.dump(result, f)
-    if "error" not in result:
+        json.dump(results, f)
+    if "error" not in results[-1]:
         dist.destroy_process_group()
 
 
@@ -122,40 +127,45 @@ def train_single_process(steps: int, grad_scale: float = 1.0, only_shard: int | 
     return [p.detach().flatten() for p in model.parameters()]
 
 
-def learner_source(fn) -> str:
-    """The source of `fn` with the modules, functions and constants it refers to."""
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError) as err:
-        raise ValueError(f"cannot read the source of {getattr(fn, '__name__', fn)!r}: {err}") from err
-    lines = []
-    for name in fn.__code__.co_names:
-        if name not in fn.__globals__:
-            continue
-        value = fn.__globals__[name]
-        if isinstance(value, types.ModuleType):
-            lines.append(f"import {value.__name__} as {name}")
-        elif isinstance(value, (int, float, str, bool)):
-            lines.append(f"{name} = {value!r}")
-        elif isinstance(value, types.FunctionType) and value is not fn:
-            try:
-                lines.append(textwrap.dedent(inspect.getsource(value)))
-            except (OSError, TypeError):
-                pass
-    return "\n".join(lines + [source])
+def learner_source(fns) -> str:
+    """The source of the functions `fns`, with the modules, functions and constants they refer to."""
+    lines, functions = [], []
+    for fn in fns:
+        try:
+            functions.append(textwrap.dedent(inspect.getsource(fn)))
+        except (OSError, TypeError) as err:
+            raise ValueError(f"cannot read the source of {getattr(fn, '__name__', fn)!r}: {err}") from err
+        for name in fn.__code__.co_names:
+            if name not in fn.__globals__:
+                continue
+            value = fn.__globals__[name]
+            if isinstance(value, types.ModuleType):
+                lines.append(f"import {value.__name__} as {name}")
+            elif isinstance(value, (int, float, str, bool)):
+                lines.append(f"{name} = {value!r}")
+            elif isinstance(value, types.FunctionType) and value not in fns:
+                try:
+                    lines.append(textwrap.dedent(inspect.getsource(value)))
+                except (OSError, TypeError):
+                    pass
+    return "\n".join(dict.fromkeys(lines)) + "\n\n" + "\n\n".join(functions)
 
 
-def run_data_parallel(average_gradients, steps: int = 3, time_limit: float = TIME_LIMIT_S) -> dict:
+def run_data_parallel(average_gradients, steps: int = 3, time_limit: float = TIME_LIMIT_S):
     """Train the tiny problem on 2 gloo ranks (separate processes) with `average_gradients`.
 
-    Returns {"params": [rank0, rank1] (lists of flat tensors), "losses": [rank0, rank1]}.
-    Raises NotImplementedError for a stub (as calling it would), RuntimeError with the rank's
-    traceback when a rank fails, TimeoutError when the ranks hang.
+    `average_gradients` may also be a list of functions, run one after the other in the same two
+    processes (this is how the tests try many wrong versions without paying for many starts).
+
+    Returns {"params": [rank0, rank1] (lists of flat tensors), "losses": [rank0, rank1]}, or a list
+    of those for a list of functions. Raises NotImplementedError for a stub (as calling it would),
+    RuntimeError with the rank's traceback when a rank fails, TimeoutError when the ranks hang.
     """
-    if is_stub(average_gradients):
+    fns = list(average_gradients) if isinstance(average_gradients, (list, tuple)) else [average_gradients]
+    if any(is_stub(fn) for fn in fns):
         raise NotImplementedError()
-    code = _WORKER.format(world_size=WORLD_SIZE, learner_code=learner_source(average_gradients),
-                          fn_name=average_gradients.__name__)
+    code = _WORKER.format(world_size=WORLD_SIZE, learner_code=learner_source(fns),
+                          fn_names=", ".join(fn.__name__ for fn in fns))
     package_root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
@@ -181,24 +191,51 @@ def run_data_parallel(average_gradients, steps: int = 3, time_limit: float = TIM
                 logs.append(proc.communicate()[0])
         results = [json.loads(out.read_text()) if out.exists() else None for out in outs]
     for r, result in enumerate(results):
-        if result is not None and result.get("error") == "NotImplementedError":
+        failed = next((x for x in result or [] if "error" in x), None)
+        if failed is not None and failed["error"] == "NotImplementedError" and not failed["message"]:
             raise NotImplementedError()
-        if result is not None and "error" in result:
-            tail = "\n".join(result["traceback"].rstrip().splitlines()[-8:])
-            raise RuntimeError(f"rank {r} raised {result['error']}: {result['message'][:300]}\n{tail}")
+        if failed is not None:
+            tail = "\n".join(failed["traceback"].rstrip().splitlines()[-8:])
+            raise RuntimeError(f"rank {r} raised {failed['error']}: {failed['message'][:300]}\n{tail}")
     if timed_out:
         raise TimeoutError(f"the ranks did not finish within {time_limit:g} s")
     for r, result in enumerate(results):
         if result is None:
             raise RuntimeError(f"rank {r} died without a result:\n{logs[r][-2000:]}")
-    return {
-        "params": [[torch.tensor(p) for p in result["params"]] for result in results],
-        "losses": [result["losses"] for result in results],
-    }
+    runs = [
+        {"params": [[torch.tensor(p) for p in results[r][i]["params"]] for r in range(WORLD_SIZE)],
+         "losses": [results[r][i]["losses"] for r in range(WORLD_SIZE)]}
+        for i in range(len(fns))
+    ]
+    return runs if isinstance(average_gradients, (list, tuple)) else runs[0]
 
 
 def _same(a, b, tol=1e-5) -> bool:
     return all(torch.allclose(x, y, atol=tol, rtol=1e-4) for x, y in zip(a, b))
+
+
+def judge(run: dict, steps: int) -> tuple[str, str] | None:
+    """None if a data-parallel run is right, else (what went wrong, hint)."""
+    rank0, rank1 = run["params"]
+    if not _same(rank0, rank1):
+        hint = "after averaging, every rank must hold the same gradient: all-reduce each parameter's .grad (in place)."
+        if any(_same(rank0, train_single_process(steps, scale, only_shard=0)) for scale in (1.0, 1 / WORLD_SIZE)):
+            hint = ("each rank trained on its own shard alone: the gradients were never exchanged. dist.all_reduce "
+                    "works in place on the tensor you give it: give it p.grad itself, not a copy.")
+        return "the two ranks ended with different weights.", hint
+    reference = train_single_process(steps)
+    if _same(rank0, reference):
+        return None
+    hint = "average the gradients: the all-reduce sums over ranks, then divide by the world size."
+    if _same(rank0, train_single_process(steps, grad_scale=WORLD_SIZE)):
+        hint = "the gradients were summed over the ranks but not averaged: divide by dist.get_world_size()."
+    elif _same(rank0, train_single_process(steps, grad_scale=1 / WORLD_SIZE)):
+        hint = "the gradients were divided by the world size twice (or averaged, then divided again)."
+    elif _same(rank0, train_single_process(steps, only_shard=0)):
+        hint = "every rank used rank 0's gradient (a broadcast): average all ranks' gradients instead."
+    gap = max((a - b).abs().max().item() for a, b in zip(rank0, reference))
+    return ("both ranks agree, but not with single-process training on the whole batch "
+            f"(largest weight difference {gap:.3g}).", hint)
 
 
 @register("distributed_training", "average_gradients(model): data-parallel gradient averaging on 2 gloo ranks", "07_distributed_training")
@@ -213,11 +250,11 @@ def check_distributed_training(average_gradients) -> str:
         raise ExerciseIncomplete(f"{item}: average_gradients is not implemented yet: replace `raise NotImplementedError()` "
                                  "with your code, then run this cell again.")
     try:
-        result = run_data_parallel(average_gradients, steps=steps)
-    except ValueError as err:
-        fail(item, case, str(err), "define average_gradients in a notebook cell or a file, with `def`.")
+        run = run_data_parallel(average_gradients, steps=steps)
     except NotImplementedError:
         raise ExerciseIncomplete(f"{item}: average_gradients (or a function it calls) is not implemented yet.") from None
+    except ValueError as err:
+        fail(item, case, str(err), "define average_gradients in a notebook cell or a file, with `def`.")
     except TimeoutError as err:
         fail(item, case, str(err) + ".",
              "every rank must make the same collective calls in the same order; a call made by one rank "
@@ -229,22 +266,7 @@ def check_distributed_training(average_gradients) -> str:
             hint = ("every rank must make the same collective calls in the same order; a call made by one rank "
                     "only (inside `if rank == 0:`) waits for a partner that never comes.")
         fail(item, case, text, hint)
-    rank0, rank1 = result["params"]
-    if not _same(rank0, rank1):
-        hint = "after averaging, every rank must hold the same gradient: all-reduce each parameter's .grad (in place)."
-        if any(_same(rank0, train_single_process(steps, scale, only_shard=0)) for scale in (1.0, 1 / WORLD_SIZE)):
-            hint = ("each rank trained on its own shard alone: the gradients were never exchanged. dist.all_reduce "
-                    "works in place on the tensor you give it: give it p.grad itself, not a copy.")
-        fail(item, case, "the two ranks ended with different weights.", hint)
-    reference = train_single_process(steps)
-    if not _same(rank0, reference):
-        hint = "average the gradients: the all-reduce sums over ranks, then divide by the world size."
-        if _same(rank0, train_single_process(steps, grad_scale=WORLD_SIZE)):
-            hint = "the gradients were summed over the ranks but not averaged: divide by dist.get_world_size()."
-        elif _same(rank0, train_single_process(steps, grad_scale=1 / WORLD_SIZE)):
-            hint = "the gradients were divided by the world size twice (or averaged then divided again)."
-        elif _same(rank0, train_single_process(steps, only_shard=0)):
-            hint = "every rank used rank 0's gradient (a broadcast): average all ranks' gradients instead."
-        fail(item, case, "both ranks agree, but not with single-process training on the whole batch "
-             f"(largest weight difference {max((a - b).abs().max().item() for a, b in zip(rank0, reference)):.3g}).", hint)
+    verdict = judge(run, steps)
+    if verdict is not None:
+        fail(item, case, *verdict)
     return f"{WORLD_SIZE} ranks agree with each other and with single-process training"
