@@ -107,9 +107,12 @@ def _load_all() -> None:
         checks_compression,
         checks_diffusion,
         checks_distributed,
+        checks_inference,
         checks_interview,
         checks_precision,
         checks_training,
+        checks_unet,
+        checks_visualisation,
     )
 
 
