@@ -195,8 +195,9 @@ class VAE(nn.Module):
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB for images in [0, 1]: 10 log10(1 / MSE), per image (B,)."""
-    check_same = images.shape == reference.shape
-    if not check_same:
+    check_tensor("images", images, floating=True)
+    check_tensor("reference", reference, floating=True)
+    if images.shape != reference.shape:
         raise ValueError(f"images and reference must have the same shape; got {tuple(images.shape)} and {tuple(reference.shape)}")
     mse = (images.clamp(0, 1) - reference).pow(2).flatten(1).mean(dim=1)
     return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))
