@@ -291,6 +291,8 @@ class ModelResult:
     network_calls: int
     distances: dict = field(default_factory=dict)
     losses: list = field(default_factory=list)
+    model: object = None  # the trained GAN, ToyVAE or MLPDenoiser
+    schedule: object = None  # the diffusion model's NoiseSchedule (None for the others)
 
 
 def compare_generative_models(points: torch.Tensor, steps: int = 2000, n_samples: int | None = None,
@@ -332,19 +334,20 @@ def compare_generative_models(points: torch.Tensor, steps: int = 2000, n_samples
     (gan, gan_losses), t_gan = timed(lambda: train_gan(train_points, steps, generator=torch.Generator().manual_seed(seed),
                                                        progress=progress))
     samples, s_gan = timed(lambda: gan.sample(n_samples, torch.Generator().manual_seed(seed + 1)))
-    results["GAN"] = ModelResult("GAN", samples, t_gan, s_gan, 1, losses=gan_losses)
+    results["GAN"] = ModelResult("GAN", samples, t_gan, s_gan, 1, losses=gan_losses, model=gan)
 
     (vae, vae_losses), t_vae = timed(lambda: train_vae(train_points, steps, generator=torch.Generator().manual_seed(seed),
                                                        progress=progress))
     samples, s_vae = timed(lambda: vae.sample(n_samples, torch.Generator().manual_seed(seed + 1)))
-    results["VAE"] = ModelResult("VAE", samples, t_vae, s_vae, 1, losses=vae_losses)
+    results["VAE"] = ModelResult("VAE", samples, t_vae, s_vae, 1, losses=vae_losses, model=vae)
 
     (model, schedule, diff_losses), t_diff = timed(
         lambda: train_diffusion(train_points, steps, generator=torch.Generator().manual_seed(seed), progress=progress))
     sampler = DDPMSampler(schedule)
     sampler.set_timesteps(int(diffusion_steps))
     samples, s_diff = timed(lambda: sample_toy(model, sampler, n_samples, generator=torch.Generator().manual_seed(seed + 1)))
-    results["diffusion"] = ModelResult("diffusion", samples, t_diff, s_diff, int(diffusion_steps), losses=diff_losses)
+    results["diffusion"] = ModelResult("diffusion", samples, t_diff, s_diff, int(diffusion_steps), losses=diff_losses,
+                                       model=model, schedule=schedule)
 
     for result in results.values():
         result.distances = distances(result.samples, reference)

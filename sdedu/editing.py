@@ -109,7 +109,7 @@ class PixelDenoiserConfig:
     """
 
     channels: int = 32
-    num_blocks: int = 4
+    num_blocks: int = 3
     norm_groups: int = 8
     in_channels: int = 3
 
@@ -194,7 +194,7 @@ def train_pixel_denoiser(
     images,
     schedule: NoiseSchedule,
     steps: int = 2000,
-    batch_size: int = 32,
+    batch_size: int = 16,
     crop: int = 16,
     lr: float = 2e-3,
     max_timestep: int | None = None,

@@ -84,5 +84,6 @@ def test_compare_generative_models_smoke():
         assert set(result.distances) == {"mmd", "sliced_w1", "frechet"}
         assert all(v >= -1e-9 for v in result.distances.values())
     assert out["results"]["diffusion"].network_calls == 5 and out["results"]["GAN"].network_calls == 1
+    assert out["results"]["diffusion"].schedule is not None and out["results"]["VAE"].model.sample(3).shape == (3, 2)
     # an untrained model is far from the data; the other half of the data is close
     assert out["baseline"]["mmd"] < out["results"]["GAN"].distances["mmd"]
