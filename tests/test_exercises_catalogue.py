@@ -432,3 +432,189 @@ def test_distributed_wrong_answers():
 def test_distributed_one_sided_collective_is_reported():
     with pytest.raises(ExerciseFailed, match="same collective calls"):
         check("distributed_training", only_rank0_reduces)
+
+
+# ---- 03 the UNet's parts, 05 inference, 06 performance, 10 visualisation ------------------------------
+# (the right answers and the wrong ones side by side; each wrong one names the idea it breaks)
+
+import math  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+def timestep_embedding(t, dim, *, order="cos", over=None, sign=-1.0, interleave=False, only_cos=False):
+    half = dim // 2
+    freqs = torch.exp(sign * math.log(10000) * torch.arange(half, dtype=torch.float32) / (over or half))
+    args = t.float()[:, None] * freqs[None, :]
+    if only_cos:
+        return args.cos()
+    parts = [args.cos(), args.sin()] if order == "cos" else [args.sin(), args.cos()]
+    return torch.stack(parts, dim=-1).flatten(1) if interleave else torch.cat(parts, dim=-1)
+
+
+def resblock_forward(block, x, temb, *, silu_temb=True, time_after=False, skip=True, act_first=False,
+                     broadcast=True, shortcut=True):
+    norm_act = (lambda n, h: n(F.silu(h))) if act_first else (lambda n, h: F.silu(n(h)))
+    h = block.conv1(norm_act(block.norm1, x))
+    shift = block.time_emb_proj(F.silu(temb) if silu_temb else temb)
+    shift = shift[:, :, None, None] if broadcast else shift
+    h = h if time_after else h + shift
+    h = block.conv2(norm_act(block.norm2, h))
+    h = h + shift if time_after else h
+    if not skip:
+        return h
+    return (x if block.conv_shortcut is None or not shortcut else block.conv_shortcut(x)) + h
+
+
+def cross_attention(attn, x, cond, *, scale=lambda d, h: math.sqrt(d), dim=-1, heads=None, keys_from_x=False):
+    B, N, _ = x.shape
+    source = x if keys_from_x else cond
+    L, h = source.shape[1], heads or attn.num_heads
+    q = attn.to_q(x).view(B, N, h, -1).transpose(1, 2)
+    k = attn.to_k(source).view(B, L, h, -1).transpose(1, 2)
+    v = attn.to_v(source).view(B, L, h, -1).transpose(1, 2)
+    probs = (q @ k.transpose(-2, -1) / scale(q.shape[-1], h)).softmax(dim=dim)
+    return attn.to_out((probs @ v).transpose(1, 2).reshape(B, N, -1))
+
+
+def generate(pipe, prompts, steps, guidance_scale, seed, *, combine=None, sampler="ddim", set_steps=True,
+             decode=True, x_prev=True, cache=None, batched=False, context_order="uncond-cond"):
+    if cache is None:
+        cond, uncond = pipe.encode_prompt(prompts)
+    else:
+        cond, uncond = encode_cached(pipe, prompts, cache)
+    B = len(prompts)
+    generator = torch.Generator(device=pipe.device).manual_seed(seed)
+    z = torch.randn((B, 4, 8, 8), generator=generator, device=pipe.device)
+    scheduler = pipe.make_sampler(sampler)
+    if set_steps:
+        scheduler.set_timesteps(steps)
+    combine = combine or (lambda c, u, s: u + s * (c - u))
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            if batched:
+                context = torch.cat([uncond, cond]) if context_order == "uncond-cond" else torch.cat([cond, uncond])
+                eps_uncond, eps_cond = pipe.unet(torch.cat([z, z]), t.expand(2 * B), context).chunk(2)
+            else:
+                eps_cond, eps_uncond = pipe.unet(z, t.expand(B), cond), pipe.unet(z, t.expand(B), uncond)
+            out = scheduler.step(combine(eps_cond, eps_uncond, guidance_scale), t, z, generator=generator)
+            z = out.x_prev if x_prev else out
+    return pipe.decode_latents(z) if decode else z
+
+
+def encode_cached(pipe, prompts, cache, *, key="prompt", empty="encode"):
+    if key == "none":
+        return pipe.encode_prompt(prompts)
+    if key == "tuple":
+        if tuple(prompts) not in cache:
+            cache[tuple(prompts)] = pipe.encode_prompt(prompts)
+        return cache[tuple(prompts)]
+    missing = [p for p in dict.fromkeys(list(prompts) + [""]) if p not in cache]
+    if missing:
+        with torch.no_grad():
+            cache.update(zip(missing, pipe.text_encoder(pipe.tokenizer(missing, device=pipe.device))))
+    cond = torch.stack([cache[p] for p in prompts])
+    uncond = cache[""].expand_as(cond) if empty == "encode" else torch.zeros_like(cond)
+    return cond, uncond
+
+
+def image_grid(images, ncols, *, column_major=False, transpose=False, channels_first=False, floor_rows=False):
+    N, C, H, W = images.shape
+    if transpose:
+        images, H, W = images.transpose(2, 3), W, H
+    rows = N // ncols if floor_rows else math.ceil(N / ncols)
+    grid = np.zeros((rows * H, ncols * W, C), dtype=np.float32)
+    for i, image in enumerate(images[: rows * ncols]):
+        r, c = (i % rows, i // rows) if column_major else divmod(i, ncols)
+        grid[r * H:(r + 1) * H, c * W:(c + 1) * W] = image.permute(1, 2, 0).numpy()
+    return np.ascontiguousarray(grid.transpose(2, 0, 1)) if channels_first else grid
+
+
+def word_attention_maps(probs, height, width, *, head=None, swap=False, norm="each", move_tokens=True):
+    maps = probs.mean(dim=1) if head is None else probs[:, head]
+    maps = maps.transpose(1, 2) if move_tokens else maps
+    B = maps.shape[0]
+    L = probs.shape[-1]
+    maps = maps.reshape(B, L, width, height).transpose(2, 3) if swap else maps.reshape(B, L, height, width)
+    if norm == "none":
+        return maps
+    peak = maps.amax() if norm == "global" else maps.amax(dim=(2, 3), keepdim=True)
+    return maps / peak.clamp(min=1e-12)
+
+
+SD_WRONG = {
+    "timestep_embedding": {
+        "sines first": (lambda t, d: timestep_embedding(t, d, order="sin"), "cosines first"),
+        "interleaved": (lambda t, d: timestep_embedding(t, d, interleave=True), "interleave"),
+        "exponent over dim": (lambda t, d: timestep_embedding(t, d, over=d), "i / half"),
+        "rising frequencies": (lambda t, d: timestep_embedding(t, d, sign=1.0), "negative"),
+        "cosines only": (lambda t, d: timestep_embedding(t, d, only_cos=True), "dim // 2 cosines"),
+    },
+    "resblock": {
+        "no SiLU on temb": (lambda b, x, e: resblock_forward(b, x, e, silu_temb=False), "SiLU before time_emb_proj"),
+        "time added after conv2": (lambda b, x, e: resblock_forward(b, x, e, time_after=True), "between the two convolutions"),
+        "no skip": (lambda b, x, e: resblock_forward(b, x, e, skip=False), "adds its input back"),
+        "SiLU before the norm": (lambda b, x, e: resblock_forward(b, x, e, act_first=True), "normalise first"),
+        "shift not broadcast": (lambda b, x, e: resblock_forward(b, x, e, broadcast=False), "[:, :, None, None]"),
+        "no conv_shortcut": (lambda b, x, e: resblock_forward(b, x, e, shortcut=False), "conv_shortcut"),
+    },
+    "cross_attention": {
+        "no scaling": (lambda a, x, c: cross_attention(a, x, c, scale=lambda d, h: 1.0), "1/sqrt(d_head)"),
+        "scaled by the whole width": (lambda a, x, c: cross_attention(a, x, c, scale=lambda d, h: math.sqrt(d * h)), "one head's width"),
+        "softmax over the pixels": (lambda a, x, c: cross_attention(a, x, c, dim=-2), "over the keys"),
+        "one head": (lambda a, x, c: cross_attention(a, x, c, heads=1), "num_heads"),
+        "keys from the pixels": (lambda a, x, c: cross_attention(a, x, c, keys_from_x=True), "keys and values from"),
+    },
+    "guided_sampling": {
+        "sign flipped": (lambda *a: generate(*a, combine=lambda c, u, s: u - s * (c - u)), "sign"),
+        "cond and uncond swapped": (lambda *a: generate(*a, combine=lambda c, u, s: c + s * (u - c)), "swapped roles"),
+        "no guidance": (lambda *a: generate(*a, combine=lambda c, u, s: c), "plain conditional"),
+        "scales eps_cond": (lambda *a: generate(*a, combine=lambda c, u, s: s * c), "difference"),
+        "DDPM sampler": (lambda *a: generate(*a, sampler="ddpm"), "DDIM"),
+        "set_timesteps forgotten": (lambda *a: generate(*a, set_steps=False), "set_timesteps"),
+        "latents not decoded": (lambda *a: generate(*a, decode=False), "decode_latents"),
+        "forgets .x_prev": (lambda *a: generate(*a, x_prev=False), ".x_prev"),
+    },
+    "embedding_cache": {
+        "keyed by the list": (lambda p, ps, c: encode_cached(p, ps, c, key="tuple"), "each prompt string"),
+        "no cache": (lambda p, ps, c: encode_cached(p, ps, c, key="none"), "each prompt string"),
+        "zeros for uncond": (lambda p, ps, c: encode_cached(p, ps, c, empty="zeros"), "empty prompt"),
+    },
+    "fast_sampling": {
+        "two UNet calls per step": (lambda p, ps, n, s, seed, c: generate(p, ps, n, s, seed, cache=c), "batch the conditional"),
+        "halves in the wrong order": (lambda p, ps, n, s, seed, c: generate(p, ps, n, s, seed, cache=c, batched=True,
+                                                                       context_order="cond-uncond"), "swapped roles"),
+    },
+    "image_grid": {
+        "column-major": (lambda im, n: image_grid(im, n, column_major=True), "row by row"),
+        "H and W transposed": (lambda im, n: image_grid(im, n, transpose=True), "permute"),
+        "channels first": (lambda im, n: image_grid(im, n, channels_first=True), "channels last"),
+        "last row dropped": (lambda im, n: image_grid(im, n, floor_rows=True), "ceil"),
+    },
+    "attention_maps": {
+        "head 0 only": (lambda p, h, w: word_attention_maps(p, h, w, head=0), "all the heads"),
+        "reshaped (W, H)": (lambda p, h, w: word_attention_maps(p, h, w, swap=True), "not (W, H)"),
+        "one normalisation for all": (lambda p, h, w: word_attention_maps(p, h, w, norm="global"), "own maximum"),
+        "not normalised": (lambda p, h, w: word_attention_maps(p, h, w, norm="none"), "maximum is 1"),
+        "tokens not moved first": (lambda p, h, w: word_attention_maps(p, h, w, move_tokens=False), "transpose"),
+    },
+}
+
+SD_RIGHT = [("timestep_embedding", timestep_embedding), ("resblock", resblock_forward), ("cross_attention", cross_attention),
+            ("guided_sampling", generate), ("embedding_cache", encode_cached),
+            ("fast_sampling", lambda p, ps, n, s, seed, c: generate(p, ps, n, s, seed, cache=c, batched=True)),
+            ("image_grid", image_grid), ("attention_maps", word_attention_maps)]
+SD_CATALOGUE = [(item, name, fn, kw) for item, wrong in SD_WRONG.items() for name, (fn, kw) in wrong.items()]
+
+
+@pytest.mark.parametrize("item, answer", SD_RIGHT, ids=[item for item, _ in SD_RIGHT])
+def test_tiny_sd_right_answers_pass(item, answer, capsys):
+    check(item, answer)
+    assert f"\u2714 {item}: passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("item, name, answer, keyword", SD_CATALOGUE, ids=[f"{c[0]}: {c[1]}" for c in SD_CATALOGUE])
+def test_tiny_sd_wrong_answers_are_rejected_with_a_useful_hint(item, name, answer, keyword):
+    with pytest.raises(ExerciseFailed) as info:
+        check(item, answer)
+    assert keyword.lower() in str(info.value).lower(), f"{name}: the message does not mention {keyword!r}:\n{info.value}"

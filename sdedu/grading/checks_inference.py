@@ -34,6 +34,12 @@ def tiny_pipeline(seed: int = 0):
     text_encoder = TextEncoder(TextEncoderConfig(width=32, layers=1, num_heads=2, embed_dim=32))
     unet = UNet(UNetConfig(channels=(32, 32), context_dim=32, head_dim=16, norm_groups=8))
     vae = VAE(VAEConfig(channels=(8, 16, 16)))
+    # A fresh UNet starts its residual branches at zero (LDM's zero_module), which would make its
+    # output ignore the prompt: give those layers small random values so that guidance matters.
+    with torch.no_grad():
+        for parameter in unet.parameters():
+            if parameter.dim() > 1 and not parameter.any():
+                parameter.normal_(0.0, 0.05)
     return TinyStableDiffusion(Tokenizer(), text_encoder, vae, unet, NoiseSchedule.scaled_linear())
 
 
