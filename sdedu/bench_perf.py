@@ -326,7 +326,7 @@ def ddim_vs_ddpm_section(ctx) -> list:
     settings = [("ddim", 10), ("ddim", 25), ("ddim", 50), ("ddpm", pipe.schedule.T)]
     trained = is_trained(pipe)
     n_judged = ctx.n(64, 8)
-    rows, times = [], {}
+    rows, times, adherence = [], {}, {}
     for sampler, steps in settings:
         repeats = 1 if sampler == "ddpm" else ctx.n(5, 2)
         run = lambda: generate(pipe, prompts, sampler, steps, seed=ctx.seed)  # noqa: E731
@@ -334,12 +334,15 @@ def ddim_vs_ddpm_section(ctx) -> list:
         extra = {}
         if trained:
             extra = adherence_of(pipe, n_judged, seed=ctx.seed, sampler=sampler, steps=steps, batch_size=n_judged)
+            adherence[(sampler, steps)] = extra["all"]
         rows.append(_row("ddim_ddpm", f"{sampler.upper()}-{steps}: {n_images} images", times[(sampler, steps)], unit="s",
                          adherence=extra.get("all"), adherence_detail=extra or "skipped (random weights)"))
+        if trained:
+            rows.append(_row("ddim_ddpm", f"{sampler.upper()}-{steps}: adherence (all four)", extra["all"], n=n_judged))
     speedup = times[("ddpm", pipe.schedule.T)] / times[("ddim", 25)]
     rows.append(_row("ddim_ddpm", f"DDPM-{pipe.schedule.T} time / DDIM-25 time", speedup, ">= 30", speedup >= 30, "x"))
     if trained:
-        ddim25, ddpm = rows[1].extra["adherence"], rows[3].extra["adherence"]
+        ddim25, ddpm = adherence[("ddim", 25)], adherence[("ddpm", pipe.schedule.T)]
         rows.append(_row("ddim_ddpm", "adherence (all four): DDIM-25 - DDPM-1000", ddim25 - ddpm, ">= -0.05",
                          ddim25 - ddpm >= -0.05, n=n_judged))
     return rows
@@ -445,32 +448,36 @@ def precision_section(ctx) -> list:
     trained = is_trained(ctx.pipe)
     n_judged = ctx.n(128, 8)
     reference = ctx.pipe(prompts, num_inference_steps=steps, seed=ctx.seed)
-    rows, results = [], {}
+    # 1. Build every variant (compiling happens here), then time them all in turn.
+    variants, build_seconds = {}, {}
     for name, build in _variants(ctx, 2 * n_images):
         start = time.perf_counter()
-        variant = build()
-        build_s = time.perf_counter() - start
-        run = lambda: variant(prompts, num_inference_steps=steps, seed=ctx.seed)  # noqa: E731
-        seconds = median_time(run, repeats, 1, ctx.device)[0]
-        change = (run() - reference).abs().max().item()
+        variants[name] = build()
+        build_seconds[name] = time.perf_counter() - start
+    runs = {name: (lambda v=v: v(prompts, num_inference_steps=steps, seed=ctx.seed)) for name, v in variants.items()}
+    seconds = interleaved_times(runs, repeats, 1, ctx.device)
+    # 2. What each costs: image change against fp32, size, adherence.
+    rows, results = [], {}
+    for name, variant in variants.items():
+        change = (runs[name]() - reference).abs().max().item()
         # Judged in batches of the timed size: a compiled UNet would recompile for another batch.
         score = adherence_of(variant, n_judged, batch_size=n_images, seed=ctx.seed) if trained else {}
-        results[name] = {"seconds": seconds, "adherence": score.get("all"), "max_image_change": change}
-        compiled = _compiled_state(variant.unet)
-        rows.append(_row("precision", f"{name}: {n_images} images x {steps} steps", seconds, unit="s",
-                         unet_bytes=optimize.model_size_bytes(variant.unet), sparsity=optimize.sparsity(variant.unet),
-                         max_image_change=change, adherence=score or "skipped (random weights)",
-                         build_seconds=build_s, compiled=compiled))
+        size = optimize.model_size_bytes(variant.unet)
+        results[name] = {"seconds": seconds[name], "adherence": score.get("all"), "max_image_change": change, "bytes": size}
+        rows.append(_row("precision", f"{name}: {n_images} images x {steps} steps", seconds[name], unit="s",
+                         unet_bytes=size, sparsity=optimize.sparsity(variant.unet), max_image_change=change,
+                         adherence=score or "skipped (random weights)", build_seconds=build_seconds[name],
+                         compiled=_compiled_state(variant.unet)))
     base = results["fp32"]
     for name, result in results.items():
         if name != "fp32":
             rows.append(_row("precision", f"{name}: time / fp32", result["seconds"] / base["seconds"], unit="x"))
-    size32 = rows[0].extra["unet_bytes"]
-    for row in rows[: len(results)]:
-        if row.extra["unet_bytes"] != size32:
-            rows.append(_row("precision", f"{row.metric.split(':')[0]}: UNet size / fp32",
-                             row.extra["unet_bytes"] / size32, unit="x"))
-    # The fastest variant that keeps adherence (within 2 points of fp32's), or, without trained
+        if result["bytes"] != base["bytes"]:
+            rows.append(_row("precision", f"{name}: UNet size / fp32", result["bytes"] / base["bytes"], unit="x",
+                             unet_bytes=result["bytes"]))
+        if trained:
+            rows.append(_row("precision", f"{name}: adherence (all four)", result["adherence"], n=n_judged))
+    # 3. The fastest variant that keeps adherence (within 2 points of fp32's), or, without trained
     # weights, whose images stay within 0.05 of fp32's.
     def keeps(result):
         if trained:
