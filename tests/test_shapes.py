@@ -106,6 +106,8 @@ def test_partial_captions_drop_each_attribute_independently():
 
 def test_held_out_pairs_excluded_only_when_asked():
     assert len(shapes.HELD_OUT) == 2
+    # "a red shape" measures diversity: red must be trained with every shape.
+    assert all(color != "red" for color, _ in shapes.HELD_OUT)
     _, _, with_all = shapes.sample(2000, seed=0)
     _, _, train = shapes.sample(2000, seed=0, exclude_held_out=True)
     pairs_all = {(a["color"], a["shape"]) for a in with_all}

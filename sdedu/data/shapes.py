@@ -13,8 +13,8 @@ center". Training also shows partial captions ("a red circle", "a triangle", "a 
 classifier-free guidance has something to choose between.
 
 Two (colour, shape) pairs, `HELD_OUT`, are never drawn for training; asking the model for
-them measures compositional generalisation (it has seen red things and triangles, never a red
-triangle).
+them measures compositional generalisation (it has seen magenta things and triangles, never a
+magenta triangle).
 
 Nothing is downloaded: `sample(n, seed)` draws n fresh images in well under a second for 10k,
 because rendering is one vectorised torch expression over a (n, 32, 32) pixel grid. Edges are
@@ -48,7 +48,9 @@ COLOR_RGB = {
 }
 
 #: (colour, shape) pairs never drawn for training: the compositional-generalisation test.
-HELD_OUT = (("red", "triangle"), ("cyan", "square"))
+#: Both colours are secondaries, so every primary (red, green, blue) is seen in every shape and the
+#: partial prompt "a red shape" can, and should, give circles, squares and triangles alike.
+HELD_OUT = (("magenta", "triangle"), ("cyan", "square"))
 
 IMAGE_SIZE = 32
 #: Centre (x, y) in pixels of each position; x grows rightwards, y downwards.
