@@ -331,24 +331,25 @@ def compare_generative_models(points: torch.Tensor, steps: int = 2000, n_samples
         out = fn()
         return out, time.perf_counter() - start
 
-    (gan, gan_losses), t_gan = timed(lambda: train_gan(train_points, steps, generator=torch.Generator().manual_seed(seed),
-                                                       progress=progress))
-    samples, s_gan = timed(lambda: gan.sample(n_samples, torch.Generator().manual_seed(seed + 1)))
+    def seeded(offset=0):
+        return torch.Generator().manual_seed(seed + offset)
+
+    # 1. GAN and VAE: train, then one network call per sample.
+    (gan, gan_losses), t_gan = timed(lambda: train_gan(train_points, steps, generator=seeded(), progress=progress))
+    samples, s_gan = timed(lambda: gan.sample(n_samples, seeded(1)))
     results["GAN"] = ModelResult("GAN", samples, t_gan, s_gan, 1, losses=gan_losses, model=gan)
-
-    (vae, vae_losses), t_vae = timed(lambda: train_vae(train_points, steps, generator=torch.Generator().manual_seed(seed),
-                                                       progress=progress))
-    samples, s_vae = timed(lambda: vae.sample(n_samples, torch.Generator().manual_seed(seed + 1)))
+    (vae, vae_losses), t_vae = timed(lambda: train_vae(train_points, steps, generator=seeded(), progress=progress))
+    samples, s_vae = timed(lambda: vae.sample(n_samples, seeded(1)))
     results["VAE"] = ModelResult("VAE", samples, t_vae, s_vae, 1, losses=vae_losses, model=vae)
-
+    # 2. Diffusion: train, then `diffusion_steps` network calls per sample (DDPM, respaced).
     (model, schedule, diff_losses), t_diff = timed(
-        lambda: train_diffusion(train_points, steps, generator=torch.Generator().manual_seed(seed), progress=progress))
+        lambda: train_diffusion(train_points, steps, generator=seeded(), progress=progress))
     sampler = DDPMSampler(schedule)
     sampler.set_timesteps(int(diffusion_steps))
-    samples, s_diff = timed(lambda: sample_toy(model, sampler, n_samples, generator=torch.Generator().manual_seed(seed + 1)))
-    results["diffusion"] = ModelResult("diffusion", samples, t_diff, s_diff, int(diffusion_steps), losses=diff_losses,
-                                       model=model, schedule=schedule)
-
+    samples, s_diff = timed(lambda: sample_toy(model, sampler, n_samples, generator=seeded(1)))
+    results["diffusion"] = ModelResult("diffusion", samples, t_diff, s_diff, int(diffusion_steps),
+                                       losses=diff_losses, model=model, schedule=schedule)
+    # 3. Every model's samples against the held-out half of the data.
     for result in results.values():
         result.distances = distances(result.samples, reference)
     return {"reference": reference, "baseline": distances(train_points, reference), "results": results}

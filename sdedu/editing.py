@@ -350,9 +350,8 @@ def _check_low_res(low_res) -> torch.Tensor:
     if low_res.ndim != 4 or tuple(low_res.shape[1:]) != (3, 16, 16):
         raise ValueError(f"low_res must have shape (B, 3, 16, 16) or (3, 16, 16) in [0, 1]; got {describe(low_res)}")
     if float(low_res.min()) < 0.0 or float(low_res.max()) > 1.0:
-        raise ValueError(
-            f"low_res must have values in [0, 1]; got values in [{float(low_res.min()):.3g}, {float(low_res.max()):.3g}]"
-        )
+        low, high = float(low_res.min()), float(low_res.max())
+        raise ValueError(f"low_res must have values in [0, 1]; got values in [{low:.3g}, {high:.3g}]")
     return low_res
 
 
