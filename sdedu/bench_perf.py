@@ -27,7 +27,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from sdedu import optimize
 from sdedu.data import shapes
@@ -210,7 +209,8 @@ def _block_pairs(config, batch_size, device):
     tokens = torch.randn(batch_size, 64, c0, generator=g).to(device)
     cond = torch.randn(batch_size, 12, config.context_dim, generator=g).to(device)
     ours_res = ResBlock(c0, c0, temb_dim, norm_groups=config.norm_groups).to(device).eval()
-    theirs_res = ResnetBlock2D(in_channels=c0, out_channels=c0, temb_channels=temb_dim, groups=config.norm_groups).to(device).eval()
+    theirs_res = ResnetBlock2D(in_channels=c0, out_channels=c0, temb_channels=temb_dim, groups=config.norm_groups)
+    theirs_res = theirs_res.to(device).eval()
     heads = c0 // config.head_dim
     ours_tf = TransformerBlock(c0, config.context_dim, heads, config.head_dim, config.ff_mult).to(device).eval()
     theirs_tf = BasicTransformerBlock(c0, heads, config.head_dim, cross_attention_dim=config.context_dim,
@@ -501,33 +501,43 @@ def precision_section(ctx) -> list:
 @torch.no_grad()
 def matmul_peak(device="cpu", sizes=(512, 1024, 2048), repeats: int = 5) -> float:
     """The best FLOP/s of square float32 matrix products (2 n^3 FLOPs each) measured now."""
-    best = 0.0
+    calls = {}
     for n in sizes:
-        a = torch.randn(n, n, device=device)
-        b = torch.randn(n, n, device=device)
-        seconds = median_time(lambda: a @ b, repeats, 1, device)[0]
-        best = max(best, 2 * n**3 / seconds)
-    return best
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        calls[n] = lambda a=a, b=b: a @ b
+    seconds = interleaved_times(calls, repeats, 1, device)
+    return max(2 * n**3 / seconds[n] for n in sizes)
 
 
 @torch.no_grad()
 def roofline_section(ctx) -> list:
-    """The UNet forward's achieved FLOP/s as a fraction of this machine's matmul peak, same run."""
+    """The UNet forward's achieved FLOP/s as a fraction of this machine's matmul peak, same run.
+
+    The matrix products and the UNet are timed in turn (interleaved), so that load from other
+    processes lowers both alike.
+    """
     device = ctx.device
     batch = 2 * ctx.n(IMAGES, 4)
     repeats = ctx.n(9, 3)
-    peak = matmul_peak(device, sizes=ctx.n((512, 1024, 2048), (256, 512)), repeats=ctx.n(5, 2))
-    rows = [_row("roofline", "matmul peak (float32)", peak / 1e9, unit="GFLOP/s", threads=torch.get_num_threads())]
-    candidates = [("eager", ctx.pipe)]
+    sizes = ctx.n((512, 1024, 2048), (256, 512))
+    candidates = {"eager": ctx.pipe}
     if not ctx.quick:
-        candidates.append(("compiled", compiled_pipeline(ctx.pipe, batch)))
-    for name, pipe in candidates:
-        z, t, cond = _unet_inputs(pipe.unet, batch, device=device)
-        flops = count_flops(lambda: optimize.unwrap(pipe.unet)(z, t, cond))
-        seconds = median_time(lambda: pipe.unet(z, t, cond), repeats, 2, device)[0]
-        fraction = flops / seconds / peak
+        candidates["compiled"] = compiled_pipeline(ctx.pipe, batch)
+    z, t, cond = _unet_inputs(ctx.pipe.unet, batch, device=device)
+    t = t[:1].reshape(()).expand(batch)  # as the pipeline passes it (a compiled UNet is specialised to that)
+    flops = count_flops(lambda: optimize.unwrap(ctx.pipe.unet)(z, t, cond))
+    calls = {name: (lambda p=pipe: p.unet(z, t, cond)) for name, pipe in candidates.items()}
+    matrices = {n: (torch.randn(n, n, device=device), torch.randn(n, n, device=device)) for n in sizes}
+    calls.update({f"matmul {n}": (lambda m=m: m[0] @ m[1]) for n, m in matrices.items()})
+    seconds = interleaved_times(calls, repeats, 2, device)
+    peak = max(2 * n**3 / seconds[f"matmul {n}"] for n in sizes)
+    rows = [_row("roofline", "matmul peak (float32)", peak / 1e9, unit="GFLOP/s", threads=torch.get_num_threads(),
+                 **{f"matmul_{n}_gflops": 2 * n**3 / seconds[f"matmul {n}"] / 1e9 for n in sizes})]
+    for name in candidates:
+        fraction = flops / seconds[name] / peak
         rows.append(_row("roofline", f"UNet forward ({name}), batch {batch}: achieved / peak", fraction, ">= 0.6",
-                         fraction >= 0.6, "", gflop=flops / 1e9, achieved_gflops=flops / seconds / 1e9, seconds=seconds))
+                         fraction >= 0.6, "", gflop=flops / 1e9, achieved_gflops=flops / seconds[name] / 1e9,
+                         seconds=seconds[name]))
     return rows
 
 

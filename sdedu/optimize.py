@@ -393,7 +393,8 @@ def _missing_compiler(backend, device) -> str | None:
     return "no C++ compiler found (install g++ or clang++, or set CXX); torch.compile's inductor needs one on CPU"
 
 
-def compile(pipe, backend="inductor", mode: str | None = None, warmup: bool = True, batch_size: int = 2, **compile_kwargs):  # noqa: A001
+def compile(pipe, backend="inductor", mode: str | None = None, warmup: bool = True,  # noqa: A001 - torch's name
+            batch_size: int = 2, **compile_kwargs):
     """The pipeline with its UNet compiled by torch.compile (TorchDynamo + Inductor).
 
     Buys: fused kernels, so fewer passes over memory for the many small element-wise operations

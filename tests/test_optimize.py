@@ -92,7 +92,8 @@ def test_quantize_int8_replaces_every_layer_shrinks_and_stays_close(pipe, refere
     small = optimize.quantize_int8(pipe)
     layers = list(small.unet.modules())
     assert not any(type(m) in (nn.Linear, nn.Conv2d) for m in layers)
-    assert any(isinstance(m, optimize.Int8Conv2d) for m in layers) and any(isinstance(m, optimize.Int8Linear) for m in layers)
+    assert any(isinstance(m, optimize.Int8Conv2d) for m in layers)
+    assert any(isinstance(m, optimize.Int8Linear) for m in layers)
     ratio = optimize.model_size_bytes(small.unet) / optimize.model_size_bytes(pipe.unet)
     assert 0.25 <= ratio < 0.32  # int8 weights; biases, norms and scales stay float32
     assert (generate(small) - reference).abs().max().item() < 0.05
@@ -161,7 +162,7 @@ def test_compile_failure_falls_back_to_eager_with_one_warning(pipe, reference):
         fallen = optimize.compile(pipe, backend=_failing_backend)
         images = generate(fallen)
         generate(fallen)
-    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning) and "torch.compile" in str(w.message)]
+    messages = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
     assert len(messages) == 1 and "cannot compile anything" in messages[0]
     assert not fallen.unet.is_compiled
     torch.testing.assert_close(images, reference)
