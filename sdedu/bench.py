@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -127,7 +128,9 @@ def speed_section(ctx: Context) -> list[Row]:
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
     return [Row("speed", "16 images x 25 steps, guided", median, "<= 1", median <= 1.0, "s",
-                extra={"repeats": times, "threads": torch.get_num_threads(), "device": str(ctx.device)})]
+                extra={"repeats": times, "threads": torch.get_num_threads(), "device": str(ctx.device),
+                       # Other processes on the machine slow this down; the load says how busy it was.
+                       "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None})]
 
 
 def vae_section(ctx: Context) -> list[Row]:

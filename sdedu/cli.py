@@ -87,7 +87,7 @@ def _add_generate(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="grid.png", help="PNG file to write (default grid.png)")
     p.add_argument("--steps", type=_positive_int, default=25, help="sampler steps (default 25)")
     p.add_argument("--guidance", type=_non_negative_float, default=None,
-                   help="classifier-free guidance scale (default: the pipeline's, 3.0)")
+                   help="classifier-free guidance scale (default: the pipeline's default, 2.0)")
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default ddim)")
     p.add_argument("--eta", type=_non_negative_float, default=0.0, help="DDIM noise weight (default 0: deterministic)")
     p.add_argument("--device", type=_device, default="cpu", help="torch device (default cpu)")

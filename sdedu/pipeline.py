@@ -39,7 +39,9 @@ from sdedu.guidance import classifier_free_guidance
 from sdedu.samplers import DDIMSampler, DDPMSampler
 from sdedu.schedules import NoiseSchedule
 
-DEFAULT_GUIDANCE_SCALE = 3.0
+# Measured on the shipped model (full prompts, 96 images): adherence is flat from 2 to 3, while
+# partial prompts ("a blue shape") lose triangles as the scale grows; 2 keeps both.
+DEFAULT_GUIDANCE_SCALE = 2.0
 SAMPLERS = ("ddim", "ddpm")
 
 
