@@ -75,3 +75,13 @@ def test_bad_input(vae):
         vae.decode(torch.randn(2, 4, 4, 4))
     with pytest.raises(ValueError, match="channels must give 3 levels"):
         VAEConfig(channels=(8, 8))
+
+
+def test_reconstruction_loss_options(vae):
+    images, _, _ = shapes.sample(2, seed=3)
+    l1 = VAE(VAEConfig(channels=(8, 8, 8), norm_groups=4, reconstruction="l1"))
+    l1.load_state_dict(vae.state_dict())
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert not torch.allclose(l1.loss(images, g()), vae.loss(images, g()))
+    with pytest.raises(ValueError, match="reconstruction must be 'l1' or 'mse'"):
+        VAEConfig(reconstruction="lpips")

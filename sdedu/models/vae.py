@@ -13,7 +13,10 @@ Training loss per image (Kingma & Welling 2014, with a small KL weight as in LDM
     KL = 0.5 * sum(mean^2 + exp(logvar) - 1 - logvar)
     z = mean + exp(logvar / 2) * eps,  eps ~ N(0, I)          (reparameterisation)
 The KL term is tiny: it only keeps the latent space from drifting to huge or degenerate values;
-reconstruction quality is what matters.
+reconstruction quality is what matters. LDM used an L1 (plus perceptual) loss; on the shapes
+world plain L1 is a poor choice: most pixels are black, and L1's optimum for an uncertain pixel
+is its median, black, so small shapes fade (measured: 22 dB and half the shapes misjudged, vs
+29 dB with MSE at the same cost). `reconstruction="mse"` is the default for that reason.
 
 Latent scale factor: the diffusion model expects data of roughly unit variance, so Stable
 Diffusion multiplied latents by a constant 1 / std(z) measured once over training data (0.18215
@@ -44,6 +47,7 @@ class VAEConfig:
     latent_channels: channels of z (4, as in Stable Diffusion).
     norm_groups: GroupNorm groups (must divide every channel count).
     kl_weight: weight of the KL term in `loss` (LDM used 1e-6 with a sum-over-pixels loss).
+    reconstruction: "mse" or "l1", the per-pixel reconstruction error (see the module docstring).
     """
 
     in_channels: int = 3
@@ -51,11 +55,14 @@ class VAEConfig:
     channels: tuple = (16, 32, 64)
     norm_groups: int = 8
     kl_weight: float = 1e-4
+    reconstruction: str = "mse"
 
     def __post_init__(self):
         self.channels = tuple(int(c) for c in self.channels)
         if len(self.channels) != 3:
             raise ValueError(f"channels must give 3 levels (32x32, 16x16, 8x8); got {self.channels!r}")
+        if self.reconstruction not in ("l1", "mse"):
+            raise ValueError(f"reconstruction must be 'l1' or 'mse'; got {self.reconstruction!r}")
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -173,10 +180,13 @@ class VAE(nn.Module):
         """Mean squared reconstruction error plus the (small) KL term, averaged over the batch."""
         # 1. Reconstruct through a sampled latent.
         recon, mean, logvar = self(images, generator)
-        # 2. Per-pixel squared error and per-pixel share of the KL.
-        mse = F.mse_loss(recon, images)
+        # 2. Per-pixel reconstruction error and per-pixel share of the KL.
+        if self.config.reconstruction == "l1":
+            error = F.l1_loss(recon, images)
+        else:
+            error = F.mse_loss(recon, images)
         kl = kl_divergence(mean, logvar).mean() / images[0].numel()
-        return mse + self.config.kl_weight * kl
+        return error + self.config.kl_weight * kl
 
     @torch.no_grad()
     def compute_scale_factor(self, images: torch.Tensor, generator: torch.Generator | None = None) -> float:
