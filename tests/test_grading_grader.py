@@ -46,7 +46,7 @@ def test_grader_batch(tmp_path):
     out = tmp_path / "grades.csv"
     grader.write_csv(out, [{"submission": "earlier.ipynb", "item": "forward_diffusion", "points": 1, "max": 1}])
 
-    status = grader.main([str(folder), "--out", str(out), "--cell-timeout", "20"])
+    status = grader.main([str(folder), "--out", str(out), "--cell-timeout", "60"])
 
     assert status == 0
     with open(out, newline="") as f:

@@ -38,7 +38,7 @@ from sdedu.grading.checker import ExerciseIncomplete, fail, is_stub, register
 
 WORLD_SIZE = 2
 LR = 0.1
-TIME_LIMIT_S = 90.0
+TIME_LIMIT_S = 240.0
 
 _WORKER = '''\
 # Written by sdedu.grading (the data-parallel check): one rank of a {world_size}-process gloo run.
