@@ -11,8 +11,6 @@ import torch
 
 from sdedu import bench, bench_perf
 
-pytest.importorskip("sdedu.models.unet")
-pytest.importorskip("diffusers")
 
 
 @pytest.fixture(scope="module")

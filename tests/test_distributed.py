@@ -18,7 +18,6 @@ import torch
 from sdedu.training import distributed as ddp
 from sdedu.training.loop import TrainConfig, step_generator, train
 
-pytest.importorskip("sdedu.models.unet")
 
 TIME_LIMIT_S = 180
 STEPS, GLOBAL_BATCH, SEED = 3, 8, 7

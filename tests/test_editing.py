@@ -121,7 +121,6 @@ def test_downsample_upsample_and_projection_algebra():
 
 @pytest.fixture(scope="module")
 def pipe():
-    pytest.importorskip("sdedu.models.unet")
     from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer
     from sdedu.models.unet import UNet, UNetConfig
     from sdedu.models.vae import VAE, VAEConfig

@@ -12,7 +12,6 @@ from sdedu import inspect  # noqa: E402
 from sdedu.pipeline import TinyStableDiffusion  # noqa: E402
 from sdedu.schedules import NoiseSchedule  # noqa: E402
 
-pytest.importorskip("sdedu.models.unet")
 from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer  # noqa: E402
 from sdedu.models.unet import UNet, UNetConfig  # noqa: E402
 from sdedu.models.vae import VAE, VAEConfig  # noqa: E402

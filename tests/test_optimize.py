@@ -14,7 +14,6 @@ from sdedu.grading.checks_compression import quantize_reference
 from sdedu.pipeline import TinyStableDiffusion
 from sdedu.schedules import NoiseSchedule
 
-pytest.importorskip("sdedu.models.unet")
 from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer  # noqa: E402
 from sdedu.models.unet import UNet, UNetConfig  # noqa: E402
 from sdedu.models.vae import VAE, VAEConfig  # noqa: E402

@@ -10,7 +10,6 @@ from sdedu.data import shapes
 from sdedu.pipeline import TinyStableDiffusion, Trajectory
 from sdedu.schedules import NoiseSchedule
 
-pytest.importorskip("sdedu.models.unet")
 from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer  # noqa: E402
 from sdedu.models.unet import UNet, UNetConfig  # noqa: E402
 from sdedu.models.vae import VAE, VAEConfig  # noqa: E402
