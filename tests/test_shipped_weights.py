@@ -1,7 +1,7 @@
 """The shipped model works: it loads offline, follows prompts, keeps variety, is reproducible.
 
 A broken or missing model must not land: nothing here is skipped when the weights are absent.
-Fast on purpose (32 images, 10 DDIM steps); the full figures come from `python -m sdedu.bench`.
+Fast on purpose (48 images, 10 DDIM steps); the full figures come from `python -m sdedu.bench`.
 """
 
 import json
@@ -40,7 +40,7 @@ def test_manifest_and_files_are_shipped():
 
 
 def test_full_prompts_are_followed(pipe):
-    attributes = shapes.sample_attributes(32, torch.Generator().manual_seed(123), exclude_held_out=True)
+    attributes = shapes.sample_attributes(48, torch.Generator().manual_seed(123), exclude_held_out=True)
     prompts = [shapes.caption(a) for a in attributes]
     images = pipe(prompts, num_inference_steps=10, seed=0)
     scores = metrics.adherence(images, attributes)

@@ -16,6 +16,11 @@ probability `p_full`, otherwise each attribute is dropped independently with pro
 conditioning dropout replaces a caption by "" with probability `p_uncond` so that one network
 learns both eps(z_t, t, cond) and eps(z_t, t, "") for classifier-free guidance (Ho & Salimans 2022).
 
+Small batches, many steps: at a fixed CPU budget, more updates beat bigger batches here. The
+VAE reached 36 dB with 3000 steps of 8 images against 29 dB with 800 steps of 32 (the same
+images seen), and judged shapes in its reconstructions went from 77% to 99.6% right; the UNet
+followed shapes in 99-100% of full prompts with 3000 steps of 64 against 93% with 1300 of 128.
+
 Speed: the UNet never sees pixels. Before it trains, a bank of images is encoded once by the
 frozen VAE (means and log-variances); each step draws latents from it (z = mean + std * eps,
 a fresh sample each time, as SD samples the posterior) and fresh partial captions.
@@ -48,8 +53,8 @@ class Recipe:
     seed: int = 0
     # 1. VAE
     vae: VAEConfig = field(default_factory=VAEConfig)
-    vae_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=800, lr=2e-3, warmup_steps=50, ema_decay=0.995))
-    vae_batch_size: int = 32
+    vae_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, lr=2e-3, warmup_steps=50, ema_decay=0.995))
+    vae_batch_size: int = 8
     scale_factor_images: int = 2000
     # 2. text encoder
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
@@ -57,8 +62,8 @@ class Recipe:
     text_batch_size: int = 256
     # 3. UNet
     unet: UNetConfig = field(default_factory=UNetConfig)
-    unet_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1400, lr=1e-3, warmup_steps=100, ema_decay=0.999))
-    unet_batch_size: int = 128
+    unet_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, lr=1e-3, warmup_steps=100, ema_decay=0.999))
+    unet_batch_size: int = 64
     latent_bank: int = 12_000
     schedule: dict = field(default_factory=lambda: {"kind": "scaled_linear"})
     # captions
