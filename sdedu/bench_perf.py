@@ -351,17 +351,13 @@ def ddim_vs_ddpm_section(ctx) -> list:
 # ---- 4. latent vs pixel space ------------------------------------------------------------------------
 
 
-def _any_resolution_unet(config, in_channels):
-    """sdedu's UNet with another input channel count and no 8x8 check: the same network in pixel space."""
+def _any_resolution_unet(config, in_channels, sample_size):
+    """sdedu's UNet with another input size: (in_channels=3, sample_size=32) is the same network in pixel space."""
     from dataclasses import replace
 
     from sdedu.models.unet import UNet
 
-    class AnyResolutionUNet(UNet):
-        def _check_inputs(self, x_t, t, cond):  # the architecture is resolution-agnostic
-            pass
-
-    return AnyResolutionUNet(replace(config, in_channels=in_channels))
+    return UNet(replace(config, in_channels=in_channels, sample_size=sample_size))
 
 
 def _training_step(model, x0, cond, schedule, optimizer):
@@ -399,7 +395,7 @@ def latent_vs_pixel_section(ctx) -> list:
     g = torch.Generator().manual_seed(0)
     rows, seconds = [], {}
     for space, size, channels in (("latent", 8, 4), ("pixel", 32, 3)):
-        model = _any_resolution_unet(config, channels).to(device)
+        model = _any_resolution_unet(config, channels, size).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x0 = torch.randn(batch, channels, size, size, generator=g).to(device)
         cond = torch.randn(batch, 12, config.context_dim, generator=g).to(device)

@@ -185,7 +185,7 @@ def unet2d_condition_config(config=None, in_channels: int | None = None) -> dict
     heads = tuple(c // config.head_dim for c in config.channels)
     channels = in_channels or config.in_channels
     return {
-        "sample_size": 8,
+        "sample_size": config.sample_size,
         "in_channels": channels,
         "out_channels": channels,
         "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),

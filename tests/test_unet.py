@@ -70,7 +70,7 @@ def test_gradients_reach_the_text_path(unet):
 
 def test_bad_input(unet):
     x, t, cond = _inputs()
-    with pytest.raises(ValueError, match=r"x_t must have shape \(B, 4, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"x_t must have shape .* = \(B, 4, 8, 8\)"):
         unet(torch.randn(3, 4, 16, 16), t, cond)
     with pytest.raises(ValueError, match=r"t must be an int64 tensor of shape \(B,\) = \(3,\)"):
         unet(x, t.float(), cond)
@@ -80,3 +80,23 @@ def test_bad_input(unet):
         unet(x, t, torch.randn(3, 5, 7))
     with pytest.raises(ValueError, match="channels must give 2 levels"):
         UNetConfig(channels=(8, 16, 32))
+
+
+def test_sample_size_sets_the_resolution():
+    # The layers do not depend on H, W: sample_size only tells the input check what to expect.
+    config = UNetConfig(in_channels=3, sample_size=16, channels=(16, 32), context_dim=12, head_dim=8, norm_groups=4)
+    model = UNet(config).eval()
+    x, t, cond = torch.randn(2, 3, 16, 16), torch.tensor([0, 999]), torch.randn(2, 5, 12)
+    with torch.no_grad():
+        assert model(x, t, cond).shape == (2, 3, 16, 16)
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in UNet(
+        UNetConfig(in_channels=3, channels=(16, 32), context_dim=12, head_dim=8, norm_groups=4)).parameters())
+    with pytest.raises(ValueError, match=r"sample_size, sample_size\) = \(B, 3, 16, 16\).*sample_size=16"):
+        model(torch.randn(2, 3, 8, 8), t, cond)
+
+
+def test_default_sample_size_is_8_and_must_be_even():
+    assert UNetConfig().sample_size == 8  # the shipped weights' manifest has no sample_size: 8 is implied
+    for bad in (7, 0, 2.5):
+        with pytest.raises(ValueError, match="sample_size must be an even int"):
+            UNetConfig(sample_size=bad)

@@ -47,8 +47,10 @@ from sdedu.nn.embeddings import TimestepEmbedding
 class UNetConfig:
     """Sizes of the tiny UNet.
 
-    in_channels: latent channels (4).
-    channels: (c0, c1) feature channels at 8x8 and 4x4.
+    in_channels: latent channels (4); 3 runs the same network on RGB pixels.
+    sample_size: height = width of x_t (8 for 8x8 latents; 32 for 32x32 pixels). Even, because
+        the UNet halves the resolution once (sample_size -> sample_size // 2) and doubles it back.
+    channels: (c0, c1) feature channels at sample_size and sample_size // 2 (8x8 and 4x4).
     context_dim: width D of the text encoder's embeddings.
     head_dim: channels per attention head (heads = channels // head_dim).
     ff_mult: feed-forward expansion in the transformer blocks.
@@ -57,6 +59,7 @@ class UNetConfig:
     """
 
     in_channels: int = 4
+    sample_size: int = 8
     channels: tuple = (48, 96)
     context_dim: int = 64
     head_dim: int = 32
@@ -68,10 +71,16 @@ class UNetConfig:
         self.channels = tuple(int(c) for c in self.channels)
         if len(self.channels) != 2:
             raise ValueError(f"channels must give 2 levels (8x8, 4x4); got {self.channels!r}")
+        if int(self.sample_size) != self.sample_size or self.sample_size < 2 or self.sample_size % 2:
+            raise ValueError(f"sample_size must be an even int >= 2 (the UNet halves it once); got {self.sample_size!r}")
+        self.sample_size = int(self.sample_size)
 
 
 class UNet(nn.Module):
     """Text-conditioned noise predictor on (B, 4, 8, 8) latents. See the module docstring.
+
+    The layers do not depend on the resolution: `UNetConfig(in_channels=3, sample_size=32)` is the
+    same network on (B, 3, 32, 32) images (notebook 08 times it against the latent one).
 
     Args:
         config: `UNetConfig`.
@@ -110,7 +119,7 @@ class UNet(nn.Module):
         """Predict the noise in x_t.
 
         Args:
-            x_t: (B, 4, 8, 8) noisy scaled latents.
+            x_t: (B, 4, 8, 8) noisy scaled latents; in general (B, in_channels, sample_size, sample_size).
             t: (B,) int64 timesteps in [0, T).
             cond: (B, L, D) text embeddings (the encoded "" for the unconditional branch).
         Returns:
@@ -138,8 +147,10 @@ class UNet(nn.Module):
     def _check_inputs(self, x_t, t, cond):
         c = self.config
         check_tensor("x_t", x_t, ndim=4, floating=True)
-        if tuple(x_t.shape[1:]) != (c.in_channels, 8, 8):
-            raise ValueError(f"x_t must have shape (B, {c.in_channels}, 8, 8); got {describe(x_t)}")
+        n = c.sample_size
+        if tuple(x_t.shape[1:]) != (c.in_channels, n, n):
+            raise ValueError(f"x_t must have shape (B, in_channels, sample_size, sample_size) = (B, {c.in_channels}, {n}, {n}) "
+                             f"(UNetConfig.in_channels={c.in_channels}, sample_size={n}); got {describe(x_t)}")
         B = x_t.shape[0]
         check_tensor("t", t)
         if t.dtype != torch.long or tuple(t.shape) != (B,) or (t.numel() and (t.min() < 0 or t.max() >= c.num_train_timesteps)):
