@@ -103,7 +103,7 @@ class PixelDenoiserConfig:
     """Sizes of a `PixelDenoiser`.
 
     channels: feature channels (the same at every layer: no downsampling, any H and W work).
-    num_blocks: time-conditioned ResBlocks; each adds 4 pixels of receptive field per side.
+    num_blocks: time-conditioned ResBlocks; each (two 3x3 convolutions) widens the receptive field by 2 pixels per side.
     norm_groups: GroupNorm groups (must divide channels).
     in_channels: image channels (3 for RGB).
     """
@@ -124,7 +124,7 @@ class PixelDenoiserConfig:
 class PixelDenoiser(nn.Module):
     """eps_theta(x_t, t) for images of any size: conv_in, ResBlocks with the timestep, conv_out.
 
-    Fully convolutional with a small receptive field (2 + 4 * num_blocks pixels per side), so it
+    Fully convolutional with a small receptive field (2 + 2 * num_blocks pixels per side: 17x17 for 3 blocks), so it
     learns local image statistics (edges, smooth skin, texture) rather than whole pictures, and a
     model trained on 16x16 crops denoises a 64x64 photo.
     """
