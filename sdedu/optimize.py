@@ -246,6 +246,11 @@ class Int8Conv2d(nn.Module):
     def dequantized_weight(self, dtype=torch.float32) -> torch.Tensor:
         return self.qweight.to(dtype) * self.scale.to(dtype)  # (out, in/groups, kh, kw)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The float32 kernel, for code that reads conv.weight (e.g. a 1x1 conv applied as F.linear)."""
+        return self.dequantized_weight()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.conv2d(x, self.dequantized_weight(x.dtype), bias, self.stride, self.padding, self.dilation, self.groups)
@@ -326,6 +331,8 @@ def prune(pipe, amount: float = 0.3, components=("unet",), scope: str = "layer")
         targets = _prunable(unwrap(getattr(new, name)))
         if any(isinstance(m, (Int8Linear, Int8Conv2d)) for m in unwrap(getattr(new, name)).modules()):
             raise ValueError(f"pipe.{name} is int8-quantised: prune first, then quantize_int8")
+        for module, param in targets:  # torch's pruning flattens weights with view(): NCHW for now
+            setattr(module, param, nn.Parameter(getattr(module, param).detach().contiguous()))
         if scope == "global":
             torch_prune.global_unstructured(targets, pruning_method=torch_prune.L1Unstructured, amount=amount)
         else:
@@ -333,6 +340,7 @@ def prune(pipe, amount: float = 0.3, components=("unet",), scope: str = "layer")
                 torch_prune.l1_unstructured(module, param, amount=amount)
         for module, param in targets:
             torch_prune.remove(module, param)  # weight = weight_orig * mask, permanently
+    new.unet.to(memory_format=torch.channels_last)  # the pipeline's layout (sdedu.pipeline, "Speed")
     return new
 
 
@@ -398,7 +406,9 @@ def compile(pipe, backend="inductor", mode: str | None = None, warmup: bool = Tr
     """The pipeline with its UNet compiled by torch.compile (TorchDynamo + Inductor).
 
     Buys: fused kernels, so fewer passes over memory for the many small element-wise operations
-    of a small UNet; "max-autotune" modes also tune the matrix products.
+    of a small UNet; "max-autotune" modes also tune the matrix products. With inductor and no
+    `mode`, the weights are also *frozen*: treated as constants, folded into the graph and
+    pre-packed once for oneDNN's matrix kernels (inference only; the copy's weights never change).
     Costs: a compilation of tens of seconds on first use (and on new batch sizes), a C++
     compiler on CPU; any failure falls back to the eager model with one warning.
 
@@ -417,7 +427,11 @@ def compile(pipe, backend="inductor", mode: str | None = None, warmup: bool = Tr
     check_int_range("batch_size", batch_size, 1, 1_000_000)
     new = _copy_pipeline(pipe, ("unet",))
     unet = new.unet
-    wrapped = CompiledModule(unet, backend=backend, mode=mode, **compile_kwargs)
+    if backend == "inductor" and mode is None:
+        compile_kwargs.setdefault("options", {"freezing": True})
+    else:
+        compile_kwargs["mode"] = mode
+    wrapped = CompiledModule(unet, backend=backend, **compile_kwargs)
     missing = _missing_compiler(backend, pipe.device)
     if missing:
         wrapped.fall_back(missing)

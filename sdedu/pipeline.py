@@ -23,6 +23,11 @@ Two editing modes reuse the same loop:
 
 Seeds: every random number comes from one torch.Generator seeded with `seed` on the pipeline's
 device, so the same call gives bit-identical images.
+
+Speed: the pipeline keeps the UNet's weights channels-last (NHWC). oneDNN (CPU) and cuDNN (GPU)
+convolve that layout without reordering weights on every call, which makes the small 8x8 and
+4x4 convolutions of this UNet markedly faster (the benchmark's speed section measures it).
+The numbers are the same up to float rounding; the state dict saves as usual.
 """
 
 from __future__ import annotations
@@ -83,7 +88,7 @@ class TinyStableDiffusion:
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder.to(self.device).eval()
         self.vae = vae.to(self.device).eval()
-        self.unet = unet.to(self.device).eval()
+        self.unet = unet.to(self.device, memory_format=torch.channels_last).eval()
         self.schedule = schedule.to(self.device)
         self.manifest: dict = {}  # what the weights' manifest says (recipe, timings, metrics)
 
@@ -101,8 +106,9 @@ class TinyStableDiffusion:
     def to(self, device) -> "TinyStableDiffusion":
         """Move every model to `device`; returns self."""
         self.device = torch.device(device)
-        for name in ("text_encoder", "vae", "unet", "schedule"):
+        for name in ("text_encoder", "vae", "schedule"):
             setattr(self, name, getattr(self, name).to(self.device))
+        self.unet = self.unet.to(self.device, memory_format=torch.channels_last)
         return self
 
     # ---- the parts --------------------------------------------------------------------------

@@ -55,12 +55,16 @@ def test_timestep_embedding_module_shape():
 # ---- attention ---------------------------------------------------------------------------
 
 
-def test_explicit_attention_equals_fused_kernel(generator):
-    q, k, v = (torch.randn(2, 3, 5, 8, generator=generator) for _ in range(3))
-    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+@pytest.mark.parametrize("length", [5, 80])  # written-out products below FUSED_ABOVE, the fused kernel above
+def test_explicit_attention_equals_fused_kernel(generator, length):
+    q, k, v = (torch.randn(2, 3, length, 8, generator=generator) for _ in range(3))
+    mask = torch.ones(2, length, dtype=torch.bool)
+    mask[1, 3:] = False
     out, probs = scaled_dot_product_attention(q, k, v, mask, return_probs=True)
-    torch.testing.assert_close(out, scaled_dot_product_attention(q, k, v, mask))
-    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 3, 5))
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])
+    torch.testing.assert_close(out, fused)
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, mask), fused)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 3, length))
     assert probs[1, :, :, 3:].abs().max() == 0  # padding keys get no attention
 
 
@@ -148,6 +152,19 @@ def test_spatial_transformer_starts_as_identity_and_reads_cond(generator):
     _randomize(block, generator, scale=0.1)
     assert block(x, cond).shape == (2, 16, 4, 4)
     assert not torch.allclose(block(x, cond), block(x, cond + 1.0))
+
+
+def test_spatial_transformer_projections_are_1x1_convolutions(generator):
+    block = _randomize(SpatialTransformer(16, 12, num_heads=2, head_dim=8, norm_groups=4), generator, scale=0.1)
+    x, cond = torch.randn(2, 16, 4, 4, generator=generator), torch.randn(2, 5, 12, generator=generator)
+    B, C, H, W = x.shape
+    tokens = block.proj_in(block.norm(x)).permute(0, 2, 3, 1).reshape(B, H * W, C)  # as written in LDM
+    for inner in block.blocks:
+        tokens = inner(tokens, cond)
+    expected = x + block.proj_out(tokens.reshape(B, H, W, C).permute(0, 3, 1, 2))
+    torch.testing.assert_close(block(x, cond), expected, atol=1e-5, rtol=1e-4)
+    channels_last = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(block(channels_last, cond), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_down_and_upsample_shapes():

@@ -83,6 +83,18 @@ def test_encode_prompt_uncond_is_the_empty_prompt(pipe):
     torch.testing.assert_close(uncond[1], empty[0])
 
 
+def test_unet_runs_channels_last_and_saves_as_usual(pipe, tmp_path):
+    from safetensors.torch import load_file
+
+    from sdedu.weights import save_component
+
+    conv = pipe.unet.conv_in.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    save_component(pipe.unet, "unet", tmp_path)
+    saved = load_file(str(tmp_path / "unet.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in pipe.unet.state_dict().items())
+
+
 def test_trajectory(pipe):
     out = pipe([PROMPT, "a shape"], num_inference_steps=5, return_trajectory=True)
     assert isinstance(out, Trajectory)

@@ -179,12 +179,22 @@ class SpatialTransformer(nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, cond_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C, H, W), cond (B, L, D) -> (B, C, H, W)."""
         B, C, H, W = x.shape
-        # 1. Normalise, project, and flatten the pixels into a sequence of H*W tokens.
-        h = self.proj_in(self.norm(x))
-        h = h.permute(0, 2, 3, 1).reshape(B, H * W, C)  # (B, H*W, C)
+        # 1. Normalise, flatten the pixels into a sequence of H*W tokens, and project them.
+        h = self.norm(x).permute(0, 2, 3, 1).reshape(B, H * W, C)  # (B, H*W, C)
+        h = _pointwise(self.proj_in, h)
         # 2. Transformer blocks (self-attention, cross-attention, feed-forward).
         for block in self.blocks:
             h = block(h, cond, cond_mask)
-        # 3. Back to a feature map; residual around the whole transformer.
-        h = h.reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W)
-        return x + self.proj_out(h)
+        # 3. Project, back to a feature map; residual around the whole transformer.
+        h = _pointwise(self.proj_out, h)
+        return x + h.reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+def _pointwise(conv: nn.Conv2d, tokens: torch.Tensor) -> torch.Tensor:
+    """A 1x1 convolution applied to tokens (B, N, C_in) -> (B, N, C_out).
+
+    A 1x1 convolution is one linear map applied to every pixel, so on tokens it is F.linear with
+    the kernel viewed as a (C_out, C_in) matrix: the same parameters as the Conv2d (checkpoints load
+    unchanged), but one matrix product instead of a convolution between two layout changes.
+    """
+    return F.linear(tokens, conv.weight.flatten(1), conv.bias)
