@@ -208,6 +208,6 @@ def test_per_rank_recipe_divides_the_trained_parts_only():
     shared = per_rank_recipe(recipe, 2)
     assert (shared.vae_batch_size, shared.text_batch_size, shared.unet_batch_size) == (
         recipe.vae_batch_size // 2, recipe.text_batch_size // 2, recipe.unet_batch_size // 2)
-    with pytest.raises(ValueError, match="unet_batch_size 128"):
+    with pytest.raises(ValueError, match=f"unet_batch_size {recipe.unet_batch_size}"):
         per_rank_recipe(recipe, 3, parts=("unet",))
     assert per_rank_recipe(recipe, 1) is recipe
