@@ -409,6 +409,8 @@ def compile(pipe, backend="inductor", mode: str | None = None, warmup: bool = Tr
     of a small UNet; "max-autotune" modes also tune the matrix products. With inductor and no
     `mode`, the weights are also *frozen*: treated as constants, folded into the graph and
     pre-packed once for oneDNN's matrix kernels (inference only; the copy's weights never change).
+    On a CPU, inductor's pattern rewrites are also off: one of them turns the written-out attention
+    of short sequences back into the fused kernel that is slower at these sizes (sdedu.nn.attention).
     Costs: a compilation of tens of seconds on first use (and on new batch sizes), a C++
     compiler on CPU; any failure falls back to the eager model with one warning.
 
@@ -428,7 +430,8 @@ def compile(pipe, backend="inductor", mode: str | None = None, warmup: bool = Tr
     new = _copy_pipeline(pipe, ("unet",))
     unet = new.unet
     if backend == "inductor" and mode is None:
-        compile_kwargs.setdefault("options", {"freezing": True})
+        on_cpu = torch.device(pipe.device).type == "cpu"
+        compile_kwargs.setdefault("options", {"freezing": True, **({"pattern_matcher": False} if on_cpu else {})})
     else:
         compile_kwargs["mode"] = mode
     wrapped = CompiledModule(unet, backend=backend, **compile_kwargs)
