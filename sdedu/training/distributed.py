@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -221,7 +222,20 @@ def barrier(context: DistributedContext | None = None) -> None:
         dist.barrier()
 
 
-def cleanup() -> None:
-    """Leave the process group, if one was joined."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+def cleanup(timeout_s: float = 30.0) -> None:
+    """Leave the process group, if one was joined; with gloo, first wait for every rank to get here.
+
+    The wait matters: a gloo rank that tears down its connections while another is still using
+    them can abort that other rank ("terminate called without an active exception"). It is a
+    monitored barrier, so a rank that never arrives (it crashed) costs at most `timeout_s` and a
+    warning, never a hang. Delete DDP-wrapped models before calling it: gloo work still held by a
+    live DDP reducer can abort the process at interpreter exit (pytorch/pytorch#179291).
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_backend() == "gloo" and dist.get_world_size() > 1:
+        try:
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=timeout_s))
+        except RuntimeError as err:
+            warnings.warn(f"not every rank reached cleanup(): {str(err).splitlines()[0]}", RuntimeWarning, stacklevel=2)
+    dist.destroy_process_group()
