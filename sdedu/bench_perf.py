@@ -25,6 +25,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from sdedu import optimize
 from sdedu.data import shapes
 from sdedu.guidance import classifier_free_guidance
+from sdedu.models.unet import UNet, UNetConfig
 
 IMAGES, STEPS = 16, 25  # the course's speed target: 16 images x 25 steps with guidance
 _CACHE: dict = {}  # compiled pipelines, shared by the sections of one run (compiling is slow)
@@ -180,7 +182,6 @@ def random_pipeline(size: str = "default", device="cpu", seed: int = 0, T: int =
     short one so that "DDPM with all T steps" stays quick).
     """
     from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer
-    from sdedu.models.unet import UNet, UNetConfig
     from sdedu.models.vae import VAE, VAEConfig
     from sdedu.pipeline import TinyStableDiffusion
     from sdedu.schedules import NoiseSchedule
@@ -365,15 +366,6 @@ def ddim_vs_ddpm_section(ctx) -> list:
 # ---- 4. latent vs pixel space ------------------------------------------------------------------------
 
 
-def _any_resolution_unet(config, in_channels, sample_size):
-    """sdedu's UNet with another input size: (in_channels=3, sample_size=32) is the same network in pixel space."""
-    from dataclasses import replace
-
-    from sdedu.models.unet import UNet
-
-    return UNet(replace(config, in_channels=in_channels, sample_size=sample_size))
-
-
 def _training_step(model, x0, cond, schedule, optimizer):
     t = torch.randint(0, schedule.T, (x0.shape[0],), device=x0.device)
     eps = torch.randn_like(x0)
@@ -409,7 +401,7 @@ def latent_vs_pixel_section(ctx) -> list:
     g = torch.Generator().manual_seed(0)
     rows, seconds = [], {}
     for space, size, channels in (("latent", 8, 4), ("pixel", 32, 3)):
-        model = _any_resolution_unet(config, channels, size).to(device)
+        model = UNet(replace(config, in_channels=channels, sample_size=size)).to(device)  # same layers, other input
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x0 = torch.randn(batch, channels, size, size, generator=g).to(device)
         cond = torch.randn(batch, 12, config.context_dim, generator=g).to(device)

