@@ -188,6 +188,17 @@ def test_compile_with_a_working_backend_gives_the_same_outputs():
     assert module.is_compiled
 
 
+@pytest.mark.skipif(optimize._missing_compiler("inductor", "cpu") is not None, reason="no C++ compiler for inductor")
+def test_inductor_compile_gives_the_same_images(pipe, reference):
+    # optimize.compile's own settings on a CPU (frozen weights, C++ wrapper, no pattern rewrites).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fall-back to eager would warn
+        compiled = optimize.compile(pipe, batch_size=2 * len(PROMPTS))
+        images = generate(compiled)
+    assert compiled.unet.is_compiled
+    torch.testing.assert_close(images, reference, atol=1e-4, rtol=0)
+
+
 def test_compile_must_come_last(pipe):
     fallen = optimize.compile(pipe, backend=_failing_backend, warmup=False)
     with pytest.raises(ValueError, match="apply sdedu.optimize.compile last"):

@@ -82,6 +82,15 @@ def test_bad_input(unet):
         UNetConfig(channels=(8, 16, 32))
 
 
+def test_compiles_to_one_graph(unet):
+    # The range check on t reads values; under torch.compile it is skipped rather than splitting the graph.
+    x, t, cond = _inputs()
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(unet)(x, t, cond)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
 def test_sample_size_sets_the_resolution():
     # The layers do not depend on H, W: sample_size only tells the input check what to expect.
     config = UNetConfig(in_channels=3, sample_size=16, channels=(16, 32), context_dim=12, head_dim=8, norm_groups=4)

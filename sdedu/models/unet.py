@@ -153,7 +153,10 @@ class UNet(nn.Module):
                              f"(UNetConfig.in_channels={c.in_channels}, sample_size={n}); got {describe(x_t)}")
         B = x_t.shape[0]
         check_tensor("t", t)
-        if t.dtype != torch.long or tuple(t.shape) != (B,) or (t.numel() and (t.min() < 0 or t.max() >= c.num_train_timesteps)):
+        # The range check reads t's values: torch.compile would split its graph there (and a GPU
+        # would wait for the values), so a compiled UNet checks only the dtype and shape.
+        in_range = torch.compiler.is_compiling() or not t.numel() or (t.min() >= 0 and t.max() < c.num_train_timesteps)
+        if t.dtype != torch.long or tuple(t.shape) != (B,) or not in_range:
             raise ValueError(
                 f"t must be an int64 tensor of shape (B,) = ({B},) with values in [0, {c.num_train_timesteps}); got {describe(t)}"
             )
