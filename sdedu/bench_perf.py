@@ -537,12 +537,15 @@ def roofline_section(ctx) -> list:
                  **{f"matmul_{n}_gflops": 2 * n**3 / seconds[f"matmul {n}"] / 1e9 for n in sizes})]
     # The 60% target is a CPU's: a GPU runs a batch of 32 8x8 latents far below its peak, whatever
     # the code, because each of the UNet's ~300 kernels is too small to fill it (launch-bound).
+    # As for the 0.5 s target, the target is the best variant's (eager is shown for comparison).
     on_cpu = torch.device(device).type == "cpu"
-    for name in candidates:
-        fraction = flops / seconds[name] / peak
-        rows.append(_row("roofline", f"UNet forward ({name}), batch {batch}: achieved / peak", fraction,
-                         ">= 0.6" if on_cpu else "", fraction >= 0.6 if on_cpu else None, "", gflop=flops / 1e9,
+    fractions = {name: flops / seconds[name] / peak for name in candidates}
+    for name, fraction in fractions.items():
+        rows.append(_row("roofline", f"UNet forward ({name}), batch {batch}: achieved / peak", fraction, gflop=flops / 1e9,
                          achieved_gflops=flops / seconds[name] / 1e9, seconds=seconds[name]))
+    best = max(fractions, key=fractions.get)
+    rows.append(_row("roofline", f"best UNet forward ({best}): achieved / peak", fractions[best],
+                     ">= 0.6" if on_cpu else "", fractions[best] >= 0.6 if on_cpu else None, variant=best))
     return rows
 
 
