@@ -10,8 +10,9 @@ side in the same run and reported as a ratio, each time the median of several re
     sampler_overhead    sdedu's DDIM loop vs the same loop with diffusers' DDIMScheduler
     ddim_vs_ddpm        DDIM 10/25/50 steps vs DDPM 1000: time and adherence
     latent_vs_pixel     the same UNet on 8x8x4 latents vs 32x32x3 pixels: a training step, sampling
-    precision           fp32 vs bf16 vs int8 vs pruned vs compiled: time, size, adherence
-    roofline            the UNet's achieved FLOP/s against a matmul peak measured now
+    precision           fp32 vs bf16 vs int8 vs pruned vs compiled (+ bf16): time, size, adherence
+    roofline            the UNet's achieved FLOP/s against a matmul peak measured now, and
+                        that of its matrix kernels alone (the most fusion could give)
     scaling             sampling time against batch size and number of steps
 
 Timings depend on the machine and on what else runs on it: compare ratios, not seconds.
@@ -443,6 +444,10 @@ def _variants(ctx, batch):
     if not ctx.quick:  # compiling takes tens of seconds
         yield "compiled", lambda: compiled_pipeline(pipe, batch)
         yield "compiled + text cache", lambda: optimize.cache_text_embeddings(compiled_pipeline(pipe, batch))
+        # Compiled, the casts fuse into the kernels around them: on a CPU with AMX, or a GPU, the
+        # low precision then pays; on a CPU without fast bf16 this is the slowest row.
+        low = "bf16" if ctx.device.type == "cpu" else "fp16"
+        yield f"compiled + {low} autocast", lambda: optimize.compile(optimize.autocast(pipe), batch_size=batch)
 
 
 def precision_section(ctx) -> list:
@@ -515,6 +520,24 @@ def matmul_peak(device="cpu", sizes=(512, 1024, 2048), repeats: int = 5) -> floa
 
 
 @torch.no_grad()
+def layer_calls(unet, *inputs) -> list:
+    """The UNet's convolutions and linear layers, each bound to the input it got in unet(*inputs).
+
+    Timed alone, one after another, they give the time of the matrix kernels without any of the
+    element-wise work between them: what a compiler that fuses all of that away could reach at best.
+    """
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.append((m, args[0])))
+             for m in optimize.unwrap(unet).modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    try:
+        unet(*inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [lambda m=m, x=x: m(x) for m, x in seen]
+
+
+@torch.no_grad()
 def roofline_section(ctx) -> list:
     """The UNet forward's achieved FLOP/s as a fraction of this machine's matmul peak, same run.
 
@@ -549,6 +572,13 @@ def roofline_section(ctx) -> list:
     best = max(fractions, key=fractions.get)
     rows.append(_row("roofline", f"best UNet forward ({best}): achieved / peak", fractions[best],
                      ">= 0.6" if on_cpu else "", fractions[best] >= 0.6 if on_cpu else None, variant=best))
+    # The ceiling of fusion: the same matrix kernels with nothing between them. What stays below
+    # 1 here is the kernels' own efficiency at the UNet's small shapes (48-96 channels, 8x8 maps).
+    layers = layer_calls(ctx.pipe.unet, z, t, cond)
+    layer_flops = count_flops(lambda: [call() for call in layers])
+    layer_seconds = sum(interleaved_times(dict(enumerate(layers)), repeats, 1, device).values())
+    rows.append(_row("roofline", f"the UNet's {len(layers)} convolutions and linear layers, each alone: achieved / peak",
+                     layer_flops / layer_seconds / peak, gflop=layer_flops / 1e9, seconds=layer_seconds))
     return rows
 
 

@@ -97,8 +97,10 @@ def test_roofline_and_scaling(ctx):
     roofline = bench_perf.roofline_section(ctx)
     check_rows(roofline, "roofline")
     assert roofline[0].value > 0 and 0 < roofline[1].value
-    best = roofline[-1]  # the target row: the best variant's fraction (eager in quick mode)
-    assert best.metric.startswith("best UNet forward") and best.value == max(row.value for row in roofline[1:-1])
+    best, layers = roofline[-2:]  # the target row (the best variant's fraction: eager in quick mode), the ceiling
+    assert best.metric.startswith("best UNet forward") and best.value == max(row.value for row in roofline[1:-2])
+    # the convolutions and linear layers alone: fewer FLOPs than the whole forward (no attention products)
+    assert "each alone" in layers.metric and 0 < layers.extra["gflop"] < roofline[1].extra["gflop"]
     scaling = bench_perf.scaling_section(ctx)
     check_rows(scaling, "scaling")
     assert all(row.value > 0 for row in scaling)
