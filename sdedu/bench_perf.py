@@ -11,8 +11,9 @@ side in the same run and reported as a ratio, each time the median of several re
     ddim_vs_ddpm        DDIM 10/25/50 steps vs DDPM 1000: time and adherence
     latent_vs_pixel     the same UNet on 8x8x4 latents vs 32x32x3 pixels: a training step, sampling
     precision           fp32 vs bf16 vs int8 vs pruned vs compiled (+ bf16): time, size, adherence
-    roofline            the UNet's achieved FLOP/s against a matmul peak measured now, and
-                        that of its matrix kernels alone (the most fusion could give)
+    roofline            the UNet's achieved FLOP/s against a matmul peak measured now, that
+                        of its matrix kernels alone (the most fusion could give), and that
+                        of wider UNets (how it grows with the model's size)
     scaling             sampling time against batch size and number of steps
 
 Timings depend on the machine and on what else runs on it: compare ratios, not seconds.
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
+import math
 import statistics
 import sys
 import time
@@ -174,13 +177,24 @@ def _compiled_state(module):
     return None
 
 
+@torch.no_grad()
+def _perturb_zero_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """Give the layers that start at zero (residual blocks begin as the identity) small random weights.
+
+    Then every layer affects the output, as after training, and no compiler can fold a zero layer away.
+    """
+    for p in model.parameters():
+        if p.ndim > 1 and not p.any():
+            p.normal_(0, 0.02)
+    return model
+
+
 def random_pipeline(size: str = "default", device="cpu", seed: int = 0, T: int = 1000):
     """A TinyStableDiffusion with random weights, for timing before (or without) training.
 
     size "default" uses the recipe's configs; "tiny" a small UNet for tests. Layers that start
-    at zero (so that residual blocks begin as the identity) get small random weights, so that
-    every layer affects the output, as after training. T: the schedule's length (tests use a
-    short one so that "DDPM with all T steps" stays quick).
+    at zero get small random weights (_perturb_zero_layers). T: the schedule's length (tests use
+    a short one so that "DDPM with all T steps" stays quick).
     """
     from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer
     from sdedu.models.vae import VAE, VAEConfig
@@ -197,11 +211,8 @@ def random_pipeline(size: str = "default", device="cpu", seed: int = 0, T: int =
         unet = UNetConfig(channels=(32, 64), context_dim=32, head_dim=16, norm_groups=8)
         vae = VAEConfig(channels=(8, 16, 16))
     models = TextEncoder(text), VAE(vae), UNet(unet)
-    with torch.no_grad():
-        for model in models:
-            for p in model.parameters():
-                if p.ndim > 1 and not p.any():
-                    p.normal_(0, 0.02)
+    for model in models:
+        _perturb_zero_layers(model)
     return TinyStableDiffusion(Tokenizer(max_length=text.max_length), *models, NoiseSchedule.scaled_linear(T=T),
                                device=device)
 
@@ -525,7 +536,7 @@ def matmul_peak(device="cpu", sizes=(512, 1024, 2048), repeats: int = 5) -> floa
 def layer_calls(unet, *inputs) -> list:
     """The UNet's convolutions and linear layers, each bound to the input it got in unet(*inputs).
 
-    Timed alone, one after another, they give the time of the matrix kernels without any of the
+    Run one after another, they give the time of the matrix kernels without any of the
     element-wise work between them: what a compiler that fuses all of that away could reach at best.
     """
     seen = []
@@ -539,48 +550,80 @@ def layer_calls(unet, *inputs) -> list:
     return [lambda m=m, x=x: m(x) for m, x in seen]
 
 
+WIDTH_FACTORS = (4 / 3, 2)  # 4/3 of (48, 96) is (64, 128), the size of the prototype #6 quotes
+
+
+def widened(config: UNetConfig, factor: float) -> UNetConfig:
+    """`config` with its channels times `factor`, rounded to a multiple that GroupNorm and the heads divide."""
+    unit = math.lcm(config.norm_groups, config.head_dim)
+    return replace(config, channels=tuple(max(unit, round(c * factor / unit) * unit) for c in config.channels))
+
+
+def _widened_pipeline(pipe, factor: float):
+    """A copy of the pipeline with a wider, randomly initialised UNet: only its speed is measured."""
+    new = copy.copy(pipe)
+    new.unet = _perturb_zero_layers(UNet(widened(optimize.unwrap(pipe.unet).config, factor)))
+    return new.to(pipe.device)
+
+
 @torch.no_grad()
 def roofline_section(ctx) -> list:
     """The UNet forward's achieved FLOP/s as a fraction of this machine's matmul peak, same run.
 
-    The matrix products and the UNet are timed in turn (interleaved), so that load from other
-    processes lowers both alike.
+    Everything is timed in turn (interleaved) with the matrix products, so that load from other
+    processes lowers all alike: the UNet (eager and compiled), its matrix kernels run in sequence
+    with nothing between them (the most fusion could give), and wider UNets of the same design
+    (how the fraction grows with the sizes of the matrices).
     """
     device = ctx.device
     batch = 2 * ctx.n(IMAGES, 4)
     repeats = ctx.n(9, 3)
     sizes = ctx.n((512, 1024, 2048), (256, 512))
     candidates = {"eager": ctx.pipe}
-    if not ctx.quick:
+    wider = {widened(optimize.unwrap(ctx.pipe.unet).config, f).channels: _widened_pipeline(ctx.pipe, f)
+             for f in WIDTH_FACTORS}
+    variant = "eager" if ctx.quick else "compiled"  # the wider UNets run as the best variant does
+    if not ctx.quick:  # compiling takes tens of seconds a UNet
         candidates["compiled"] = compiled_pipeline(ctx.pipe, batch)
+        wider = {channels: optimize.compile(pipe, batch_size=batch) for channels, pipe in wider.items()}
     z, t, cond = _unet_inputs(ctx.pipe.unet, batch, device=device)
     t = t[:1].reshape(()).expand(batch)  # as the pipeline passes it (a compiled UNet is specialised to that)
-    flops = count_flops(lambda: optimize.unwrap(ctx.pipe.unet)(z, t, cond))
-    calls = {name: (lambda p=pipe: p.unet(z, t, cond)) for name, pipe in candidates.items()}
+    layers = layer_calls(ctx.pipe.unet, z, t, cond)
+    unet_flops = count_flops(lambda: optimize.unwrap(ctx.pipe.unet)(z, t, cond))
+    flops = dict.fromkeys(candidates, unet_flops)
+    flops["layers"] = count_flops(lambda: [call() for call in layers])
+    flops.update({channels: count_flops(lambda p=p: optimize.unwrap(p.unet)(z, t, cond)) for channels, p in wider.items()})
+    calls = {name: (lambda p=pipe: p.unet(z, t, cond)) for name, pipe in {**candidates, **wider}.items()}
+    calls["layers"] = lambda: [call() for call in layers]
     matrices = {n: (torch.randn(n, n, device=device), torch.randn(n, n, device=device)) for n in sizes}
     calls.update({f"matmul {n}": (lambda m=m: m[0] @ m[1]) for n, m in matrices.items()})
     seconds = interleaved_times(calls, repeats, 2, device)
     peak = max(2 * n**3 / seconds[f"matmul {n}"] for n in sizes)
+    fractions = {name: flops[name] / seconds[name] / peak for name in flops}
+
+    def fraction_row(name, metric, **extra):
+        return _row("roofline", metric, fractions[name], gflop=flops[name] / 1e9,
+                    achieved_gflops=flops[name] / seconds[name] / 1e9, seconds=seconds[name], **extra)
+
     rows = [_row("roofline", "matmul peak (float32)", peak / 1e9, unit="GFLOP/s", threads=torch.get_num_threads(),
                  **{f"matmul_{n}_gflops": 2 * n**3 / seconds[f"matmul {n}"] / 1e9 for n in sizes})]
+    channels = optimize.unwrap(ctx.pipe.unet).config.channels
+    rows += [fraction_row(name, f"UNet forward ({name}), channels {channels}, batch {batch}: achieved / peak",
+                          channels=list(channels)) for name in candidates]
     # The 60% target is a CPU's: a GPU runs a batch of 32 8x8 latents far below its peak, whatever
     # the code, because each of the UNet's ~300 kernels is too small to fill it (launch-bound).
     # As for the 0.5 s target, the target is the best variant's (eager is shown for comparison).
     on_cpu = torch.device(device).type == "cpu"
-    fractions = {name: flops / seconds[name] / peak for name in candidates}
-    for name, fraction in fractions.items():
-        rows.append(_row("roofline", f"UNet forward ({name}), batch {batch}: achieved / peak", fraction, gflop=flops / 1e9,
-                         achieved_gflops=flops / seconds[name] / 1e9, seconds=seconds[name]))
-    best = max(fractions, key=fractions.get)
+    best = max(candidates, key=fractions.get)
     rows.append(_row("roofline", f"best UNet forward ({best}): achieved / peak", fractions[best],
                      ">= 0.6" if on_cpu else "", fractions[best] >= 0.6 if on_cpu else None, variant=best))
     # The ceiling of fusion: the same matrix kernels with nothing between them. What stays below
     # 1 here is the kernels' own efficiency at the UNet's small shapes (48-96 channels, 8x8 maps).
-    layers = layer_calls(ctx.pipe.unet, z, t, cond)
-    layer_flops = count_flops(lambda: [call() for call in layers])
-    layer_seconds = sum(interleaved_times(dict(enumerate(layers)), repeats, 1, device).values())
-    rows.append(_row("roofline", f"the UNet's {len(layers)} convolutions and linear layers, each alone: achieved / peak",
-                     layer_flops / layer_seconds / peak, gflop=layer_flops / 1e9, seconds=layer_seconds))
+    rows.append(fraction_row("layers", f"the UNet's {len(layers)} convolutions and linear layers in sequence, "
+                                       "nothing between: achieved / peak"))
+    # Wider matrices use the kernels better: the fraction is a property of the model's size too.
+    rows += [fraction_row(c, f"UNet forward ({variant}), channels {c} (random weights), batch {batch}: achieved / peak",
+                          channels=list(c)) for c in wider]
     return rows
 
 

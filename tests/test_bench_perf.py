@@ -96,14 +96,27 @@ def test_precision_sizes_and_best_variant(ctx):
 def test_roofline_and_scaling(ctx):
     roofline = bench_perf.roofline_section(ctx)
     check_rows(roofline, "roofline")
-    assert roofline[0].value > 0 and 0 < roofline[1].value
-    best, layers = roofline[-2:]  # the target row (the best variant's fraction: eager in quick mode), the ceiling
-    assert best.metric.startswith("best UNet forward") and best.value == max(row.value for row in roofline[1:-2])
+    peak, eager, best, layers, *wider = roofline  # quick mode: no compiled variant
+    assert peak.unit == "GFLOP/s" and peak.value > 0 and 0 < eager.value
+    assert best.metric.startswith("best UNet forward (eager)") and best.value == eager.value and best.target
     # the convolutions and linear layers alone: fewer FLOPs than the whole forward (no attention products)
-    assert "each alone" in layers.metric and 0 < layers.extra["gflop"] < roofline[1].extra["gflop"]
+    assert "in sequence" in layers.metric and 0 < layers.extra["gflop"] < eager.extra["gflop"]
+    # the wider UNets: each wider than the last, more FLOPs, and no target (they are not the shipped model)
+    widths = [eager.extra["channels"]] + [row.extra["channels"] for row in wider]
+    assert len(wider) == len(bench_perf.WIDTH_FACTORS) and widths == sorted(widths)
+    assert len({tuple(w) for w in widths}) == len(widths)
+    gflops = [eager.extra["gflop"]] + [row.extra["gflop"] for row in wider]
+    assert gflops == sorted(gflops) and not any(row.target for row in wider)
     scaling = bench_perf.scaling_section(ctx)
     check_rows(scaling, "scaling")
     assert all(row.value > 0 for row in scaling)
+
+
+@pytest.mark.parametrize("channels, factor, expected", [((48, 96), 4 / 3, (64, 128)), ((48, 96), 2, (96, 192)),
+                                                       ((48, 96), 0.1, (32, 32))])
+def test_widened_keeps_channels_divisible(channels, factor, expected):
+    config = bench_perf.UNetConfig(channels=channels)  # GroupNorm 16 groups, 32 channels a head: multiples of 32
+    assert bench_perf.widened(config, factor).channels == expected
 
 
 def test_count_flops_of_a_matmul():
