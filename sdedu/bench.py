@@ -153,7 +153,7 @@ def vae_section(ctx: Context) -> list[Row]:
 
 SECTIONS = [adherence_section, diversity_section, held_out_section, speed_section, vae_section]
 
-from sdedu import bench_perf  # noqa: E402  (performance sections, issue 6: see sdedu/bench_perf.py)
+from sdedu import bench_perf  # noqa: E402  (performance sections, issue 6: see sdedu/bench_perf/)
 
 SECTIONS += bench_perf.SECTIONS
 

@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from sdedu import bench, bench_perf
-
+from sdedu.bench_perf import common, measure, roofline, vs_diffusers
+from sdedu.models.unet import UNetConfig
 
 
 @pytest.fixture(scope="module")
 def ctx():
-    pipe = bench_perf.random_pipeline("tiny", T=100)  # DDPM "with all T steps" is then 100 steps
+    pipe = common.random_pipeline("tiny", T=100)  # DDPM "with all T steps" is then 100 steps
     return bench.Context(pipe=pipe, quick=True, device=torch.device("cpu"))
 
 
@@ -52,7 +53,7 @@ def test_block_pairs_take_and_give_the_same_shapes():
 
     config = UNetConfig(channels=(32, 64), context_dim=32, head_dim=16, norm_groups=8)
     with torch.no_grad():
-        for name, ours, theirs in bench_perf._block_pairs(config, batch_size=2, device="cpu"):
+        for name, ours, theirs in vs_diffusers._block_pairs(config, batch_size=2, device="cpu"):
             assert ours().shape == theirs().shape, name
 
 
@@ -73,7 +74,7 @@ def test_ddim_vs_ddpm_uses_all_T_steps(ctx):
 
 def test_generate_equals_the_pipeline(ctx):
     prompts = ["a red circle", "a square"]
-    torch.testing.assert_close(bench_perf.generate(ctx.pipe, prompts, steps=5, seed=3),
+    torch.testing.assert_close(common.generate(ctx.pipe, prompts, steps=5, seed=3),
                                ctx.pipe(prompts, num_inference_steps=5, seed=3))
 
 
@@ -94,16 +95,16 @@ def test_precision_sizes_and_best_variant(ctx):
 
 
 def test_roofline_and_scaling(ctx):
-    roofline = bench_perf.roofline_section(ctx)
-    check_rows(roofline, "roofline")
-    peak, eager, best, layers, *wider = roofline  # quick mode: no compiled variant
+    rows = bench_perf.roofline_section(ctx)
+    check_rows(rows, "roofline")
+    peak, eager, best, layers, *wider = rows  # quick mode: no compiled variant
     assert peak.unit == "GFLOP/s" and peak.value > 0 and 0 < eager.value
     assert best.metric.startswith("best UNet forward (eager)") and best.value == eager.value and best.target
     # the convolutions and linear layers alone: fewer FLOPs than the whole forward (no attention products)
     assert "in sequence" in layers.metric and 0 < layers.extra["gflop"] < eager.extra["gflop"]
     # the wider UNets: each wider than the last, more FLOPs, and no target (they are not the shipped model)
     widths = [eager.extra["channels"]] + [row.extra["channels"] for row in wider]
-    assert len(wider) == len(bench_perf.WIDTH_FACTORS) and widths == sorted(widths)
+    assert len(wider) == len(roofline.WIDTH_FACTORS) and widths == sorted(widths)
     assert len({tuple(w) for w in widths}) == len(widths)
     gflops = [eager.extra["gflop"]] + [row.extra["gflop"] for row in wider]
     assert gflops == sorted(gflops) and not any(row.target for row in wider)
@@ -115,10 +116,10 @@ def test_roofline_and_scaling(ctx):
 @pytest.mark.parametrize("channels, factor, expected", [((48, 96), 4 / 3, (64, 128)), ((48, 96), 2, (96, 192)),
                                                        ((48, 96), 0.1, (32, 32))])
 def test_widened_keeps_channels_divisible(channels, factor, expected):
-    config = bench_perf.UNetConfig(channels=channels)  # GroupNorm 16 groups, 32 channels a head: multiples of 32
-    assert bench_perf.widened(config, factor).channels == expected
+    config = UNetConfig(channels=channels)  # GroupNorm 16 groups, 32 channels a head: multiples of 32
+    assert roofline.widened(config, factor).channels == expected
 
 
 def test_count_flops_of_a_matmul():
     a, b = torch.randn(8, 16), torch.randn(16, 4)
-    assert bench_perf.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+    assert measure.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
