@@ -188,7 +188,7 @@ def test_compile_with_a_working_backend_gives_the_same_outputs():
     assert module.is_compiled
 
 
-@pytest.mark.skipif(optimize._missing_compiler("inductor", "cpu") is not None, reason="no C++ compiler for inductor")
+@pytest.mark.skipif(optimize.compiling._missing_compiler("inductor", "cpu") is not None, reason="no C++ compiler for inductor")
 def test_inductor_compile_gives_the_same_images(pipe, reference):
     # optimize.compile's own settings on a CPU (frozen weights, C++ wrapper, no pattern rewrites).
     with warnings.catch_warnings():
