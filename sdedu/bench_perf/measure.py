@@ -59,15 +59,22 @@ def count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
+def matmul_calls(device="cpu", sizes=(512, 1024, 2048)) -> dict:
+    """{"matmul n": a @ b} on square float32 n x n matrices, to time alone or beside other calls."""
+    matrices = {n: (torch.randn(n, n, device=device), torch.randn(n, n, device=device)) for n in sizes}
+    return {f"matmul {n}": (lambda m=m: m[0] @ m[1]) for n, m in matrices.items()}
+
+
+def matmul_flops_per_second(seconds: dict, sizes) -> dict:
+    """{n: FLOP/s} of the matrix products timed in `seconds` (2 n^3 FLOPs each)."""
+    return {n: 2 * n**3 / seconds[f"matmul {n}"] for n in sizes}
+
+
 @torch.no_grad()
 def matmul_peak(device="cpu", sizes=(512, 1024, 2048), repeats: int = 5) -> float:
-    """The best FLOP/s of square float32 matrix products (2 n^3 FLOPs each) measured now."""
-    calls = {}
-    for n in sizes:
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-        calls[n] = lambda a=a, b=b: a @ b
-    seconds = interleaved_times(calls, repeats, 1, device)
-    return max(2 * n**3 / seconds[n] for n in sizes)
+    """The best FLOP/s of square float32 matrix products measured now."""
+    seconds = interleaved_times(matmul_calls(device, sizes), repeats, 1, device)
+    return max(matmul_flops_per_second(seconds, sizes).values())
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ import torch
 
 from sdedu import optimize
 from sdedu.bench_perf.common import IMAGES, bench_row, compiled_pipeline, perturb_zero_layers, unet_inputs
-from sdedu.bench_perf.measure import count_flops, interleaved_times, layer_calls
+from sdedu.bench_perf.measure import count_flops, interleaved_times, layer_calls, matmul_calls, matmul_flops_per_second
 from sdedu.models.unet import UNet, UNetConfig
 
 WIDTH_FACTORS = (4 / 3, 2)  # 4/3 of (48, 96) is (64, 128), the size of the prototype #6 quotes
@@ -46,26 +46,26 @@ def roofline_section(ctx) -> list:
     batch = 2 * ctx.n(IMAGES, 4)
     repeats = ctx.n(9, 3)
     sizes = ctx.n((512, 1024, 2048), (256, 512))
+    channels = optimize.unwrap(ctx.pipe.unet).config.channels
     candidates = {"eager": ctx.pipe}
-    wider = {widened(optimize.unwrap(ctx.pipe.unet).config, f).channels: _widened_pipeline(ctx.pipe, f)
-             for f in WIDTH_FACTORS}
+    wider = {pipe.unet.config.channels: pipe for pipe in (_widened_pipeline(ctx.pipe, f) for f in WIDTH_FACTORS)}
     variant = "eager" if ctx.quick else "compiled"  # the wider UNets run as the best variant does
     if not ctx.quick:  # compiling takes tens of seconds a UNet
         candidates["compiled"] = compiled_pipeline(ctx.pipe, batch)
-        wider = {channels: optimize.compile(pipe, batch_size=batch) for channels, pipe in wider.items()}
+        wider = {c: optimize.compile(pipe, batch_size=batch) for c, pipe in wider.items()}
     z, t, cond = unet_inputs(ctx.pipe.unet, batch, device=device)
     t = t[:1].reshape(()).expand(batch)  # as the pipeline passes it (a compiled UNet is specialised to that)
     layers = layer_calls(ctx.pipe.unet, z, t, cond)
     unet_flops = count_flops(lambda: optimize.unwrap(ctx.pipe.unet)(z, t, cond))
     flops = dict.fromkeys(candidates, unet_flops)
     flops["layers"] = count_flops(lambda: [call() for call in layers])
-    flops.update({channels: count_flops(lambda p=p: optimize.unwrap(p.unet)(z, t, cond)) for channels, p in wider.items()})
+    flops.update({c: count_flops(lambda p=p: optimize.unwrap(p.unet)(z, t, cond)) for c, p in wider.items()})
     calls = {name: (lambda p=pipe: p.unet(z, t, cond)) for name, pipe in {**candidates, **wider}.items()}
     calls["layers"] = lambda: [call() for call in layers]
-    matrices = {n: (torch.randn(n, n, device=device), torch.randn(n, n, device=device)) for n in sizes}
-    calls.update({f"matmul {n}": (lambda m=m: m[0] @ m[1]) for n, m in matrices.items()})
+    calls.update(matmul_calls(device, sizes))
     seconds = interleaved_times(calls, repeats, 2, device)
-    peak = max(2 * n**3 / seconds[f"matmul {n}"] for n in sizes)
+    matmul = matmul_flops_per_second(seconds, sizes)
+    peak = max(matmul.values())
     fractions = {name: flops[name] / seconds[name] / peak for name in flops}
 
     def fraction_row(name, metric, **extra):
@@ -73,8 +73,7 @@ def roofline_section(ctx) -> list:
                          achieved_gflops=flops[name] / seconds[name] / 1e9, seconds=seconds[name], **extra)
 
     rows = [bench_row("roofline", "matmul peak (float32)", peak / 1e9, unit="GFLOP/s", threads=torch.get_num_threads(),
-                      **{f"matmul_{n}_gflops": 2 * n**3 / seconds[f"matmul {n}"] / 1e9 for n in sizes})]
-    channels = optimize.unwrap(ctx.pipe.unet).config.channels
+                      **{f"matmul_{n}_gflops": flops_per_second / 1e9 for n, flops_per_second in matmul.items()})]
     rows += [fraction_row(name, f"UNet forward ({name}), channels {channels}, batch {batch}: achieved / peak",
                           channels=list(channels)) for name in candidates]
     # The 60% target is a CPU's: a GPU runs a batch of 32 8x8 latents far below its peak, whatever
