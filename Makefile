@@ -15,11 +15,12 @@ TEST_WORKERS ?= 2
 NBVAL_NOTEBOOKS := $(wildcard notebooks/*.ipynb solutions/*.ipynb)
 ALL_NOTEBOOKS   := $(wildcard notebooks/*.ipynb solutions/*.ipynb exercises/*.ipynb)
 
-.PHONY: help setup browser course test test-lib strip exercises bench
+.PHONY: help setup browser course lint test test-lib strip exercises bench
 
 help:
 	@echo "make course     set up if needed, then open the course in JupyterLab"
 	@echo "make test       set up if needed, then run every test and every notebook (quick mode)"
+	@echo "make lint       ruff (lint + format check) and import-linter (the layers of docs/DESIGN.md)"
 	@echo "make test-lib   only the library tests (fast)"
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make strip      strip outputs from every notebook before committing"
@@ -44,6 +45,11 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	      || echo "chromium could not be installed: the browser test will be skipped"; \
 	  else echo "chromium is missing and cannot be installed here: the browser test will be skipped"; fi; }
+
+lint: setup
+	$(VENV)/bin/ruff check sdedu tests
+	$(VENV)/bin/ruff format --check sdedu tests
+	$(VENV)/bin/lint-imports
 
 test: setup browser
 	SDEDU_QUICK=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \

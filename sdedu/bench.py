@@ -63,7 +63,9 @@ class Context:
         chunks = []
         for start in range(0, len(prompts), batch_size):
             seed = self.seed + start
-            chunks.append(self.pipe(prompts[start : start + batch_size], num_inference_steps=STEPS, seed=seed, **kwargs).cpu())
+            chunks.append(
+                self.pipe(prompts[start : start + batch_size], num_inference_steps=STEPS, seed=seed, **kwargs).cpu()
+            )
         return torch.cat(chunks)
 
 
@@ -94,8 +96,14 @@ def diversity_section(ctx: Context) -> list[Row]:
     split = metrics.diversity(verdicts, "shape")
     rows = [_at_least("diversity", f'"{prompt}": {s}', split["fractions"][s], 0.2) for s in shapes.SHAPES]
     rows.append(Row("diversity", f'"{prompt}": colour red', metrics.adherence(verdicts, [prompt] * n)["color"]))
-    rows.append(Row("diversity", f'"{prompt}": shape entropy / log2(3)', split["normalized_entropy"],
-                    extra={"counts": split["counts"], "n": n}))
+    rows.append(
+        Row(
+            "diversity",
+            f'"{prompt}": shape entropy / log2(3)',
+            split["normalized_entropy"],
+            extra={"counts": split["counts"], "n": n},
+        )
+    )
     return rows
 
 
@@ -127,10 +135,23 @@ def speed_section(ctx: Context) -> list[Row]:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    return [Row("speed", "16 images x 25 steps, guided", median, "<= 1", median <= 1.0, "s",
-                extra={"repeats": times, "threads": torch.get_num_threads(), "device": str(ctx.device),
-                       # Other processes on the machine slow this down; the load says how busy it was.
-                       "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None})]
+    return [
+        Row(
+            "speed",
+            "16 images x 25 steps, guided",
+            median,
+            "<= 1",
+            median <= 1.0,
+            "s",
+            extra={
+                "repeats": times,
+                "threads": torch.get_num_threads(),
+                "device": str(ctx.device),
+                # Other processes on the machine slow this down; the load says how busy it was.
+                "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            },
+        )
+    ]
 
 
 def vae_section(ctx: Context) -> list[Row]:
@@ -141,13 +162,19 @@ def vae_section(ctx: Context) -> list[Row]:
     images, _, attributes = shapes.sample(n, seed=987_654_321)
     held = torch.tensor([(a["color"], a["shape"]) in shapes.HELD_OUT for a in attributes])
     with torch.no_grad():
-        recon = torch.cat([ctx.pipe.decode_latents(ctx.pipe.encode_images(images[i : i + 250])).cpu()
-                           for i in range(0, n, 250)])
+        recon = torch.cat(
+            [ctx.pipe.decode_latents(ctx.pipe.encode_images(images[i : i + 250])).cpu() for i in range(0, n, 250)]
+        )
     values = psnr(recon, images)
     return [
         _at_least("vae", "reconstruction PSNR", values.mean().item(), 25, "dB"),
-        Row("vae", "reconstruction PSNR, held-out pairs", values[held].mean().item(), unit="dB",
-            extra={"n": int(held.sum())}),
+        Row(
+            "vae",
+            "reconstruction PSNR, held-out pairs",
+            values[held].mean().item(),
+            unit="dB",
+            extra={"n": int(held.sum())},
+        ),
     ]
 
 
@@ -215,11 +242,19 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=None, help="folder of other weights (default: the shipped ones)")
     parser.add_argument("--seed", type=int, default=0, help="seed of prompts and noise (default 0)")
     names = [section_name(s) for s in SECTIONS]
-    parser.add_argument("--sections", nargs="+", choices=names, default=None, metavar="NAME",
-                        help=f"run only these sections: {', '.join(names)}")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=names,
+        default=None,
+        metavar="NAME",
+        help=f"run only these sections: {', '.join(names)}",
+    )
     args = parser.parse_args(argv)
-    print(f"sdedu benchmark ({'quick' if args.quick else 'full'}; {STEPS} DDIM steps, guidance "
-          f"{_default_guidance():g}, {torch.get_num_threads()} thread(s), device {args.device})")
+    print(
+        f"sdedu benchmark ({'quick' if args.quick else 'full'}; {STEPS} DDIM steps, guidance "
+        f"{_default_guidance():g}, {torch.get_num_threads()} thread(s), device {args.device})"
+    )
     print(f"{'section':<10} {'metric':<40} {'value':>12}  {'target':<8}")
     report = run(quick=args.quick, device=args.device, sections=args.sections, seed=args.seed, weights=args.weights)
     print(f"all targets met: {report['all_targets_met']}   (seconds per section: {report['section_seconds']})")

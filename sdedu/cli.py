@@ -86,8 +86,12 @@ def _add_generate(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed; the same seed gives the same images")
     p.add_argument("-o", "--output", default="grid.png", help="PNG file to write (default grid.png)")
     p.add_argument("--steps", type=_positive_int, default=25, help="sampler steps (default 25)")
-    p.add_argument("--guidance", type=_non_negative_float, default=None,
-                   help="classifier-free guidance scale (default: the pipeline's default, 2.0)")
+    p.add_argument(
+        "--guidance",
+        type=_non_negative_float,
+        default=None,
+        help="classifier-free guidance scale (default: the pipeline's default, 2.0)",
+    )
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default ddim)")
     p.add_argument("--eta", type=_non_negative_float, default=0.0, help="DDIM noise weight (default 0: deterministic)")
     p.add_argument("--device", type=_device, default="cpu", help="torch device (default cpu)")
@@ -123,9 +127,15 @@ def _run_generate(args, parser) -> int:
         )
     except ValueError as error:
         parser.error(f"argument prompt or settings: {error}")
-    save_grid(images.cpu(), output, columns=args.columns, scale=args.scale,
-              title=f'"{args.prompt}"  seed {args.seed}, {args.steps} {args.sampler} steps, guidance {guidance:g}'
-              if args.title else None)
+    save_grid(
+        images.cpu(),
+        output,
+        columns=args.columns,
+        scale=args.scale,
+        title=f'"{args.prompt}"  seed {args.seed}, {args.steps} {args.sampler} steps, guidance {guidance:g}'
+        if args.title
+        else None,
+    )
     print(f"wrote {output} ({images.shape[0]} images of {args.prompt!r}, seed {args.seed})")
     return 0
 
@@ -144,7 +154,9 @@ def save_grid(images, path, columns=None, scale: int = 4, title=None, pad: int =
     grid = torch.ones(C, rows * (H + pad) + pad, columns * (W + pad) + pad) * 0.5  # grey frame
     for i in range(B):
         r, c = divmod(i, columns)
-        grid[:, pad + r * (H + pad): pad + r * (H + pad) + H, pad + c * (W + pad): pad + c * (W + pad) + W] = images[i]
+        grid[:, pad + r * (H + pad) : pad + r * (H + pad) + H, pad + c * (W + pad) : pad + c * (W + pad) + W] = images[
+            i
+        ]
     grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)  # (3, rows*..*scale, ...)
     array = grid.clamp(0, 1).permute(1, 2, 0).numpy()  # (H', W', 3)
     if title is None:
@@ -166,8 +178,12 @@ def save_grid(images, path, columns=None, scale: int = 4, title=None, pad: int =
 def _delegate(name: str, module_name: str, help_text: str):
     def add(subparsers):
         # No arguments of its own: everything after the subcommand goes to the module's main.
-        return subparsers.add_parser(name, help=help_text, add_help=False,
-                                     description=f"{help_text}; arguments are passed to `python -m {module_name}`.")
+        return subparsers.add_parser(
+            name,
+            help=help_text,
+            add_help=False,
+            description=f"{help_text}; arguments are passed to `python -m {module_name}`.",
+        )
 
     def run(args, parser):
         try:
@@ -182,7 +198,9 @@ def _delegate(name: str, module_name: str, help_text: str):
     return add, run
 
 
-_add_train, _run_train = _delegate("train", "sdedu.train", "train the VAE, text encoder and UNet (vae, text, unet or all)")
+_add_train, _run_train = _delegate(
+    "train", "sdedu.train", "train the VAE, text encoder and UNet (vae, text, unet or all)"
+)
 _add_bench, _run_bench = _delegate("bench", "sdedu.bench", "measure adherence, diversity, speed and VAE quality")
 
 
@@ -201,8 +219,9 @@ DELEGATED = ("train", "bench", "grade")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(prog="sdedu", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="sdedu", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     from sdedu import __version__
 
     parser.add_argument("--version", action="version", version=f"sdedu {__version__}")

@@ -178,9 +178,16 @@ class GAN(nn.Module):
         return self.generator(z.to(next(self.parameters()).device))
 
 
-def train_gan(points: torch.Tensor, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
-              hidden: int = 128, layers: int = 3, generator: torch.Generator | None = None,
-              progress: bool = True) -> tuple[GAN, list[float]]:
+def train_gan(
+    points: torch.Tensor,
+    steps: int = 2000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    hidden: int = 128,
+    layers: int = 3,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> tuple[GAN, list[float]]:
     """Alternate one discriminator and one generator step (Goodfellow et al. 2014, Algorithm 1,
     with the non-saturating generator loss). Adam with beta1 = 0.5 as in DCGAN (Radford et al. 2016).
 
@@ -197,8 +204,9 @@ def train_gan(points: torch.Tensor, steps: int = 2000, batch_size: int = 256, lr
         # 1. Discriminator: real -> 1, fake -> 0 (binary cross-entropy on logits).
         real = points[torch.randint(points.shape[0], (batch_size,), generator=generator)]
         fake = gan.generator(torch.randn(batch_size, 2, generator=generator))
-        loss_d = (F.binary_cross_entropy_with_logits(gan.discriminator(real), ones)
-                  + F.binary_cross_entropy_with_logits(gan.discriminator(fake.detach()), zeros))
+        loss_d = F.binary_cross_entropy_with_logits(gan.discriminator(real), ones) + F.binary_cross_entropy_with_logits(
+            gan.discriminator(fake.detach()), zeros
+        )
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -243,9 +251,16 @@ class ToyVAE(nn.Module):
         return mean + torch.exp(self.log_sigma) * torch.randn(mean.shape, generator=generator)
 
 
-def train_vae(points: torch.Tensor, steps: int = 2000, batch_size: int = 256, lr: float = 1e-3,
-              hidden: int = 128, layers: int = 3, generator: torch.Generator | None = None,
-              progress: bool = True) -> tuple[ToyVAE, list[float]]:
+def train_vae(
+    points: torch.Tensor,
+    steps: int = 2000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    hidden: int = 128,
+    layers: int = 3,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+) -> tuple[ToyVAE, list[float]]:
     """Minimise the negative ELBO with Adam. Returns (ToyVAE in eval mode, losses per step)."""
     check_tensor("points", points, ndim=2, floating=True)
     vae = ToyVAE(points.shape[1], 2, hidden, layers)
@@ -261,8 +276,14 @@ def train_vae(points: torch.Tensor, steps: int = 2000, batch_size: int = 256, lr
     return vae.eval(), losses
 
 
-def train_diffusion(points: torch.Tensor, steps: int = 2000, batch_size: int = 256, lr: float = 3e-3,
-                    generator: torch.Generator | None = None, progress: bool = True):
+def train_diffusion(
+    points: torch.Tensor,
+    steps: int = 2000,
+    batch_size: int = 256,
+    lr: float = 3e-3,
+    generator: torch.Generator | None = None,
+    progress: bool = True,
+):
     """The course's 2-D diffusion model (`sdedu.training.toy`) with a linear schedule, T = 1000.
 
     Returns:
@@ -272,8 +293,9 @@ def train_diffusion(points: torch.Tensor, steps: int = 2000, batch_size: int = 2
     from sdedu.training.toy import train_toy_denoiser
 
     schedule = NoiseSchedule.linear()
-    model, losses = train_toy_denoiser(points, schedule, steps=steps, batch_size=batch_size, lr=lr,
-                                       generator=generator, progress=progress)
+    model, losses = train_toy_denoiser(
+        points, schedule, steps=steps, batch_size=batch_size, lr=lr, generator=generator, progress=progress
+    )
     return model, schedule, losses
 
 
@@ -295,8 +317,14 @@ class ModelResult:
     schedule: object = None  # the diffusion model's NoiseSchedule (None for the others)
 
 
-def compare_generative_models(points: torch.Tensor, steps: int = 2000, n_samples: int | None = None,
-                              diffusion_steps: int = 100, seed: int = 0, progress: bool = True) -> dict:
+def compare_generative_models(
+    points: torch.Tensor,
+    steps: int = 2000,
+    n_samples: int | None = None,
+    diffusion_steps: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Train a GAN, a VAE and a diffusion model on `points` and score their samples.
 
     Every model gets `steps` optimiser steps on batches of 256 of the same points. The distances
@@ -343,12 +371,14 @@ def compare_generative_models(points: torch.Tensor, steps: int = 2000, n_samples
     results["VAE"] = ModelResult("VAE", samples, t_vae, s_vae, 1, losses=vae_losses, model=vae)
     # 2. Diffusion: train, then `diffusion_steps` network calls per sample (DDPM, respaced).
     (model, schedule, diff_losses), t_diff = timed(
-        lambda: train_diffusion(train_points, steps, generator=seeded(), progress=progress))
+        lambda: train_diffusion(train_points, steps, generator=seeded(), progress=progress)
+    )
     sampler = DDPMSampler(schedule)
     sampler.set_timesteps(int(diffusion_steps))
     samples, s_diff = timed(lambda: sample_toy(model, sampler, n_samples, generator=seeded(1)))
-    results["diffusion"] = ModelResult("diffusion", samples, t_diff, s_diff, int(diffusion_steps),
-                                       losses=diff_losses, model=model, schedule=schedule)
+    results["diffusion"] = ModelResult(
+        "diffusion", samples, t_diff, s_diff, int(diffusion_steps), losses=diff_losses, model=model, schedule=schedule
+    )
     # 3. Every model's samples against the held-out half of the data.
     for result in results.values():
         result.distances = distances(result.samples, reference)

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from sdedu._checks import check_int_range, check_same_shape, check_tensor, describe
 from sdedu.schedules import NoiseSchedule
 
-
 # ---- helpers ------------------------------------------------------------------------------
 
 

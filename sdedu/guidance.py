@@ -16,9 +16,7 @@ import torch
 from sdedu._checks import check_number_range, check_same_shape, check_tensor
 
 
-def classifier_free_guidance(
-    eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float
-) -> torch.Tensor:
+def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """Combine unconditional and conditional noise predictions.
 
     eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)

@@ -92,18 +92,24 @@ def trace_shapes(model: nn.Module, *inputs, depth: int = 1, **kwargs) -> list[Sh
 
     def hook_for(name):
         def hook(module, args, output):
-            records.append(ShapeRecord(
-                name=name,
-                kind=type(module).__name__,
-                inputs=[tuple(a.shape) for a in args if isinstance(a, torch.Tensor)],
-                output=_shapes(output),
-                parameters=sum(p.numel() for p in module.parameters()),
-            ))
+            records.append(
+                ShapeRecord(
+                    name=name,
+                    kind=type(module).__name__,
+                    inputs=[tuple(a.shape) for a in args if isinstance(a, torch.Tensor)],
+                    output=_shapes(output),
+                    parameters=sum(p.numel() for p in module.parameters()),
+                )
+            )
+
         return hook
 
     # 1. A hook on every module `depth` levels down (names with depth - 1 dots).
-    handles = [module.register_forward_hook(hook_for(name))
-               for name, module in model.named_modules() if name and name.count(".") == depth - 1]
+    handles = [
+        module.register_forward_hook(hook_for(name))
+        for name, module in model.named_modules()
+        if name and name.count(".") == depth - 1
+    ]
     # 2. One forward pass without gradients; 3. always remove the hooks.
     try:
         with torch.no_grad():
@@ -116,16 +122,21 @@ def trace_shapes(model: nn.Module, *inputs, depth: int = 1, **kwargs) -> list[Sh
 
 def format_shape_table(records: list[ShapeRecord]) -> str:
     """The records as an aligned text table: step, name, class, input shape(s), output shape, parameters."""
+
     def show(shapes):
         if isinstance(shapes, tuple):
             return str(shapes)
         return ", ".join(str(s) for s in shapes) if shapes else "-"
 
     rows = [("#", "module", "class", "input shape(s)", "output shape", "parameters")]
-    rows += [(str(i), r.name, r.kind, show(r.inputs), show(r.output), f"{r.parameters:,}") for i, r in enumerate(records)]
+    rows += [
+        (str(i), r.name, r.kind, show(r.inputs), show(r.output), f"{r.parameters:,}") for i, r in enumerate(records)
+    ]
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if c in (0, 5) else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
+    lines = [
+        "  ".join(cell.rjust(w) if c in (0, 5) else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths)))
+        for row in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -191,8 +202,14 @@ class WordAttention:
 
 
 @torch.no_grad()
-def word_attention_maps(pipe, prompt: str, seed: int = 0, num_inference_steps: int = 25,
-                        guidance_scale: float | None = None, include_padding: bool = False) -> WordAttention:
+def word_attention_maps(
+    pipe,
+    prompt: str,
+    seed: int = 0,
+    num_inference_steps: int = 25,
+    guidance_scale: float | None = None,
+    include_padding: bool = False,
+) -> WordAttention:
     """Generate one image for `prompt` and measure where each word was looked at.
 
     1. Generate with `pipe`, keeping the trajectory of latents z_t.
@@ -276,12 +293,14 @@ def plot_word_maps(attention: WordAttention, size: float = 1.6, title: str | Non
 def _generate(pipe, prompts, batch_size: int, **kwargs) -> torch.Tensor:
     """pipe(...) over prompts in batches; batch i uses seed + i so batches differ."""
     seed = kwargs.pop("seed", 0)
-    return torch.cat([pipe(prompts[i:i + batch_size], seed=seed + i, **kwargs)
-                      for i in range(0, len(prompts), batch_size)])
+    return torch.cat(
+        [pipe(prompts[i : i + batch_size], seed=seed + i, **kwargs) for i in range(0, len(prompts), batch_size)]
+    )
 
 
-def guidance_sweep(pipe, prompts, scales, seed: int = 0, num_inference_steps: int = 25,
-                   attribute: str = "shape", batch_size: int = 100) -> list[dict]:
+def guidance_sweep(
+    pipe, prompts, scales, seed: int = 0, num_inference_steps: int = 25, attribute: str = "shape", batch_size: int = 100
+) -> list[dict]:
     """Adherence and diversity of the same prompts and seeds at each guidance scale s.
 
     eps = eps_uncond + s (eps_cond - eps_uncond)   (Ho & Salimans 2022, eq. 6; s = 1 is no guidance)
@@ -300,11 +319,18 @@ def guidance_sweep(pipe, prompts, scales, seed: int = 0, num_inference_steps: in
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     rows = []
     for scale in scales:
-        images = _generate(pipe, prompts, batch_size, seed=seed, guidance_scale=float(scale),
-                           num_inference_steps=num_inference_steps)
+        images = _generate(
+            pipe, prompts, batch_size, seed=seed, guidance_scale=float(scale), num_inference_steps=num_inference_steps
+        )
         verdicts = metrics.judge(images)
-        rows.append({"guidance_scale": float(scale), "adherence": metrics.adherence(verdicts, prompts),
-                     "diversity": metrics.diversity(verdicts, attribute), "images": images})
+        rows.append(
+            {
+                "guidance_scale": float(scale),
+                "adherence": metrics.adherence(verdicts, prompts),
+                "diversity": metrics.diversity(verdicts, attribute),
+                "images": images,
+            }
+        )
     return rows
 
 
@@ -312,12 +338,22 @@ def plot_guidance_sweep(rows: list[dict], adherence_key: str = "all", size: floa
     """Adherence (left axis) and normalised diversity entropy (right axis) against the guidance scale."""
     scales = [r["guidance_scale"] for r in rows]
     fig, ax = plt.subplots(figsize=(1.4 * size, 0.8 * size))
-    ax.plot(scales, [r["adherence"][adherence_key] for r in rows], "o-", color="tab:blue",
-            label=f"adherence ({adherence_key})")
+    ax.plot(
+        scales,
+        [r["adherence"][adherence_key] for r in rows],
+        "o-",
+        color="tab:blue",
+        label=f"adherence ({adherence_key})",
+    )
     ax.set(xlabel="guidance scale s", ylabel="adherence (fraction right)", ylim=(-0.03, 1.03))
     right = ax.twinx()
-    right.plot(scales, [r["diversity"]["normalized_entropy"] for r in rows], "s--", color="tab:orange",
-               label="diversity (normalised entropy)")
+    right.plot(
+        scales,
+        [r["diversity"]["normalized_entropy"] for r in rows],
+        "s--",
+        color="tab:orange",
+        label="diversity (normalised entropy)",
+    )
     right.set(ylabel="diversity: entropy / max entropy", ylim=(-0.03, 1.03))
     ax.axvline(1.0, color="0.6", lw=0.8, ls=":")
     lines = ax.get_lines()[:1] + right.get_lines()[:1]
@@ -327,8 +363,16 @@ def plot_guidance_sweep(rows: list[dict], adherence_key: str = "all", size: floa
     return fig
 
 
-def sampling_sweep(pipe, prompts, steps, sampler: str = "ddim", eta: float = 0.0, seed: int = 0,
-                   guidance_scale: float | None = None, batch_size: int = 100) -> list[dict]:
+def sampling_sweep(
+    pipe,
+    prompts,
+    steps,
+    sampler: str = "ddim",
+    eta: float = 0.0,
+    seed: int = 0,
+    guidance_scale: float | None = None,
+    batch_size: int = 100,
+) -> list[dict]:
     """Wall-clock seconds and adherence for each number of sampler steps, same prompts and seeds.
 
     Returns one dict per entry of `steps`: sampler, eta, steps, seconds (for all prompts),
@@ -341,19 +385,28 @@ def sampling_sweep(pipe, prompts, steps, sampler: str = "ddim", eta: float = 0.0
     rows = []
     for n in steps:
         start = time.perf_counter()
-        images = _generate(pipe, prompts, batch_size, seed=seed, num_inference_steps=int(n), sampler=sampler,
-                           eta=eta, **extra)
+        images = _generate(
+            pipe, prompts, batch_size, seed=seed, num_inference_steps=int(n), sampler=sampler, eta=eta, **extra
+        )
         seconds = time.perf_counter() - start
-        rows.append({"sampler": sampler, "eta": eta, "steps": int(n), "seconds": seconds,
-                     "adherence": metrics.adherence(images, prompts)})
+        rows.append(
+            {
+                "sampler": sampler,
+                "eta": eta,
+                "steps": int(n),
+                "seconds": seconds,
+                "adherence": metrics.adherence(images, prompts),
+            }
+        )
     return rows
 
 
 # ---- training cost ---------------------------------------------------------------------------
 
 
-def training_step_seconds(model: nn.Module, x0: torch.Tensor, schedule, repeats: int = 3, warmup: int = 1,
-                          **model_kwargs) -> float:
+def training_step_seconds(
+    model: nn.Module, x0: torch.Tensor, schedule, repeats: int = 3, warmup: int = 1, **model_kwargs
+) -> float:
     """Median seconds of one training step (loss, backward, AdamW update) on a copy of `model`.
 
     The step is Ho et al. 2020's Algorithm 1: loss = || eps - model(x_t, t, **model_kwargs) ||^2.

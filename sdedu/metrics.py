@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -171,9 +171,7 @@ def adherence(images, prompts_or_attributes: Sequence) -> dict:
     verdicts = images if isinstance(images, list) else judge(images)
     targets = [_named_attributes(p) for p in prompts_or_attributes]
     if len(targets) != len(verdicts):
-        raise ValueError(
-            f"prompts_or_attributes must have one entry per image ({len(verdicts)}); got {len(targets)}"
-        )
+        raise ValueError(f"prompts_or_attributes must have one entry per image ({len(verdicts)}); got {len(targets)}")
     right, asked = Counter(), Counter()
     all_right = 0
     for verdict, target in zip(verdicts, targets):
@@ -227,9 +225,13 @@ def _named_attributes(prompt_or_attributes) -> dict:
     if isinstance(prompt_or_attributes, dict):
         unknown = [k for k in prompt_or_attributes if k not in shapes.ATTRIBUTES]
         if unknown:
-            raise ValueError(f"attribute dicts may only have keys {shapes.ATTRIBUTES}; got {sorted(prompt_or_attributes)}")
+            raise ValueError(
+                f"attribute dicts may only have keys {shapes.ATTRIBUTES}; got {sorted(prompt_or_attributes)}"
+            )
         return dict(prompt_or_attributes)
-    raise TypeError(f"prompts_or_attributes must hold str prompts or attribute dicts; got {describe(prompt_or_attributes)}")
+    raise TypeError(
+        f"prompts_or_attributes must hold str prompts or attribute dicts; got {describe(prompt_or_attributes)}"
+    )
 
 
 def _check_images(images) -> torch.Tensor:

@@ -91,7 +91,7 @@ class TinyStableDiffusion:
         self.manifest: dict = {}  # what the weights' manifest says (recipe, timings, metrics)
 
     @classmethod
-    def from_pretrained(cls, path=None, device="cpu") -> "TinyStableDiffusion":
+    def from_pretrained(cls, path=None, device="cpu") -> TinyStableDiffusion:
         """Load the shipped weights (path=None) or those in the folder `path`; nothing is downloaded."""
         from sdedu.weights import load_pretrained
 
@@ -101,7 +101,7 @@ class TinyStableDiffusion:
         pipe.manifest = get("manifest") or {}
         return pipe
 
-    def to(self, device) -> "TinyStableDiffusion":
+    def to(self, device) -> TinyStableDiffusion:
         """Move every model to `device` (the UNet channels-last, see "Speed" above); returns self."""
         self.device = torch.device(device)
         for name in ("text_encoder", "vae", "schedule"):
@@ -189,8 +189,17 @@ class TinyStableDiffusion:
         # 3. Start from pure Gaussian noise z_T in latent space.
         z = torch.randn((len(prompts), 4, 8, 8), generator=generator, device=self.device)
         # 4. Denoise; 5. decode.
-        return self._denoise(z, scheduler.timesteps, scheduler, cond, uncond, settings["guidance_scale"], generator,
-                             return_trajectory=return_trajectory, progress=progress)
+        return self._denoise(
+            z,
+            scheduler.timesteps,
+            scheduler,
+            cond,
+            uncond,
+            settings["guidance_scale"],
+            generator,
+            return_trajectory=return_trajectory,
+            progress=progress,
+        )
 
     # ---- image to image (SDEdit) ------------------------------------------------------------
 
@@ -238,8 +247,17 @@ class TinyStableDiffusion:
             return self._finish(z0, [z0], [], timesteps, return_trajectory)
         z = q_sample(z0, int(timesteps[0]), self.schedule, noise=randn_like(z0, generator))
         # 4. Denoise from there; 5. decode.
-        return self._denoise(z, timesteps, scheduler, cond, uncond, settings["guidance_scale"], generator,
-                             return_trajectory=return_trajectory, progress=progress)
+        return self._denoise(
+            z,
+            timesteps,
+            scheduler,
+            cond,
+            uncond,
+            settings["guidance_scale"],
+            generator,
+            return_trajectory=return_trajectory,
+            progress=progress,
+        )
 
     # ---- inpainting -------------------------------------------------------------------------
 
@@ -300,8 +318,18 @@ class TinyStableDiffusion:
         z = q_sample(z0, int(timesteps[0]), self.schedule, noise=noise) if kept else z0
         # 4. Denoise, blending the known region back after every step; 5. decode.
         known = (z0, noise, latent_mask)
-        out = self._denoise(z, timesteps, scheduler, cond, uncond, settings["guidance_scale"], generator,
-                            return_trajectory=return_trajectory, progress=progress, known=known)
+        out = self._denoise(
+            z,
+            timesteps,
+            scheduler,
+            cond,
+            uncond,
+            settings["guidance_scale"],
+            generator,
+            return_trajectory=return_trajectory,
+            progress=progress,
+            known=known,
+        )
         if keep_unmasked:
             images = out.images if return_trajectory else out
             images = mask * images + (1 - mask) * image.to(self.device)
@@ -313,8 +341,19 @@ class TinyStableDiffusion:
 
     # ---- the loop ---------------------------------------------------------------------------
 
-    def _denoise(self, z, timesteps, scheduler, cond, uncond, guidance_scale, generator,
-                 return_trajectory=False, progress=False, known=None):
+    def _denoise(
+        self,
+        z,
+        timesteps,
+        scheduler,
+        cond,
+        uncond,
+        guidance_scale,
+        generator,
+        return_trajectory=False,
+        progress=False,
+        known=None,
+    ):
         """The denoising loop shared by all three modes; see the module docstring."""
         B = z.shape[0]
         guided = guidance_scale != 1.0
@@ -334,7 +373,9 @@ class TinyStableDiffusion:
             # 4. Inpainting only: put back the known region, noised to t_prev.
             if known is not None:
                 z0, noise, m = known
-                z_known = q_sample(z0, int(timesteps[i + 1]), self.schedule, noise=noise) if i + 1 < len(timesteps) else z0
+                z_known = (
+                    q_sample(z0, int(timesteps[i + 1]), self.schedule, noise=noise) if i + 1 < len(timesteps) else z0
+                )
                 z = m * z + (1 - m) * z_known
             latents.append(z)
             x0_preds.append(x0_pred)
@@ -391,7 +432,9 @@ def _check_images(name: str, images, channels: int) -> torch.Tensor:
     if images.ndim == 3:
         images = images.unsqueeze(0)
     if images.ndim != 4 or tuple(images.shape[1:]) != (channels, 32, 32):
-        raise ValueError(f"{name} must have shape (B, {channels}, 32, 32) or ({channels}, 32, 32); got {describe(images)}")
+        raise ValueError(
+            f"{name} must have shape (B, {channels}, 32, 32) or ({channels}, 32, 32); got {describe(images)}"
+        )
     low, high = float(images.min()), float(images.max())
     if low < 0.0 or high > 1.0:
         raise ValueError(f"{name} must have values in [0, 1]; got values in [{low:.3g}, {high:.3g}]")
@@ -415,6 +458,4 @@ def _match_batch(images: torch.Tensor, prompts: list[str]):
         return images.expand(len(prompts), -1, -1, -1), prompts
     if len(prompts) == 1:
         return images, prompts * images.shape[0]
-    raise ValueError(
-        f"prompt must be one str or one per image ({images.shape[0]}); got {len(prompts)} prompts"
-    )
+    raise ValueError(f"prompt must be one str or one per image ({images.shape[0]}); got {len(prompts)} prompts")

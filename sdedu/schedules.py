@@ -80,7 +80,7 @@ class NoiseSchedule:
     # ---- the three schedules of the literature ------------------------------------------
 
     @classmethod
-    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "NoiseSchedule":
+    def linear(cls, T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
         """Ho et al. 2020, section 4: beta_t linear from 1e-4 to 0.02 over T = 1000 steps.
 
         Equals diffusers' `beta_schedule="linear"`.
@@ -90,9 +90,7 @@ class NoiseSchedule:
         return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float32))
 
     @classmethod
-    def scaled_linear(
-        cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012
-    ) -> "NoiseSchedule":
+    def scaled_linear(cls, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> NoiseSchedule:
         """Stable Diffusion's schedule (Rombach et al. 2022): sqrt(beta_t) linear in t.
 
         beta_t = (sqrt(beta_start) + t / (T - 1) * (sqrt(beta_end) - sqrt(beta_start)))^2.
@@ -105,7 +103,7 @@ class NoiseSchedule:
         return cls(sqrt_betas**2)
 
     @classmethod
-    def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> "NoiseSchedule":
+    def cosine(cls, T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
         """Nichol & Dhariwal 2021, eq. 17: alpha_bar follows a squared cosine.
 
         f(u) = cos((u + s) / (1 + s) * pi / 2)^2,  alpha_bar_t = f(t / T) / f(0)
@@ -135,7 +133,7 @@ class NoiseSchedule:
     def device(self) -> torch.device:
         return self.betas.device
 
-    def to(self, device) -> "NoiseSchedule":
+    def to(self, device) -> NoiseSchedule:
         """A copy whose tables live on `device` (the values are moved, not recomputed)."""
         moved = object.__new__(NoiseSchedule)
         moved.betas = self.betas.to(device)

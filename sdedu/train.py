@@ -55,20 +55,34 @@ def main(argv=None) -> int:
         distributed = init_from_env(device=args.device, threads=args.threads)
         device, threads = distributed.device, distributed.threads
     try:
-        weights = train_all(args.out, recipe, resume=args.resume, progress=not args.no_progress, device=device,
-                            threads=threads, evaluate=not args.no_eval, parts=PARTS[args.part], distributed=distributed)
+        weights = train_all(
+            args.out,
+            recipe,
+            resume=args.resume,
+            progress=not args.no_progress,
+            device=device,
+            threads=threads,
+            evaluate=not args.no_eval,
+            parts=PARTS[args.part],
+            distributed=distributed,
+        )
     finally:
         if distributed is not None:
             cleanup()
     if distributed is not None and not distributed.is_main:
         return 0  # rank 0 reports
     manifest = read_manifest(weights)
-    summary = {"weights": str(weights), "training_seconds": manifest.get("training_seconds"),
-               "training_cpu_seconds": manifest.get("training_cpu_seconds"),
-               "metrics": manifest.get("metrics")}
+    summary = {
+        "weights": str(weights),
+        "training_seconds": manifest.get("training_seconds"),
+        "training_cpu_seconds": manifest.get("training_cpu_seconds"),
+        "metrics": manifest.get("metrics"),
+    }
     for name, entry in manifest.get("components", {}).items():
-        summary[name] = {"parameters": entry["parameters"],
-                         **{k: v for k, v in entry.get("training", {}).items() if k not in ("final_loss",)}}
+        summary[name] = {
+            "parameters": entry["parameters"],
+            **{k: v for k, v in entry.get("training", {}).items() if k not in ("final_loss",)},
+        }
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -51,7 +51,7 @@ def to_numpy_images(images: torch.Tensor, value_range: tuple[float, float] = (-1
     if not high > low:
         raise ValueError(f"value_range must be (low, high) with high > low; got {value_range}")
     scaled = (images.detach().float().cpu() - low) / (high - low)
-    return scaled.clamp(0.0, 1.0).permute(0, 2, 3, 1).numpy()                # (B, H, W, C)
+    return scaled.clamp(0.0, 1.0).permute(0, 2, 3, 1).numpy()  # (B, H, W, C)
 
 
 def _show(ax, image: np.ndarray, title: str | None = None) -> None:
@@ -90,8 +90,7 @@ def image_grid(
         raise ValueError(f"titles must have one entry per image ({count}); got {len(titles)}")
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if titles else 0)),
-                             squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.3 if titles else 0)), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i < count:
             _show(ax, arrays[i], titles[i] if titles is not None else None)

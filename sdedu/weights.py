@@ -106,7 +106,9 @@ def _build(name: str, entry: dict) -> torch.nn.Module:
         "sdedu.models.unet.UNet": (UNet, UNetConfig),
     }
     if entry.get("class") not in classes:
-        raise WeightsError(f"manifest entry {name!r} names class {entry.get('class')!r}; expected one of {sorted(classes)}")
+        raise WeightsError(
+            f"manifest entry {name!r} names class {entry.get('class')!r}; expected one of {sorted(classes)}"
+        )
     cls, config_cls = classes[entry["class"]]
     return cls(config_cls(**entry["config"]))
 
@@ -122,7 +124,9 @@ def load_component(name: str, directory=None, device="cpu") -> torch.nn.Module:
     manifest = read_manifest(directory)
     entry = manifest.get("components", {}).get(name)
     if entry is None:
-        raise WeightsError(f"{directory / MANIFEST} has no component {name!r}; it lists {sorted(manifest.get('components', {}))}")
+        raise WeightsError(
+            f"{directory / MANIFEST} has no component {name!r}; it lists {sorted(manifest.get('components', {}))}"
+        )
     path = directory / entry["file"]
     if not path.is_file():
         raise WeightsError(f"weights file {path} is missing (listed in {directory / MANIFEST})")
@@ -136,7 +140,9 @@ def load_component(name: str, directory=None, device="cpu") -> torch.nn.Module:
     try:
         module.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     except RuntimeError as error:
-        raise WeightsError(f"weights file {path} does not fit {entry['class']} with config {entry['config']}: {error}") from None
+        raise WeightsError(
+            f"weights file {path} does not fit {entry['class']} with config {entry['config']}: {error}"
+        ) from None
     return module.to(device).eval()
 
 
@@ -163,7 +169,11 @@ def schedule_from_settings(settings: dict):
     from sdedu.schedules import NoiseSchedule
 
     kind = settings.get("kind", "scaled_linear")
-    makers = {"scaled_linear": NoiseSchedule.scaled_linear, "linear": NoiseSchedule.linear, "cosine": NoiseSchedule.cosine}
+    makers = {
+        "scaled_linear": NoiseSchedule.scaled_linear,
+        "linear": NoiseSchedule.linear,
+        "cosine": NoiseSchedule.cosine,
+    }
     if kind not in makers:
         raise WeightsError(f"manifest schedule kind must be one of {sorted(makers)}; got {kind!r}")
     return makers[kind](**{k: v for k, v in settings.items() if k != "kind"})

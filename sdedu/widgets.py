@@ -93,7 +93,7 @@ def noise_slider(
     import matplotlib.pyplot as plt
 
     def draw(t: int) -> None:
-        images = torch.cat(noised(t))                                          # (num_schedules, C, H, W)
+        images = torch.cat(noised(t))  # (num_schedules, C, H, W)
         titles = [
             f"{name}, t = {t}\nalpha_bar={s.alpha_bar[t].item():.3f}  SNR={s.snr()[t].item():.3g}"
             for name, s in named.items()
@@ -102,7 +102,6 @@ def noise_slider(
         plt.show()
         plt.close(fig)
 
-    slider = widgets.IntSlider(value=initial_t, min=0, max=T - 1, step=t_step, description="t",
-                               continuous_update=False)
+    slider = widgets.IntSlider(value=initial_t, min=0, max=T - 1, step=t_step, description="t", continuous_update=False)
     output = widgets.interactive_output(draw, {"t": slider})
     return widgets.VBox([slider, output])

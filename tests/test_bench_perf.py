@@ -74,8 +74,9 @@ def test_ddim_vs_ddpm_uses_all_T_steps(ctx):
 
 def test_generate_equals_the_pipeline(ctx):
     prompts = ["a red circle", "a square"]
-    torch.testing.assert_close(common.generate(ctx.pipe, prompts, steps=5, seed=3),
-                               ctx.pipe(prompts, num_inference_steps=5, seed=3))
+    torch.testing.assert_close(
+        common.generate(ctx.pipe, prompts, steps=5, seed=3), ctx.pipe(prompts, num_inference_steps=5, seed=3)
+    )
 
 
 def test_latent_vs_pixel(ctx):
@@ -113,8 +114,9 @@ def test_roofline_and_scaling(ctx):
     assert all(row.value > 0 for row in scaling)
 
 
-@pytest.mark.parametrize("channels, factor, expected", [((48, 96), 4 / 3, (64, 128)), ((48, 96), 2, (96, 192)),
-                                                       ((48, 96), 0.1, (32, 32))])
+@pytest.mark.parametrize(
+    "channels, factor, expected", [((48, 96), 4 / 3, (64, 128)), ((48, 96), 2, (96, 192)), ((48, 96), 0.1, (32, 32))]
+)
 def test_widened_keeps_channels_divisible(channels, factor, expected):
     config = UNetConfig(channels=channels)  # GroupNorm 16 groups, 32 channels a head: multiples of 32
     assert roofline.widened(config, factor).channels == expected

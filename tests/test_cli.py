@@ -5,12 +5,11 @@ import pytest
 import torch
 
 from sdedu import cli
-from sdedu.pipeline import TinyStableDiffusion
-from sdedu.schedules import NoiseSchedule
-
 from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer  # noqa: E402
 from sdedu.models.unet import UNet, UNetConfig  # noqa: E402
 from sdedu.models.vae import VAE, VAEConfig  # noqa: E402
+from sdedu.pipeline import TinyStableDiffusion
+from sdedu.schedules import NoiseSchedule
 
 
 @pytest.fixture
@@ -53,8 +52,24 @@ def test_no_command_prints_help(capsys):
 
 def test_generate_writes_a_grid(tmp_path, random_pipeline, capsys):
     out = tmp_path / "grid.png"
-    code = cli.main(["generate", "a large red circle in the top left", "-n", "3", "--seed", "1", "-o", str(out),
-                     "--steps", "2", "--guidance", "2", "--scale", "2"])
+    code = cli.main(
+        [
+            "generate",
+            "a large red circle in the top left",
+            "-n",
+            "3",
+            "--seed",
+            "1",
+            "-o",
+            str(out),
+            "--steps",
+            "2",
+            "--guidance",
+            "2",
+            "--scale",
+            "2",
+        ]
+    )
     assert code == 0 and out.exists()
     image = matplotlib.image.imread(out)
     # 3 images of 32x32 in one row, 2 px frames, upscaled 2x.

@@ -62,10 +62,18 @@ def test_gan_and_vae_train_and_sample():
     from sdedu.data.toy2d import make_gaussians
 
     points = make_gaussians(512, seed=0)
-    gan, gan_losses = compare.train_gan(points, steps=30, batch_size=64, hidden=32, layers=2, progress=False,
-                                        generator=torch.Generator().manual_seed(0))
-    vae, vae_losses = compare.train_vae(points, steps=150, batch_size=64, hidden=32, layers=2, progress=False,
-                                        generator=torch.Generator().manual_seed(0))
+    gan, gan_losses = compare.train_gan(
+        points, steps=30, batch_size=64, hidden=32, layers=2, progress=False, generator=torch.Generator().manual_seed(0)
+    )
+    vae, vae_losses = compare.train_vae(
+        points,
+        steps=150,
+        batch_size=64,
+        hidden=32,
+        layers=2,
+        progress=False,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert gan.sample(7).shape == (7, 2) and vae.sample(7).shape == (7, 2)
     assert all(math.isfinite(v) for v in gan_losses)
     assert sum(vae_losses[-20:]) / 20 < sum(vae_losses[:20]) / 20  # the negative ELBO falls

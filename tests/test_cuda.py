@@ -10,14 +10,13 @@ import sys
 
 import pytest
 import torch
+from test_shipped_weights import FLOORS  # the same floors as on the CPU
 
 from sdedu import metrics, optimize
 from sdedu.data import shapes
 from sdedu.pipeline import TinyStableDiffusion
-from test_shipped_weights import FLOORS  # the same floors as on the CPU
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here; run on a GPU machine")
-
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +54,12 @@ def test_components_give_the_cpu_outputs(cpu_pipe, gpu_pipe):
     eps_gpu = gpu_pipe.unet(z.cuda(), t.cuda(), cond.cuda())
     torch.testing.assert_close(eps_gpu.cpu(), eps_cpu, atol=5e-3, rtol=5e-3)  # cuDNN convs may use TF32
     images, _, _ = shapes.sample(4, seed=0)
-    torch.testing.assert_close(gpu_pipe.decode_latents(gpu_pipe.encode_images(images.cuda())).cpu(),
-                               cpu_pipe.decode_latents(cpu_pipe.encode_images(images)), atol=5e-3, rtol=5e-3)
+    torch.testing.assert_close(
+        gpu_pipe.decode_latents(gpu_pipe.encode_images(images.cuda())).cpu(),
+        cpu_pipe.decode_latents(cpu_pipe.encode_images(images)),
+        atol=5e-3,
+        rtol=5e-3,
+    )
 
 
 def test_pipeline_follows_prompts_on_cuda(gpu_pipe, prompts_and_attributes):
@@ -68,8 +71,13 @@ def test_pipeline_follows_prompts_on_cuda(gpu_pipe, prompts_and_attributes):
 
 
 def test_ddpm_and_trajectory_on_cuda(gpu_pipe):
-    out = gpu_pipe(["a large green square in the center"] * 2, num_inference_steps=50, sampler="ddpm",
-                   seed=0, return_trajectory=True)
+    out = gpu_pipe(
+        ["a large green square in the center"] * 2,
+        num_inference_steps=50,
+        sampler="ddpm",
+        seed=0,
+        return_trajectory=True,
+    )
     assert out.images.device.type == "cuda" and out.images.isfinite().all()
     assert out.latents.shape == (51, 2, 4, 8, 8) and out.x0_preds.shape == (50, 2, 4, 8, 8)
 
@@ -111,14 +119,30 @@ def test_cached_text_embeddings_on_cuda(gpu_pipe, prompts_and_attributes):
     prompts, _ = prompts_and_attributes
     cached = optimize.cache_text_embeddings(gpu_pipe, prompts)
     # Embeddings computed in a batch of 48 vs 4: GPU kernels may round differently by batch size.
-    torch.testing.assert_close(cached(prompts[:4], num_inference_steps=5, seed=0),
-                               gpu_pipe(prompts[:4], num_inference_steps=5, seed=0), atol=5e-3, rtol=0)
+    torch.testing.assert_close(
+        cached(prompts[:4], num_inference_steps=5, seed=0),
+        gpu_pipe(prompts[:4], num_inference_steps=5, seed=0),
+        atol=5e-3,
+        rtol=0,
+    )
 
 
 def test_training_recipe_runs_on_cuda(tmp_path):
     """Every part of `python -m sdedu.train all` on the GPU, a few steps each, ending in loadable weights."""
-    command = [sys.executable, "-m", "sdedu.train", "all", "--steps", "5", "--device", "cuda", "--no-progress",
-               "--no-eval", "--out", str(tmp_path / "run")]
+    command = [
+        sys.executable,
+        "-m",
+        "sdedu.train",
+        "all",
+        "--steps",
+        "5",
+        "--device",
+        "cuda",
+        "--no-progress",
+        "--no-eval",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     weights = next(p.parent for p in (tmp_path / "run").rglob("manifest.json"))

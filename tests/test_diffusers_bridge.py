@@ -4,8 +4,6 @@ a UNet2DConditionModel laid out like sdedu's that drops into the sdedu pipeline 
 import pytest
 import torch
 
-import diffusers  # noqa: E402  (a dependency: the test oracle)
-
 from sdedu import diffusers_bridge as bridge  # noqa: E402
 from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer  # noqa: E402
 from sdedu.models.unet import UNet, UNetConfig  # noqa: E402
@@ -45,8 +43,9 @@ def test_timesteps_match_sdedus_samplers():
 
 def test_diffusers_ddim_gives_the_same_images_from_the_same_noise(pipe):
     ours = pipe(PROMPTS, num_inference_steps=6, guidance_scale=2.0, seed=4)
-    theirs, latents = bridge.sample_with_scheduler(pipe, PROMPTS, bridge.make_scheduler("ddim", pipe.schedule), 6,
-                                                   guidance_scale=2.0, seed=4, return_latents=True)
+    theirs, latents = bridge.sample_with_scheduler(
+        pipe, PROMPTS, bridge.make_scheduler("ddim", pipe.schedule), 6, guidance_scale=2.0, seed=4, return_latents=True
+    )
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
     assert latents.shape == (2, 4, 8, 8)
     other_seed = bridge.sample_with_scheduler(pipe, PROMPTS, bridge.make_scheduler("ddim", pipe.schedule), 6, seed=5)

@@ -1,5 +1,6 @@
 """The forward process and the eps/x0/v algebra: closed-form checks, diffusers parity, bad input."""
 
+import diffusers  # noqa: E402  (a dependency: the test oracle)
 import pytest
 import torch
 
@@ -16,8 +17,6 @@ from sdedu.diffusion import (
     velocity,
 )
 from sdedu.schedules import NoiseSchedule
-
-import diffusers  # noqa: E402  (a dependency: the test oracle)
 
 SCHEDULE = NoiseSchedule.linear()
 

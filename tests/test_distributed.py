@@ -18,12 +18,11 @@ import torch
 from sdedu.training import distributed as ddp
 from sdedu.training.loop import TrainConfig, step_generator, train
 
-
 TIME_LIMIT_S = 180
 STEPS, GLOBAL_BATCH, SEED = 3, 8, 7
 
 # One rank: the test's own problem definition is imported from this file (tests/ is on sys.path).
-WORKER = textwrap.dedent('''
+WORKER = textwrap.dedent("""
     import json, sys
     import torch
     sys.path.insert(0, {tests_dir!r})
@@ -42,7 +41,7 @@ WORKER = textwrap.dedent('''
         json.dump({{"rank": context.rank, "world_size": context.world_size, "threads": torch.get_num_threads(),
                    "state": state, "ema": ema, "loss": result.final_loss}}, f)
     ddp.cleanup()
-''')
+""")
 
 CONFIG = TrainConfig(steps=STEPS, lr=1e-3, warmup_steps=1, ema_decay=0.9, seed=SEED, checkpoint_every=2)
 
@@ -74,8 +73,17 @@ def launch(tmp_path: Path, nproc: int = 2, global_batch: int = GLOBAL_BATCH):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(tests_dir=str(Path(__file__).parent)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SDEDU_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(script), str(tmp_path / "run"), str(tmp_path / "rank{rank}.json"), str(global_batch)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(script),
+        str(tmp_path / "run"),
+        str(tmp_path / "rank{rank}.json"),
+        str(global_batch),
+    ]
     try:
         proc = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=TIME_LIMIT_S)
     except subprocess.TimeoutExpired as err:  # the children die with torchrun's process group
@@ -207,7 +215,10 @@ def test_per_rank_recipe_divides_the_trained_parts_only():
     recipe = Recipe()
     shared = per_rank_recipe(recipe, 2)
     assert (shared.vae_batch_size, shared.text_batch_size, shared.unet_batch_size) == (
-        recipe.vae_batch_size // 2, recipe.text_batch_size // 2, recipe.unet_batch_size // 2)
+        recipe.vae_batch_size // 2,
+        recipe.text_batch_size // 2,
+        recipe.unet_batch_size // 2,
+    )
     with pytest.raises(ValueError, match=f"unet_batch_size {recipe.unet_batch_size}"):
         per_rank_recipe(recipe, 3, parts=("unet",))
     assert per_rank_recipe(recipe, 1) is recipe

@@ -92,8 +92,18 @@ def test_train_pixel_denoiser_lowers_the_loss():
     g = torch.Generator().manual_seed(0)
     images = [torch.linspace(-1, 1, 24).view(1, 24).expand(3, 24, 24).contiguous()]  # a smooth ramp
     config = editing.PixelDenoiserConfig(channels=8, num_blocks=1, norm_groups=4)
-    model, losses = editing.train_pixel_denoiser(images, SCHEDULE, steps=80, batch_size=16, crop=8, lr=5e-3,
-                                                 max_timestep=200, config=config, generator=g, progress=False)
+    model, losses = editing.train_pixel_denoiser(
+        images,
+        SCHEDULE,
+        steps=80,
+        batch_size=16,
+        crop=8,
+        lr=5e-3,
+        max_timestep=200,
+        config=config,
+        generator=g,
+        progress=False,
+    )
     assert not model.training and len(losses) == 80
     assert sum(losses[-15:]) / 15 < 0.8 * sum(losses[:15]) / 15
 

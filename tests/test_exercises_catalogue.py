@@ -45,8 +45,21 @@ FORWARD_WRONG = {
 # ---- 02 reverse diffusion ------------------------------------------------------------------------
 
 
-def ddpm_step(x_t, t, eps_pred, betas, alpha_bar, noise, *, noise_at_zero=False, var=None, scale=None,
-              coef=None, sign=-1, index=None):
+def ddpm_step(
+    x_t,
+    t,
+    eps_pred,
+    betas,
+    alpha_bar,
+    noise,
+    *,
+    noise_at_zero=False,
+    var=None,
+    scale=None,
+    coef=None,
+    sign=-1,
+    index=None,
+):
     i = t if index is None else index
     beta = betas[i]
     alpha = 1 - beta
@@ -67,24 +80,48 @@ REVERSE_WRONG = {
     "noise added at the last step": (lambda *a: ddpm_step(*a, noise_at_zero=True), "t == 0"),
     "never any noise": (lambda *a: ddpm_step(*a, var=lambda b, ab, t: torch.zeros(())), "noise"),
     "beta tilde variance": (lambda *a: ddpm_step(*a, var=_beta_tilde), "beta tilde"),
-    "sigma = beta": (lambda *a: ddpm_step(*a, var=lambda b, ab, t: b ** 2), "standard deviation"),
+    "sigma = beta": (lambda *a: ddpm_step(*a, var=lambda b, ab, t: b**2), "standard deviation"),
     "alpha_bar in 1/sqrt(alpha)": (lambda *a: ddpm_step(*a, scale=lambda al, ab: ab.sqrt()), "alpha_t = 1 - beta_t"),
-    "alphas instead of alpha_bar": (lambda *a: ddpm_step(*a, coef=lambda b, al, ab: b / (1 - al).sqrt()), "alpha_bar_t"),
-    "no square root in the eps coefficient": (lambda *a: ddpm_step(*a, coef=lambda b, al, ab: b / (1 - ab)), "square root"),
+    "alphas instead of alpha_bar": (
+        lambda *a: ddpm_step(*a, coef=lambda b, al, ab: b / (1 - al).sqrt()),
+        "alpha_bar_t",
+    ),
+    "no square root in the eps coefficient": (
+        lambda *a: ddpm_step(*a, coef=lambda b, al, ab: b / (1 - ab)),
+        "square root",
+    ),
     "sign flipped": (lambda *a: ddpm_step(*a, sign=+1), "sign"),
     "no 1/sqrt(alpha)": (lambda *a: ddpm_step(*a, scale=lambda al, ab: torch.ones(())), "1/sqrt(alpha_t)"),
     "off by one": (lambda x_t, t, e, b, ab, n: ddpm_step(x_t, t, e, b, ab, n, index=t - 1), "off by one"),
-    "in place": (lambda x_t, t, e, b, ab, n: x_t.sub_(b[t] / (1 - ab[t]).sqrt() * e).div_((1 - b[t]).sqrt())
-                 .add_(b[t].sqrt() * n if t > 0 else 0), "in place"),
+    "in place": (
+        lambda x_t, t, e, b, ab, n: (
+            x_t.sub_(b[t] / (1 - ab[t]).sqrt() * e).div_((1 - b[t]).sqrt()).add_(b[t].sqrt() * n if t > 0 else 0)
+        ),
+        "in place",
+    ),
     "fresh noise": (lambda x_t, t, e, b, ab, n: ddpm_step(x_t, t, e, b, ab, torch.randn_like(n)), "noise"),
 }
 
 # ---- 04 training -----------------------------------------------------------------------------------
 
 
-def make_training_step(*, t_low=0, t_high_offset=0, signal=lambda ab: ab.sqrt(), noise_coef=lambda ab: (1 - ab).sqrt(),
-                       target="noise", zero_grad=True, backward=True, step=True, reduction="mean", item=True,
-                       t_float=False, index_shift=0, model_input="x_t", loss="mse"):
+def make_training_step(
+    *,
+    t_low=0,
+    t_high_offset=0,
+    signal=lambda ab: ab.sqrt(),
+    noise_coef=lambda ab: (1 - ab).sqrt(),
+    target="noise",
+    zero_grad=True,
+    backward=True,
+    step=True,
+    reduction="mean",
+    item=True,
+    t_float=False,
+    index_shift=0,
+    model_input="x_t",
+    loss="mse",
+):
     def training_step(model, x0, alpha_bar, optimizer, generator=None):
         B, T = x0.shape[0], alpha_bar.shape[0]
         t = torch.randint(t_low, T + t_high_offset, (B,), generator=generator)
@@ -93,7 +130,7 @@ def make_training_step(*, t_low=0, t_high_offset=0, signal=lambda ab: ab.sqrt(),
         x_t = signal(ab) * x0 + noise_coef(ab) * noise
         eps_pred = model(x0 if model_input == "x0" else x_t, t.float() if t_float else t)
         goal = {"noise": noise, "x0": x0, "x_t": x_t}[target]
-        value = (F.mse_loss(eps_pred, goal, reduction=reduction) if loss == "mse" else F.l1_loss(eps_pred, goal))
+        value = F.mse_loss(eps_pred, goal, reduction=reduction) if loss == "mse" else F.l1_loss(eps_pred, goal)
         if zero_grad:
             optimizer.zero_grad()
         if backward:
@@ -108,7 +145,10 @@ def make_training_step(*, t_low=0, t_high_offset=0, signal=lambda ab: ab.sqrt(),
 TRAINING_WRONG = {
     "no square root on the noise": (make_training_step(noise_coef=lambda ab: 1 - ab), "square root"),
     "no square roots": (make_training_step(signal=lambda ab: ab, noise_coef=lambda ab: 1 - ab), "square root"),
-    "coefficients swapped": (make_training_step(signal=lambda ab: (1 - ab).sqrt(), noise_coef=lambda ab: ab.sqrt()), "swapped"),
+    "coefficients swapped": (
+        make_training_step(signal=lambda ab: (1 - ab).sqrt(), noise_coef=lambda ab: ab.sqrt()),
+        "swapped",
+    ),
     "predicts x0": (make_training_step(target="x0"), "predict the noise"),
     "target x_t": (make_training_step(target="x_t"), "not x_t"),
     "model sees x0": (make_training_step(model_input="x0"), "noisy x_t"),
@@ -197,8 +237,9 @@ DISTRIBUTED_WRONG = {
 # ---- 08 compression -----------------------------------------------------------------------------------
 
 
-def quantize_int8(weight, *, divisor=127, per_channel=True, use_abs=True, rounding=True, cast=True, guard=True,
-                  clamp=True):
+def quantize_int8(
+    weight, *, divisor=127, per_channel=True, use_abs=True, rounding=True, cast=True, guard=True, clamp=True
+):
     source = weight.abs() if use_abs else weight
     peak = source.amax(dim=1, keepdim=True) if per_channel else source.max().reshape(1, 1).expand(weight.shape[0], 1)
     scale = peak / divisor
@@ -210,7 +251,9 @@ def quantize_int8(weight, *, divisor=127, per_channel=True, use_abs=True, roundi
     return (q.to(torch.int8) if cast else q), scale
 
 
-def magnitude_prune(weight, sparsity, *, by_value=False, largest=False, keep_fraction=False, k0_guard=True, scale_kept=1.0):
+def magnitude_prune(
+    weight, sparsity, *, by_value=False, largest=False, keep_fraction=False, k0_guard=True, scale_kept=1.0
+):
     n = weight.numel()
     k = round((1 - sparsity if keep_fraction else sparsity) * n)
     if k == 0 and k0_guard:
@@ -238,8 +281,14 @@ QUANTIZE_WRONG = {
     "divide by 128": (lambda w: quantize_int8(w, divisor=128, clamp=False), "127"),
     "max without abs": (lambda w: quantize_int8(w, use_abs=False), "magnitude"),
     "zero row divides by zero": (lambda w: quantize_int8(w, guard=False), "zeros"),
-    "scale of shape (out,)": (lambda w: (lambda q, s: (q, s.flatten()))(*quantize_int8(w)) if False else
-                              (torch.round(w / (w.abs().amax(dim=1) / 127).clamp(min=1e-12)).to(torch.int8), None), "keepdim"),
+    "scale of shape (out,)": (
+        lambda w: (
+            (lambda q, s: (q, s.flatten()))(*quantize_int8(w))
+            if False
+            else (torch.round(w / (w.abs().amax(dim=1) / 127).clamp(min=1e-12)).to(torch.int8), None)
+        ),
+        "keepdim",
+    ),
 }
 
 PRUNE_WRONG = {
@@ -358,15 +407,45 @@ INTERVIEW_WRONG = {
     "forgets guidance doubles calls": ("interview_training_inference", 50, "two noise predictions"),
     "linear in tokens": ("interview_performance", 4, "tokens"),
     "no new compositions": ("interview_challenges", "abcde", "compose"),
-    "FID without the matrix sqrt": ("interview_quality", lambda m1, c1, m2, c2: float(
-        ((m1 - m2) ** 2).sum() + torch.trace(c1) + torch.trace(c2) - 2 * torch.trace(c1 @ c2)), "matrix square root"),
-    "FID with the distance not squared": ("interview_quality", lambda m1, c1, m2, c2: frechet_distance(m1, c1, m2, c2)
-                                          - float(((m1 - m2) ** 2).sum()) + float((m1 - m2).norm()), "squared"),
-    "GAN and VAE swapped": ("interview_generative_families", {"gan": "b", "vae": "a", "diffusion": "c"}, "discriminator"),
-    "guidance sign flipped": ("interview_minimal_code", lambda *a: sample(*a, combine=lambda c, u, s: u - s * (c - u)), "sign"),
-    "cond and uncond swapped": ("interview_minimal_code", lambda *a: sample(*a, combine=lambda c, u, s: c + s * (u - c)), "swapped"),
-    "guidance not applied": ("interview_minimal_code", lambda *a: sample(*a, combine=lambda c, u, s: c), "conditional model"),
-    "both calls with the prompt": ("interview_minimal_code", lambda m, smp, x, c, u, s: sample(m, smp, x, c, c, s), "uncond"),
+    "FID without the matrix sqrt": (
+        "interview_quality",
+        lambda m1, c1, m2, c2: float(
+            ((m1 - m2) ** 2).sum() + torch.trace(c1) + torch.trace(c2) - 2 * torch.trace(c1 @ c2)
+        ),
+        "matrix square root",
+    ),
+    "FID with the distance not squared": (
+        "interview_quality",
+        lambda m1, c1, m2, c2: (
+            frechet_distance(m1, c1, m2, c2) - float(((m1 - m2) ** 2).sum()) + float((m1 - m2).norm())
+        ),
+        "squared",
+    ),
+    "GAN and VAE swapped": (
+        "interview_generative_families",
+        {"gan": "b", "vae": "a", "diffusion": "c"},
+        "discriminator",
+    ),
+    "guidance sign flipped": (
+        "interview_minimal_code",
+        lambda *a: sample(*a, combine=lambda c, u, s: u - s * (c - u)),
+        "sign",
+    ),
+    "cond and uncond swapped": (
+        "interview_minimal_code",
+        lambda *a: sample(*a, combine=lambda c, u, s: c + s * (u - c)),
+        "swapped",
+    ),
+    "guidance not applied": (
+        "interview_minimal_code",
+        lambda *a: sample(*a, combine=lambda c, u, s: c),
+        "conditional model",
+    ),
+    "both calls with the prompt": (
+        "interview_minimal_code",
+        lambda m, smp, x, c, u, s: sample(m, smp, x, c, c, s),
+        "uncond",
+    ),
     "forgets .x_prev": ("interview_minimal_code", lambda *a: sample(*a, step_result=False), ".x_prev"),
 }
 
@@ -407,7 +486,9 @@ def test_right_answers_pass(item, answer, capsys):
 def test_wrong_answers_are_rejected_with_a_useful_hint(item, name, answer, keyword):
     with pytest.raises(ExerciseFailed) as info:
         check(item, answer)
-    assert keyword.lower() in str(info.value).lower(), f"{name}: the message does not mention {keyword!r}:\n{info.value}"
+    assert keyword.lower() in str(info.value).lower(), (
+        f"{name}: the message does not mention {keyword!r}:\n{info.value}"
+    )
 
 
 def test_distributed_right_answer_and_stub(capsys):
@@ -452,8 +533,9 @@ def timestep_embedding(t, dim, *, order="cos", over=None, sign=-1.0, interleave=
     return torch.stack(parts, dim=-1).flatten(1) if interleave else torch.cat(parts, dim=-1)
 
 
-def resblock_forward(block, x, temb, *, silu_temb=True, time_after=False, skip=True, act_first=False,
-                     broadcast=True, shortcut=True):
+def resblock_forward(
+    block, x, temb, *, silu_temb=True, time_after=False, skip=True, act_first=False, broadcast=True, shortcut=True
+):
     norm_act = (lambda n, h: n(F.silu(h))) if act_first else (lambda n, h: F.silu(n(h)))
     h = block.conv1(norm_act(block.norm1, x))
     shift = block.time_emb_proj(F.silu(temb) if silu_temb else temb)
@@ -477,8 +559,22 @@ def cross_attention(attn, x, cond, *, scale=lambda d, h: math.sqrt(d), dim=-1, h
     return attn.to_out((probs @ v).transpose(1, 2).reshape(B, N, -1))
 
 
-def generate(pipe, prompts, steps, guidance_scale, seed, *, combine=None, sampler="ddim", set_steps=True,
-             decode=True, x_prev=True, cache=None, batched=False, context_order="uncond-cond"):
+def generate(
+    pipe,
+    prompts,
+    steps,
+    guidance_scale,
+    seed,
+    *,
+    combine=None,
+    sampler="ddim",
+    set_steps=True,
+    decode=True,
+    x_prev=True,
+    cache=None,
+    batched=False,
+    context_order="uncond-cond",
+):
     if cache is None:
         cond, uncond = pipe.encode_prompt(prompts)
     else:
@@ -526,7 +622,7 @@ def image_grid(images, ncols, *, column_major=False, transpose=False, channels_f
     grid = np.zeros((rows * H, ncols * W, C), dtype=np.float32)
     for i, image in enumerate(images[: rows * ncols]):
         r, c = (i % rows, i // rows) if column_major else divmod(i, ncols)
-        grid[r * H:(r + 1) * H, c * W:(c + 1) * W] = image.permute(1, 2, 0).numpy()
+        grid[r * H : (r + 1) * H, c * W : (c + 1) * W] = image.permute(1, 2, 0).numpy()
     return np.ascontiguousarray(grid.transpose(2, 0, 1)) if channels_first else grid
 
 
@@ -552,7 +648,10 @@ SD_WRONG = {
     },
     "resblock": {
         "no SiLU on temb": (lambda b, x, e: resblock_forward(b, x, e, silu_temb=False), "SiLU before time_emb_proj"),
-        "time added after conv2": (lambda b, x, e: resblock_forward(b, x, e, time_after=True), "between the two convolutions"),
+        "time added after conv2": (
+            lambda b, x, e: resblock_forward(b, x, e, time_after=True),
+            "between the two convolutions",
+        ),
         "no skip": (lambda b, x, e: resblock_forward(b, x, e, skip=False), "adds its input back"),
         "SiLU before the norm": (lambda b, x, e: resblock_forward(b, x, e, act_first=True), "normalise first"),
         "shift not broadcast": (lambda b, x, e: resblock_forward(b, x, e, broadcast=False), "[:, :, None, None]"),
@@ -560,7 +659,10 @@ SD_WRONG = {
     },
     "cross_attention": {
         "no scaling": (lambda a, x, c: cross_attention(a, x, c, scale=lambda d, h: 1.0), "1/sqrt(d_head)"),
-        "scaled by the whole width": (lambda a, x, c: cross_attention(a, x, c, scale=lambda d, h: math.sqrt(d * h)), "one head's width"),
+        "scaled by the whole width": (
+            lambda a, x, c: cross_attention(a, x, c, scale=lambda d, h: math.sqrt(d * h)),
+            "one head's width",
+        ),
         "softmax over the pixels": (lambda a, x, c: cross_attention(a, x, c, dim=-2), "over the keys"),
         "one head": (lambda a, x, c: cross_attention(a, x, c, heads=1), "num_heads"),
         "keys from the pixels": (lambda a, x, c: cross_attention(a, x, c, keys_from_x=True), "keys and values from"),
@@ -581,9 +683,16 @@ SD_WRONG = {
         "zeros for uncond": (lambda p, ps, c: encode_cached(p, ps, c, empty="zeros"), "empty prompt"),
     },
     "fast_sampling": {
-        "two UNet calls per step": (lambda p, ps, n, s, seed, c: generate(p, ps, n, s, seed, cache=c), "batch the conditional"),
-        "halves in the wrong order": (lambda p, ps, n, s, seed, c: generate(p, ps, n, s, seed, cache=c, batched=True,
-                                                                       context_order="cond-uncond"), "swapped roles"),
+        "two UNet calls per step": (
+            lambda p, ps, n, s, seed, c: generate(p, ps, n, s, seed, cache=c),
+            "batch the conditional",
+        ),
+        "halves in the wrong order": (
+            lambda p, ps, n, s, seed, c: generate(
+                p, ps, n, s, seed, cache=c, batched=True, context_order="cond-uncond"
+            ),
+            "swapped roles",
+        ),
     },
     "image_grid": {
         "column-major": (lambda im, n: image_grid(im, n, column_major=True), "row by row"),
@@ -600,10 +709,16 @@ SD_WRONG = {
     },
 }
 
-SD_RIGHT = [("timestep_embedding", timestep_embedding), ("resblock", resblock_forward), ("cross_attention", cross_attention),
-            ("guided_sampling", generate), ("embedding_cache", encode_cached),
-            ("fast_sampling", lambda p, ps, n, s, seed, c: generate(p, ps, n, s, seed, cache=c, batched=True)),
-            ("image_grid", image_grid), ("attention_maps", word_attention_maps)]
+SD_RIGHT = [
+    ("timestep_embedding", timestep_embedding),
+    ("resblock", resblock_forward),
+    ("cross_attention", cross_attention),
+    ("guided_sampling", generate),
+    ("embedding_cache", encode_cached),
+    ("fast_sampling", lambda p, ps, n, s, seed, c: generate(p, ps, n, s, seed, cache=c, batched=True)),
+    ("image_grid", image_grid),
+    ("attention_maps", word_attention_maps),
+]
 SD_CATALOGUE = [(item, name, fn, kw) for item, wrong in SD_WRONG.items() for name, (fn, kw) in wrong.items()]
 
 
@@ -617,4 +732,6 @@ def test_tiny_sd_right_answers_pass(item, answer, capsys):
 def test_tiny_sd_wrong_answers_are_rejected_with_a_useful_hint(item, name, answer, keyword):
     with pytest.raises(ExerciseFailed) as info:
         check(item, answer)
-    assert keyword.lower() in str(info.value).lower(), f"{name}: the message does not mention {keyword!r}:\n{info.value}"
+    assert keyword.lower() in str(info.value).lower(), (
+        f"{name}: the message does not mention {keyword!r}:\n{info.value}"
+    )

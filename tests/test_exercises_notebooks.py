@@ -22,8 +22,9 @@ def test_unsolved_exercise_runs_to_the_end_failing_only_its_checks(path):
 
     nb = nbformat.read(path, as_version=4)
     env = {**os.environ, "SDEDU_QUICK": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute(env=env)
     checks = 0
     for index, cell in enumerate(nb.cells):
@@ -35,7 +36,8 @@ def test_unsolved_exercise_runs_to_the_end_failing_only_its_checks(path):
             checks += 1
             assert [e.ename for e in errors] == ["ExerciseIncomplete"], (
                 f"check cell {index} should fail with ExerciseIncomplete; got "
-                f"{[(e.ename, e.evalue[:200]) for e in errors]}")
+                f"{[(e.ename, e.evalue[:200]) for e in errors]}"
+            )
             assert "raises-exception" in cell.metadata.get("tags", [])
         else:
             assert not errors, f"cell {index} (not a check cell) raised {errors[0].ename}: {errors[0].evalue[:300]}"

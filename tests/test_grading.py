@@ -9,8 +9,7 @@ import nbformat
 import pytest
 import torch
 
-from sdedu.grading import ExerciseFailed, ExerciseIncomplete, check, item_ids, when_implemented
-from sdedu.grading import builder, grader
+from sdedu.grading import ExerciseFailed, ExerciseIncomplete, builder, check, grader, item_ids, when_implemented
 from sdedu.grading.checker import ITEMS, is_stub
 from sdedu.grading.checks_diffusion import forward_reference, reverse_reference
 from sdedu.schedules import NoiseSchedule
@@ -74,16 +73,19 @@ def test_failure_names_the_case_expected_got_and_a_hint():
     assert "Hint:" in message and "square root" in message
 
 
-@pytest.mark.parametrize("bad, keyword", [
-    (lambda x0, t, a, n: (x0,), "tuple"),
-    (lambda x0, t, a, n: x0.numpy(), "torch.Tensor"),
-    (lambda x0, t, a, n: None, "return"),
-    (lambda x0, t, a, n: (a[t].reshape(-1, 1, 1, 1) - 2).sqrt() * x0, "NaN"),
-    (lambda x0, t, a, n: x0.mul_(1.0 + 1e-3), "in place"),
-    (lambda x0, t, a, n: (_ for _ in ()).throw(ValueError("oops")), "raised ValueError"),
-    (lambda x0, t, a, n: good_q_sample(x0.double(), t, a, n), "dtype"),
-    ("not a function", "expected a function"),
-])
+@pytest.mark.parametrize(
+    "bad, keyword",
+    [
+        (lambda x0, t, a, n: (x0,), "tuple"),
+        (lambda x0, t, a, n: x0.numpy(), "torch.Tensor"),
+        (lambda x0, t, a, n: None, "return"),
+        (lambda x0, t, a, n: (a[t].reshape(-1, 1, 1, 1) - 2).sqrt() * x0, "NaN"),
+        (lambda x0, t, a, n: x0.mul_(1.0 + 1e-3), "in place"),
+        (lambda x0, t, a, n: (_ for _ in ()).throw(ValueError("oops")), "raised ValueError"),
+        (lambda x0, t, a, n: good_q_sample(x0.double(), t, a, n), "dtype"),
+        ("not a function", "expected a function"),
+    ],
+)
 def test_learner_misbehaviour_is_reported(bad, keyword):
     with pytest.raises(ExerciseFailed, match=keyword):
         check("forward_diffusion", bad)
@@ -132,7 +134,10 @@ def test_check_appends_to_the_grading_log(tmp_path, monkeypatch):
     with pytest.raises(ExerciseFailed):
         check("interview_architecture", 12)
     lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [(x["item"], x["status"]) for x in lines] == [("interview_architecture", "passed"), ("interview_architecture", "failed")]
+    assert [(x["item"], x["status"]) for x in lines] == [
+        ("interview_architecture", "passed"),
+        ("interview_architecture", "failed"),
+    ]
 
 
 def test_checks_leave_the_global_random_state_alone():
@@ -165,13 +170,15 @@ def test_when_implemented_swallows_only_not_implemented(capsys):
 
 
 def test_references_agree_with_the_library():
-    from sdedu.diffusion import q_posterior, q_sample, predict_x0_from_eps
+    from sdedu.diffusion import predict_x0_from_eps, q_posterior, q_sample
 
     schedule = NoiseSchedule.linear(1000)
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
     t = torch.tensor([0, 500, 999])
-    torch.testing.assert_close(forward_reference(x0, t, schedule.alpha_bar, noise), q_sample(x0, t, schedule, noise=noise))
+    torch.testing.assert_close(
+        forward_reference(x0, t, schedule.alpha_bar, noise), q_sample(x0, t, schedule, noise=noise)
+    )
     # The DDPM mean is the posterior mean at the predicted x_0 (Ho et al. eq. 11 = eq. 7 with eq. 15).
     for step in (0, 1, 500, 999):
         x_t, eps = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
@@ -194,7 +201,9 @@ def test_every_item_is_documented_and_has_a_check_cell():
                     checked[item] = path.stem
     for item in ids:
         assert f"`{item}`" in docs, f"{item} is not listed in docs/GRADING.md"
-        assert checked.get(item) == ITEMS[item].notebook, f"{item} has no check cell in solutions/{ITEMS[item].notebook}"
+        assert checked.get(item) == ITEMS[item].notebook, (
+            f"{item} has no check cell in solutions/{ITEMS[item].notebook}"
+        )
 
 
 # ---- the builder ------------------------------------------------------------------------------
@@ -207,15 +216,20 @@ def test_strip_regions_keeps_indentation_and_signature():
     assert removed == ["    y = x + 1\n    return y"]
     out, _ = builder.strip_regions("a = ...\n### BEGIN ANSWER\na = 3\n### END ANSWER", builder.CODE_MARKERS)
     assert out == "a = ...\n# YOUR ANSWER HERE"
-    out, _ = builder.strip_regions("**A.**\n<!-- BEGIN SOLUTION -->\nsecret\n<!-- END SOLUTION -->", builder.MARKDOWN_MARKERS)
+    out, _ = builder.strip_regions(
+        "**A.**\n<!-- BEGIN SOLUTION -->\nsecret\n<!-- END SOLUTION -->", builder.MARKDOWN_MARKERS
+    )
     assert out == "**A.**\nYOUR ANSWER HERE"
 
 
-@pytest.mark.parametrize("source, message", [
-    ("### BEGIN SOLUTION\nx = 1\n", "never closed"),
-    ("x = 1\n### END SOLUTION\n", "no matching"),
-    ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n", "inside another"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("### BEGIN SOLUTION\nx = 1\n", "never closed"),
+        ("x = 1\n### END SOLUTION\n", "no matching"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n", "inside another"),
+    ],
+)
 def test_strip_regions_rejects_broken_markers(source, message):
     with pytest.raises(ValueError, match=message):
         builder.strip_regions(source, builder.CODE_MARKERS, "nb, cell 3")
@@ -261,7 +275,9 @@ def test_build_and_stale(tmp_path):
     builder.build(solutions, exercises)
     assert sorted(p.name for p in exercises.iterdir()) == ["01_toy.ipynb"]
     assert builder.stale(solutions, exercises) == []
-    (exercises / "01_toy.ipynb").write_text((exercises / "01_toy.ipynb").read_text().replace("YOUR CODE HERE", "edited"))
+    (exercises / "01_toy.ipynb").write_text(
+        (exercises / "01_toy.ipynb").read_text().replace("YOUR CODE HERE", "edited")
+    )
     assert builder.stale(solutions, exercises) == ["01_toy.ipynb (out of date)"]
     from sdedu.grading.__main__ import main
 
@@ -280,8 +296,10 @@ def test_no_solution_text_leaks_into_exercises():
         exercise_text = (REPO / "exercises" / path.name).read_text()
         assert "BEGIN SOLUTION" not in exercise_text and "BEGIN ANSWER" not in exercise_text
         # Lines that also appear outside the regions (a blank line, `return x`) are not secrets.
-        public = "\n".join(builder.make_exercise(solution, path.stem).cells[i].source
-                           for i in range(len(builder.make_exercise(solution, path.stem).cells)))
+        public = "\n".join(
+            builder.make_exercise(solution, path.stem).cells[i].source
+            for i in range(len(builder.make_exercise(solution, path.stem).cells))
+        )
         exercise = nbformat.read(REPO / "exercises" / path.name, as_version=4)
         sources = "\n".join(cell.source for cell in exercise.cells)
         for region in builder.solution_texts(solution):
@@ -336,7 +354,9 @@ def test_csv_is_rewritten_atomically_keeping_other_submissions(tmp_path):
 
 
 def test_feedback_names_are_unique_per_path():
-    assert grader.feedback_name(Path("alice/01_forward_diffusion.ipynb")) != grader.feedback_name(Path("bob/01_forward_diffusion.ipynb"))
+    assert grader.feedback_name(Path("alice/01_forward_diffusion.ipynb")) != grader.feedback_name(
+        Path("bob/01_forward_diffusion.ipynb")
+    )
 
 
 def test_grade_command_rejects_bad_arguments(tmp_path, capsys):

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Generous enough for a busy 2-core machine to start a kernel and import torch.
 CELL_TIMEOUT_S = 60
 
+
 def _insert_before_check(nb, source):
     nb = copy.deepcopy(nb)
     index = next(i for i, c in enumerate(nb.cells) if c.get("id") == "check-forward-diffusion")
@@ -38,7 +39,8 @@ def test_grader_batch(tmp_path):
         "bob/01_forward_diffusion.ipynb": unsolved,
         "carol/01_forward_diffusion.ipynb": edited,
         "dave/01_forward_diffusion.ipynb": _insert_before_check(
-            solved, "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"),
+            solved, "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
+        ),
         "erin/01_forward_diffusion.ipynb": _insert_before_check(solved, "import os\nos._exit(1)"),
     }
     folder = tmp_path / "submissions"
@@ -53,7 +55,10 @@ def test_grader_batch(tmp_path):
 
     assert status == 0
     with open(out, newline="") as f:
-        rows = {(Path(r["submission"]).parent.name or r["submission"], r["item"]): (r["points"], r["max"]) for r in csv.DictReader(f)}
+        rows = {
+            (Path(r["submission"]).parent.name or r["submission"], r["item"]): (r["points"], r["max"])
+            for r in csv.DictReader(f)
+        }
     assert rows[("earlier.ipynb", "forward_diffusion")] == ("1", "1")  # kept from before
     assert rows[("alice", "forward_diffusion")] == ("1", "1")
     assert rows[("bob", "forward_diffusion")] == ("0", "1")

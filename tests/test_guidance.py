@@ -35,7 +35,9 @@ def test_bad_inputs(generator):
         classifier_free_guidance(eps_uncond, eps_cond, -1.0)
     with pytest.raises(TypeError, match="guidance_scale must be a number.*got str"):
         classifier_free_guidance(eps_uncond, eps_cond, "7.5")
-    with pytest.raises(ValueError, match=r"eps_cond must have the same shape as eps_uncond \(2, 4, 8, 8\); got \(1, 4, 8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"eps_cond must have the same shape as eps_uncond \(2, 4, 8, 8\); got \(1, 4, 8, 8\)"
+    ):
         classifier_free_guidance(eps_uncond, eps_cond[:1], 7.5)
     with pytest.raises(TypeError, match="eps_uncond must be a torch.Tensor; got list"):
         classifier_free_guidance([0.0], eps_cond, 7.5)

@@ -9,13 +9,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from sdedu import inspect  # noqa: E402
-from sdedu.pipeline import TinyStableDiffusion  # noqa: E402
-from sdedu.schedules import NoiseSchedule  # noqa: E402
-
 from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer  # noqa: E402
 from sdedu.models.unet import UNet, UNetConfig  # noqa: E402
 from sdedu.models.vae import VAE, VAEConfig  # noqa: E402
 from sdedu.nn.blocks import ResBlock, SpatialTransformer  # noqa: E402
+from sdedu.pipeline import TinyStableDiffusion  # noqa: E402
+from sdedu.schedules import NoiseSchedule  # noqa: E402
 
 PROMPT = "a large red circle in the top left"
 

@@ -14,7 +14,10 @@ def test_judge_reads_ground_truth():
         assert scores[name] >= 0.995, (name, scores)
     assert scores["n"] == 3000
     # Prompts (strings) are scored the same way as attribute dicts.
-    assert metrics.adherence(images[:200], captions[:200])["all"] == metrics.adherence(images[:200], attributes[:200])["all"]
+    assert (
+        metrics.adherence(images[:200], captions[:200])["all"]
+        == metrics.adherence(images[:200], attributes[:200])["all"]
+    )
 
 
 def test_judge_survives_mild_noise_and_blur():
@@ -28,7 +31,11 @@ def test_judge_survives_mild_noise_and_blur():
 
 def test_judge_says_none_for_noise_blank_and_dim_images():
     gen = torch.Generator().manual_seed(0)
-    for images in (torch.rand(20, 3, 32, 32, generator=gen), torch.zeros(3, 3, 32, 32), torch.full((2, 3, 32, 32), 0.3)):
+    for images in (
+        torch.rand(20, 3, 32, 32, generator=gen),
+        torch.zeros(3, 3, 32, 32),
+        torch.full((2, 3, 32, 32), 0.3),
+    ):
         for verdict in metrics.judge(images):
             assert verdict == {"shape": "none", "color": "none", "size": "none", "position": "none"}
 

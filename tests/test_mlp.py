@@ -52,8 +52,13 @@ def trained():
     schedule = NoiseSchedule.linear(T=100, beta_start=1e-3, beta_end=0.2)
     points = make_gaussians(2000, modes=2, radius=1.5, std=0.1)
     model, losses = train_toy_denoiser(
-        points, schedule, steps=600, batch_size=128, config=MLPDenoiserConfig(hidden=64, num_layers=2),
-        generator=torch.Generator().manual_seed(0), progress=False,
+        points,
+        schedule,
+        steps=600,
+        batch_size=128,
+        config=MLPDenoiserConfig(hidden=64, num_layers=2),
+        generator=torch.Generator().manual_seed(0),
+        progress=False,
     )
     return schedule, model, losses
 
@@ -71,8 +76,14 @@ def test_training_is_reproducible_with_a_seeded_generator():
     runs = []
     for _ in range(2):
         torch.manual_seed(0)  # the initial weights
-        _, losses = train_toy_denoiser(points, schedule, steps=5, config=MLPDenoiserConfig(hidden=8, num_layers=1),
-                                       generator=torch.Generator().manual_seed(1), progress=False)
+        _, losses = train_toy_denoiser(
+            points,
+            schedule,
+            steps=5,
+            config=MLPDenoiserConfig(hidden=8, num_layers=1),
+            generator=torch.Generator().manual_seed(1),
+            progress=False,
+        )
         runs.append(losses)
     assert runs[0] == runs[1]
 
@@ -82,8 +93,9 @@ def test_samples_land_on_the_training_modes(trained, make_sampler):
     schedule, model, _ = trained
     sampler = make_sampler(schedule)
     sampler.set_timesteps(50)
-    x0, trajectory, timesteps = sample_toy(model, sampler, 500, generator=torch.Generator().manual_seed(2),
-                                           return_trajectory=True)
+    x0, trajectory, timesteps = sample_toy(
+        model, sampler, 500, generator=torch.Generator().manual_seed(2), return_trajectory=True
+    )
     assert x0.shape == (500, 2) and trajectory.shape == (51, 500, 2) and len(timesteps) == 50
     torch.testing.assert_close(trajectory[-1], x0)
     means = torch.tensor([[1.5, 0.0], [-1.5, 0.0]])

@@ -10,8 +10,18 @@ from diffusers.models.attention_processor import Attention
 from diffusers.models.embeddings import get_timestep_embedding
 from diffusers.models.resnet import ResnetBlock2D
 
-from sdedu.nn import (CrossAttention, Downsample, ResBlock, SelfAttention, SpatialTransformer, TimestepEmbedding,
-                      TransformerBlock, Upsample, scaled_dot_product_attention, timestep_embedding)
+from sdedu.nn import (
+    CrossAttention,
+    Downsample,
+    ResBlock,
+    SelfAttention,
+    SpatialTransformer,
+    TimestepEmbedding,
+    TransformerBlock,
+    Upsample,
+    scaled_dot_product_attention,
+    timestep_embedding,
+)
 
 
 def _randomize(module, generator, scale=0.2):

@@ -11,12 +11,11 @@ from torch import nn
 
 from sdedu import optimize
 from sdedu.grading.checks_compression import quantize_reference
-from sdedu.pipeline import TinyStableDiffusion
-from sdedu.schedules import NoiseSchedule
-
 from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer  # noqa: E402
 from sdedu.models.unet import UNet, UNetConfig  # noqa: E402
 from sdedu.models.vae import VAE, VAEConfig  # noqa: E402
+from sdedu.pipeline import TinyStableDiffusion
+from sdedu.schedules import NoiseSchedule
 
 PROMPTS = ["a red circle", "a large blue square in the top left"]
 
@@ -188,7 +187,9 @@ def test_compile_with_a_working_backend_gives_the_same_outputs():
     assert module.is_compiled
 
 
-@pytest.mark.skipif(optimize.compiling._missing_compiler("inductor", "cpu") is not None, reason="no C++ compiler for inductor")
+@pytest.mark.skipif(
+    optimize.compiling._missing_compiler("inductor", "cpu") is not None, reason="no C++ compiler for inductor"
+)
 def test_inductor_compile_gives_the_same_images(pipe, reference):
     # optimize.compile's own settings on a CPU (frozen weights, C++ wrapper, no pattern rewrites).
     with warnings.catch_warnings():

@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from sdedu.data import shapes
-from sdedu.pipeline import TinyStableDiffusion, Trajectory
-from sdedu.schedules import NoiseSchedule
-
 from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer  # noqa: E402
 from sdedu.models.unet import UNet, UNetConfig  # noqa: E402
 from sdedu.models.vae import VAE, VAEConfig  # noqa: E402
+from sdedu.pipeline import TinyStableDiffusion, Trajectory
+from sdedu.schedules import NoiseSchedule
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,9 @@ def test_img2img_strength_endpoints(pipe):
     assert half.x0_preds.shape[0] == 2 and half.images.shape == (2, 3, 32, 32)
     one = pipe.img2img(images[0], ["a blue square", "a red shape"], strength=1.0, num_inference_steps=3)
     assert one.shape == (2, 3, 32, 32)
-    assert torch.equal(one, pipe.img2img(images[0], ["a blue square", "a red shape"], strength=1.0, num_inference_steps=3))
+    assert torch.equal(
+        one, pipe.img2img(images[0], ["a blue square", "a red shape"], strength=1.0, num_inference_steps=3)
+    )
 
 
 def test_inpaint_keeps_the_unmasked_region(pipe):
@@ -125,7 +126,9 @@ def test_inpaint_keeps_the_unmasked_region(pipe):
     assert out.shape == (2, 3, 32, 32)
     torch.testing.assert_close(out * (1 - mask), images * (1 - mask))
     # Without pasting, the unmasked latents still end exactly on the image's latents.
-    traj = pipe.inpaint(images, mask[0, 0], "a shape", num_inference_steps=3, keep_unmasked=False, return_trajectory=True)
+    traj = pipe.inpaint(
+        images, mask[0, 0], "a shape", num_inference_steps=3, keep_unmasked=False, return_trajectory=True
+    )
     latent_keep = 1 - torch.nn.functional.max_pool2d(mask, 4)
     torch.testing.assert_close(traj.latents[-1] * latent_keep, pipe.encode_images(images) * latent_keep)
 

@@ -1,13 +1,12 @@
 """DDPM and DDIM samplers: full-loop parity with diffusers, the edges, every option, bad input."""
 
+import diffusers  # noqa: E402  (a dependency: the test oracle)
 import pytest
 import torch
 
 from sdedu.diffusion import q_posterior, q_sample
 from sdedu.samplers import DDIMSampler, DDPMSampler, SamplerStep
 from sdedu.schedules import NoiseSchedule
-
-import diffusers  # noqa: E402  (a dependency: the test oracle)
 
 SHAPE = (2, 3, 4, 4)
 SCHEDULES = {
@@ -37,8 +36,14 @@ def run_loop(sampler_step, timesteps, seed, step_kwargs=None):
 
 def ddpm_reference(config, n, clip_sample):
     ref = diffusers.DDPMScheduler(
-        **config, variance_type="fixed_small", timestep_spacing="leading", steps_offset=0,
-        prediction_type="epsilon", clip_sample=clip_sample, clip_sample_range=1.0, thresholding=False,
+        **config,
+        variance_type="fixed_small",
+        timestep_spacing="leading",
+        steps_offset=0,
+        prediction_type="epsilon",
+        clip_sample=clip_sample,
+        clip_sample_range=1.0,
+        thresholding=False,
     )
     ref.set_timesteps(n)
     return ref
@@ -46,8 +51,14 @@ def ddpm_reference(config, n, clip_sample):
 
 def ddim_reference(config, n, clip_sample, steps_offset=1):
     ref = diffusers.DDIMScheduler(
-        **config, timestep_spacing="leading", steps_offset=steps_offset, set_alpha_to_one=False,
-        prediction_type="epsilon", clip_sample=clip_sample, clip_sample_range=1.0, thresholding=False,
+        **config,
+        timestep_spacing="leading",
+        steps_offset=steps_offset,
+        set_alpha_to_one=False,
+        prediction_type="epsilon",
+        clip_sample=clip_sample,
+        clip_sample_range=1.0,
+        thresholding=False,
     )
     ref.set_timesteps(n)
     return ref
@@ -297,7 +308,9 @@ def test_bad_inputs(make, generator):
         sampler.step(x_t.numpy(), t, x_t)
     with pytest.raises(ValueError, match=r"t must be one of sampler.timesteps \[.*\].*got 5"):
         sampler.step(x_t, 5, x_t)
-    with pytest.raises(TypeError, match="t must be an int, one of sampler.timesteps.*got a torch.int64 tensor of shape \\(2,\\)"):
+    with pytest.raises(
+        TypeError, match="t must be an int, one of sampler.timesteps.*got a torch.int64 tensor of shape \\(2,\\)"
+    ):
         sampler.step(x_t, torch.tensor([t, t]), x_t)
     with pytest.raises(TypeError, match="t must be an int.*got float"):
         sampler.step(x_t, float(t), x_t)

@@ -2,13 +2,12 @@
 
 import math
 
+import diffusers  # noqa: E402  (a dependency: the test oracle)
 import pytest
 import torch
 
 import sdedu.schedules
 from sdedu.schedules import NoiseSchedule
-
-import diffusers  # noqa: E402  (a dependency: the test oracle)
 
 ALL = {
     "linear": (NoiseSchedule.linear, dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02)),
@@ -78,8 +77,20 @@ def test_paper_values():
 def test_timestep_convention_is_stated_and_holds():
     doc = sdedu.schedules.__doc__
     assert "code t is paper step t+1" in doc
-    for name in ("betas", "alphas", "alpha_bar", "x0", "x_t", "x_prev", "eps_pred", "x0_pred", "sigma_t", "eta",
-                 "cond", "guidance_scale"):
+    for name in (
+        "betas",
+        "alphas",
+        "alpha_bar",
+        "x0",
+        "x_t",
+        "x_prev",
+        "eps_pred",
+        "x0_pred",
+        "sigma_t",
+        "eta",
+        "cond",
+        "guidance_scale",
+    ):
         assert f"`{name}`" in doc, name
     # Code t = 0 is paper step 1: one step of noise already, alpha_bar_1 = alpha_1 = 1 - beta_1.
     s = NoiseSchedule.linear()

@@ -49,7 +49,9 @@ def test_geometry_area_and_position():
     rows = (tri > 0.5).sum(dim=1)
     filled = torch.nonzero(rows).flatten()
     assert rows[filled[0]] < rows[filled[-1]]
-    top_left = shapes.render({"shape": "square", "color": "red", "size": "small", "position": "top left"}, jitter=False)[0]
+    top_left = shapes.render(
+        {"shape": "square", "color": "red", "size": "small", "position": "top left"}, jitter=False
+    )[0]
     ys, xs = torch.nonzero(top_left > 0.5, as_tuple=True)
     assert xs.float().mean() < 12 and ys.float().mean() < 12
 
@@ -136,6 +138,8 @@ def test_bad_arguments():
     with pytest.raises(TypeError, match="n"):
         shapes.sample(2.5)
     with pytest.raises(ValueError, match="p_drop"):
-        shapes.random_partial_caption({"shape": "circle", "color": "red", "size": "small", "position": "center"}, p_drop=2)
+        shapes.random_partial_caption(
+            {"shape": "circle", "color": "red", "size": "small", "position": "center"}, p_drop=2
+        )
     with pytest.raises(ValueError, match="position"):
         shapes.render({"shape": "circle", "color": "red", "size": "small"})

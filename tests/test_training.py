@@ -148,7 +148,11 @@ def test_tiny_recipe_end_to_end(tmp_path):
         vae=VAEConfig(channels=(8, 8, 8), norm_groups=4),
         text=TextEncoderConfig(width=16, layers=1, num_heads=2, embed_dim=8),
         unet=UNetConfig(channels=(16, 16), context_dim=16, head_dim=8, norm_groups=4),
-        vae_batch_size=4, text_batch_size=8, unet_batch_size=4, latent_bank=16, scale_factor_images=16,
+        vae_batch_size=4,
+        text_batch_size=8,
+        unet_batch_size=4,
+        latent_bank=16,
+        scale_factor_images=16,
     ).with_steps(2, seed=1)
     weights = train_all(tmp_path, recipe, progress=False, evaluate=False, threads=1)
     manifest = read_manifest(weights)

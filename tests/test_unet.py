@@ -20,7 +20,11 @@ def unet():
 
 def _inputs(B=3, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(B, 4, 8, 8, generator=g), torch.randint(0, 1000, (B,), generator=g), torch.randn(B, 5, 12, generator=g)
+    return (
+        torch.randn(B, 4, 8, 8, generator=g),
+        torch.randint(0, 1000, (B,), generator=g),
+        torch.randn(B, 5, 12, generator=g),
+    )
 
 
 def test_output_shape_and_init():
@@ -98,8 +102,12 @@ def test_sample_size_sets_the_resolution():
     x, t, cond = torch.randn(2, 3, 16, 16), torch.tensor([0, 999]), torch.randn(2, 5, 12)
     with torch.no_grad():
         assert model(x, t, cond).shape == (2, 3, 16, 16)
-    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in UNet(
-        UNetConfig(in_channels=3, channels=(16, 32), context_dim=12, head_dim=8, norm_groups=4)).parameters())
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel()
+        for p in UNet(
+            UNetConfig(in_channels=3, channels=(16, 32), context_dim=12, head_dim=8, norm_groups=4)
+        ).parameters()
+    )
     with pytest.raises(ValueError, match=r"sample_size, sample_size\) = \(B, 3, 16, 16\).*sample_size=16"):
         model(torch.randn(2, 3, 8, 8), t, cond)
 

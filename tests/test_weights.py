@@ -8,8 +8,17 @@ import torch
 from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig
 from sdedu.models.unet import UNet, UNetConfig
 from sdedu.models.vae import VAE, VAEConfig
-from sdedu.weights import (MANIFEST, SHIPPED, WeightsError, load_component, load_pretrained, read_manifest,
-                           save_component, sha256_file, update_manifest)
+from sdedu.weights import (
+    MANIFEST,
+    SHIPPED,
+    WeightsError,
+    load_component,
+    load_pretrained,
+    read_manifest,
+    save_component,
+    sha256_file,
+    update_manifest,
+)
 
 
 @pytest.fixture

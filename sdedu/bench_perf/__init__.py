@@ -40,8 +40,15 @@ from sdedu.bench_perf.roofline import roofline_section
 from sdedu.bench_perf.sampling import ddim_vs_ddpm_section, latent_vs_pixel_section, scaling_section
 from sdedu.bench_perf.vs_diffusers import sampler_overhead_section, unet_vs_diffusers_section
 
-SECTIONS = [unet_vs_diffusers_section, sampler_overhead_section, ddim_vs_ddpm_section, latent_vs_pixel_section,
-            precision_section, roofline_section, scaling_section]
+SECTIONS = [
+    unet_vs_diffusers_section,
+    sampler_overhead_section,
+    ddim_vs_ddpm_section,
+    latent_vs_pixel_section,
+    precision_section,
+    roofline_section,
+    scaling_section,
+]
 
 
 def main(argv=None) -> int:
@@ -56,8 +63,14 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", default=None, help="folder of trained weights (default: the shipped ones)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
-    parser.add_argument("--sections", nargs="+", choices=names, default=names, metavar="NAME",
-                        help=f"run only these: {', '.join(names)}")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=names,
+        default=names,
+        metavar="NAME",
+        help=f"run only these: {', '.join(names)}",
+    )
     args = parser.parse_args(argv)
     pipe = None
     if not args.random:
@@ -66,8 +79,10 @@ def main(argv=None) -> int:
         except (WeightsError, FileNotFoundError) as err:
             print(f"no trained weights ({err}); timing randomly initialised networks, adherence skipped")
     pipe = pipe or random_pipeline(device=args.device)
-    print(f"sdedu performance benchmark ({'quick' if args.quick else 'full'}; {torch.get_num_threads()} thread(s), "
-          f"device {args.device}, {'trained' if is_trained(pipe) else 'random'} weights)")
+    print(
+        f"sdedu performance benchmark ({'quick' if args.quick else 'full'}; {torch.get_num_threads()} thread(s), "
+        f"device {args.device}, {'trained' if is_trained(pipe) else 'random'} weights)"
+    )
     report = bench.run(pipe=pipe, quick=args.quick, device=args.device, sections=args.sections)
     print(f"seconds per section: {report['section_seconds']}")
     if args.json:

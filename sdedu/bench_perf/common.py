@@ -21,7 +21,9 @@ def bench_row(section, metric, value, target="", passed=None, unit="", **extra):
 
 
 @torch.no_grad()
-def generate(pipe, prompts, sampler: str = "ddim", steps: int = STEPS, seed: int = 0, guidance_scale: float | None = None):
+def generate(
+    pipe, prompts, sampler: str = "ddim", steps: int = STEPS, seed: int = 0, guidance_scale: float | None = None
+):
     """Text-to-image with any sampler and step count (DDPM may use all T steps), from the pipeline's parts.
 
     The same loop as TinyStableDiffusion.__call__, written out so that DDPM can run n = T steps.
@@ -37,7 +39,9 @@ def generate(pipe, prompts, sampler: str = "ddim", steps: int = STEPS, seed: int
     context = torch.cat([uncond, cond])  # (2B, L, D)
     for t in scheduler.timesteps:
         # 1. Both branches in one UNet call; 2. guidance; 3. one sampler step.
-        eps_uncond, eps_cond = pipe.unet(torch.cat([z, z]), t.to(pipe.device).expand(2 * len(prompts)), context).chunk(2)
+        eps_uncond, eps_cond = pipe.unet(torch.cat([z, z]), t.to(pipe.device).expand(2 * len(prompts)), context).chunk(
+            2
+        )
         eps_pred = classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
         z = scheduler.step(eps_pred, t, z, generator=generator).x_prev
     return pipe.decode_latents(z)
@@ -67,8 +71,9 @@ def adherence_of(pipe, n: int, batch_size: int = 64, seed: int = 0, **kwargs) ->
     from sdedu import metrics
 
     prompts, attributes = sample_prompts(n, seed=seed + 1)
-    images = torch.cat([generate(pipe, prompts[i:i + batch_size], seed=seed + i, **kwargs).cpu()
-                        for i in range(0, n, batch_size)])
+    images = torch.cat(
+        [generate(pipe, prompts[i : i + batch_size], seed=seed + i, **kwargs).cpu() for i in range(0, n, batch_size)]
+    )
     return metrics.adherence(images, attributes)
 
 
@@ -125,5 +130,6 @@ def random_pipeline(size: str = "default", device="cpu", seed: int = 0, T: int =
     models = TextEncoder(text), VAE(vae), UNet(unet)
     for model in models:
         perturb_zero_layers(model)
-    return TinyStableDiffusion(Tokenizer(max_length=text.max_length), *models, NoiseSchedule.scaled_linear(T=T),
-                               device=device)
+    return TinyStableDiffusion(
+        Tokenizer(max_length=text.max_length), *models, NoiseSchedule.scaled_linear(T=T), device=device
+    )

@@ -85,8 +85,11 @@ def layer_calls(unet, *inputs) -> list:
     element-wise work between them: what a compiler that fuses all of that away could reach at best.
     """
     seen = []
-    hooks = [m.register_forward_hook(lambda m, args, out: seen.append((m, args[0])))
-             for m in optimize.unwrap(unet).modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks = [
+        m.register_forward_hook(lambda m, args, out: seen.append((m, args[0])))
+        for m in optimize.unwrap(unet).modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
     try:
         unet(*inputs)
     finally:

@@ -7,8 +7,16 @@ import time
 import torch
 
 from sdedu import optimize
-from sdedu.bench_perf.common import (IMAGES, STEPS, adherence_of, bench_row, compiled_pipeline, compiled_state,
-                                     is_trained, sample_prompts)
+from sdedu.bench_perf.common import (
+    IMAGES,
+    STEPS,
+    adherence_of,
+    bench_row,
+    compiled_pipeline,
+    compiled_state,
+    is_trained,
+    sample_prompts,
+)
 from sdedu.bench_perf.measure import interleaved_times
 
 
@@ -26,8 +34,10 @@ def _variants(ctx, batch):
         # then pays (0.83x the compiled fp32 time, measured); where bf16 is emulated, expect it to
         # cost, as eager bf16 does. Against the row above, it isolates what the low precision adds.
         low = "bf16" if ctx.device.type == "cpu" else "fp16"
-        yield f"compiled + {low} autocast + text cache", lambda: optimize.cache_text_embeddings(
-            optimize.compile(optimize.autocast(pipe), batch_size=batch))
+        yield (
+            f"compiled + {low} autocast + text cache",
+            lambda: optimize.cache_text_embeddings(optimize.compile(optimize.autocast(pipe), batch_size=batch)),
+        )
 
 
 def precision_section(ctx) -> list:
@@ -53,20 +63,43 @@ def precision_section(ctx) -> list:
         # Judged in batches of the timed size: a compiled UNet would recompile for another batch.
         score = adherence_of(variant, n_judged, batch_size=n_images, seed=ctx.seed) if trained else {}
         size = optimize.model_size_bytes(variant.unet)
-        results[name] = {"seconds": seconds[name], "adherence": score.get("all"), "max_image_change": change, "bytes": size}
-        rows.append(bench_row("precision", f"{name}: {n_images} images x {steps} steps", seconds[name], unit="s",
-                              unet_bytes=size, sparsity=optimize.sparsity(variant.unet), max_image_change=change,
-                              adherence=score or "skipped (random weights)", build_seconds=build_seconds[name],
-                              compiled=compiled_state(variant.unet)))
+        results[name] = {
+            "seconds": seconds[name],
+            "adherence": score.get("all"),
+            "max_image_change": change,
+            "bytes": size,
+        }
+        rows.append(
+            bench_row(
+                "precision",
+                f"{name}: {n_images} images x {steps} steps",
+                seconds[name],
+                unit="s",
+                unet_bytes=size,
+                sparsity=optimize.sparsity(variant.unet),
+                max_image_change=change,
+                adherence=score or "skipped (random weights)",
+                build_seconds=build_seconds[name],
+                compiled=compiled_state(variant.unet),
+            )
+        )
     base = results["fp32"]
     for name, result in results.items():
         if name != "fp32":
             rows.append(bench_row("precision", f"{name}: time / fp32", result["seconds"] / base["seconds"], unit="x"))
         if result["bytes"] != base["bytes"]:
-            rows.append(bench_row("precision", f"{name}: UNet size / fp32", result["bytes"] / base["bytes"], unit="x",
-                                  unet_bytes=result["bytes"]))
+            rows.append(
+                bench_row(
+                    "precision",
+                    f"{name}: UNet size / fp32",
+                    result["bytes"] / base["bytes"],
+                    unit="x",
+                    unet_bytes=result["bytes"],
+                )
+            )
         if trained:
             rows.append(bench_row("precision", f"{name}: adherence (all four)", result["adherence"], n=n_judged))
+
     # 3. The fastest variant that keeps adherence (within 2 points of fp32's), or, without trained
     # weights, whose images stay within 0.05 of fp32's.
     def keeps(result):
@@ -78,8 +111,11 @@ def precision_section(ctx) -> list:
     best_s = results[best]["seconds"]
     label = f"best that keeps adherence ({best}): {n_images} images x {steps} steps"
     if n_images == IMAGES and steps == STEPS:
-        rows.append(bench_row("precision", label, best_s, "<= 0.5", best_s <= 0.5, "s", variant=best,
-                              threads=torch.get_num_threads()))
+        rows.append(
+            bench_row(
+                "precision", label, best_s, "<= 0.5", best_s <= 0.5, "s", variant=best, threads=torch.get_num_threads()
+            )
+        )
     else:
         rows.append(bench_row("precision", label, best_s, unit="s", variant=best))
     return rows

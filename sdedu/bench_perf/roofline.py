@@ -69,25 +69,62 @@ def roofline_section(ctx) -> list:
     fractions = {name: flops[name] / seconds[name] / peak for name in flops}
 
     def fraction_row(name, metric, **extra):
-        return bench_row("roofline", metric, fractions[name], gflop=flops[name] / 1e9,
-                         achieved_gflops=flops[name] / seconds[name] / 1e9, seconds=seconds[name], **extra)
+        return bench_row(
+            "roofline",
+            metric,
+            fractions[name],
+            gflop=flops[name] / 1e9,
+            achieved_gflops=flops[name] / seconds[name] / 1e9,
+            seconds=seconds[name],
+            **extra,
+        )
 
-    rows = [bench_row("roofline", "matmul peak (float32)", peak / 1e9, unit="GFLOP/s", threads=torch.get_num_threads(),
-                      **{f"matmul_{n}_gflops": flops_per_second / 1e9 for n, flops_per_second in matmul.items()})]
-    rows += [fraction_row(name, f"UNet forward ({name}), channels {channels}, batch {batch}: achieved / peak",
-                          channels=list(channels)) for name in candidates]
+    rows = [
+        bench_row(
+            "roofline",
+            "matmul peak (float32)",
+            peak / 1e9,
+            unit="GFLOP/s",
+            threads=torch.get_num_threads(),
+            **{f"matmul_{n}_gflops": flops_per_second / 1e9 for n, flops_per_second in matmul.items()},
+        )
+    ]
+    rows += [
+        fraction_row(
+            name, f"UNet forward ({name}), channels {channels}, batch {batch}: achieved / peak", channels=list(channels)
+        )
+        for name in candidates
+    ]
     # The 60% target is a CPU's: a GPU runs a batch of 32 8x8 latents far below its peak, whatever
     # the code, because each of the UNet's ~300 kernels is too small to fill it (launch-bound).
     # As for the 0.5 s target, the target is the best variant's (eager is shown for comparison).
     on_cpu = torch.device(device).type == "cpu"
     best = max(candidates, key=fractions.get)
-    rows.append(bench_row("roofline", f"best UNet forward ({best}): achieved / peak", fractions[best],
-                          ">= 0.6" if on_cpu else "", fractions[best] >= 0.6 if on_cpu else None, variant=best))
+    rows.append(
+        bench_row(
+            "roofline",
+            f"best UNet forward ({best}): achieved / peak",
+            fractions[best],
+            ">= 0.6" if on_cpu else "",
+            fractions[best] >= 0.6 if on_cpu else None,
+            variant=best,
+        )
+    )
     # The ceiling of fusion: the same matrix kernels with nothing between them. What stays below
     # 1 here is the kernels' own efficiency at the UNet's small shapes (48-96 channels, 8x8 maps).
-    rows.append(fraction_row("layers", f"the UNet's {len(layers)} convolutions and linear layers in sequence, "
-                                       "nothing between: achieved / peak"))
+    rows.append(
+        fraction_row(
+            "layers",
+            f"the UNet's {len(layers)} convolutions and linear layers in sequence, nothing between: achieved / peak",
+        )
+    )
     # Wider matrices use the kernels better: the fraction is a property of the model's size too.
-    rows += [fraction_row(c, f"UNet forward ({variant}), channels {c} (random weights), batch {batch}: achieved / peak",
-                          channels=list(c)) for c in wider]
+    rows += [
+        fraction_row(
+            c,
+            f"UNet forward ({variant}), channels {c} (random weights), batch {batch}: achieved / peak",
+            channels=list(c),
+        )
+        for c in wider
+    ]
     return rows

@@ -32,17 +32,34 @@ def ddim_vs_ddpm_section(ctx) -> list:
             extra = adherence_of(pipe, n_judged, seed=ctx.seed, sampler=sampler, steps=steps, batch_size=n_judged)
             adherence[(sampler, steps)] = extra["all"]
         label = f"{sampler.upper()}-{steps}"
-        rows.append(bench_row("ddim_ddpm", f"{label}: {n_images} images", times[(sampler, steps)], unit="s",
-                              adherence=extra.get("all"), adherence_detail=extra or "skipped (random weights)"))
+        rows.append(
+            bench_row(
+                "ddim_ddpm",
+                f"{label}: {n_images} images",
+                times[(sampler, steps)],
+                unit="s",
+                adherence=extra.get("all"),
+                adherence_detail=extra or "skipped (random weights)",
+            )
+        )
         if trained:
             rows.append(bench_row("ddim_ddpm", f"{label}: adherence (all four)", extra["all"], n=n_judged))
     speedup = times[("ddpm", pipe.schedule.T)] / times[("ddim", 25)]
-    rows.append(bench_row("ddim_ddpm", f"DDPM-{pipe.schedule.T} time / DDIM-25 time", speedup, ">= 30", speedup >= 30,
-                          "x"))
+    rows.append(
+        bench_row("ddim_ddpm", f"DDPM-{pipe.schedule.T} time / DDIM-25 time", speedup, ">= 30", speedup >= 30, "x")
+    )
     if trained:
         ddim25, ddpm = adherence[("ddim", 25)], adherence[("ddpm", pipe.schedule.T)]
-        rows.append(bench_row("ddim_ddpm", "adherence (all four): DDIM-25 - DDPM-1000", ddim25 - ddpm, ">= -0.05",
-                              ddim25 - ddpm >= -0.05, n=n_judged))
+        rows.append(
+            bench_row(
+                "ddim_ddpm",
+                "adherence (all four): DDIM-25 - DDPM-1000",
+                ddim25 - ddpm,
+                ">= -0.05",
+                ddim25 - ddpm >= -0.05,
+                n=n_judged,
+            )
+        )
     return rows
 
 
@@ -85,8 +102,9 @@ def latent_vs_pixel_section(ctx) -> list:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         x0 = torch.randn(batch, channels, size, size, generator=g).to(device)
         cond = torch.randn(batch, 12, config.context_dim, generator=g).to(device)
-        seconds[space, "train"] = median_time(lambda: _training_step(model, x0, cond, schedule, optimizer),
-                                              repeats, 1, device)[0]
+        seconds[space, "train"] = median_time(
+            lambda: _training_step(model, x0, cond, schedule, optimizer), repeats, 1, device
+        )[0]
         model.eval()
         c, u = pipe.encode_prompt(sample_prompts(n_images)[0])
 
@@ -101,8 +119,9 @@ def latent_vs_pixel_section(ctx) -> list:
         bench_row("latent", f"training step, batch {batch}: latent 8x8x4", seconds["latent", "train"], unit="s"),
         bench_row("latent", f"training step, batch {batch}: pixel 32x32x3", seconds["pixel", "train"], unit="s"),
         bench_row("latent", "training step: pixel / latent", train_ratio, unit="x"),
-        bench_row("latent", f"{n_images} images x {steps} steps: latent (+ VAE decode)", seconds["latent", "sample"],
-                  unit="s"),
+        bench_row(
+            "latent", f"{n_images} images x {steps} steps: latent (+ VAE decode)", seconds["latent", "sample"], unit="s"
+        ),
         bench_row("latent", f"{n_images} images x {steps} steps: pixel", seconds["pixel", "sample"], unit="s"),
         bench_row("latent", "sampling: pixel / latent", sample_ratio, unit="x"),
     ]
@@ -118,12 +137,21 @@ def scaling_section(ctx) -> list:
         prompts = sample_prompts(n)[0]
         seconds = median_time(lambda: ctx.pipe(prompts, num_inference_steps=ctx.n(STEPS, 3)), repeats, 1, ctx.device)[0]
         base = base or seconds
-        rows.append(bench_row("scaling", f"{n} images x {ctx.n(STEPS, 3)} steps", seconds, unit="s",
-                              per_image_s=seconds / n, relative_to_one_image=seconds / base))
+        rows.append(
+            bench_row(
+                "scaling",
+                f"{n} images x {ctx.n(STEPS, 3)} steps",
+                seconds,
+                unit="s",
+                per_image_s=seconds / n,
+                relative_to_one_image=seconds / base,
+            )
+        )
     n_images = ctx.n(IMAGES, 2)
     prompts = sample_prompts(n_images)[0]
     for steps in ctx.n((10, 25, 50), (2, 4)):
         seconds = median_time(lambda: ctx.pipe(prompts, num_inference_steps=steps), repeats, 1, ctx.device)[0]
-        rows.append(bench_row("scaling", f"{n_images} images x {steps} steps", seconds, unit="s",
-                              per_step_s=seconds / steps))
+        rows.append(
+            bench_row("scaling", f"{n_images} images x {steps} steps", seconds, unit="s", per_step_s=seconds / steps)
+        )
     return rows

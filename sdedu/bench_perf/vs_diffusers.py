@@ -32,12 +32,25 @@ def _block_pairs(config, batch_size, device):
     theirs_res = theirs_res.to(device).eval()
     heads = c0 // config.head_dim
     ours_tf = TransformerBlock(c0, config.context_dim, heads, config.head_dim, config.ff_mult).to(device).eval()
-    theirs_tf = BasicTransformerBlock(c0, heads, config.head_dim, cross_attention_dim=config.context_dim,
-                                      activation_fn="geglu", ff_inner_dim=c0 * config.ff_mult).to(device).eval()
+    theirs_tf = (
+        BasicTransformerBlock(
+            c0,
+            heads,
+            config.head_dim,
+            cross_attention_dim=config.context_dim,
+            activation_fn="geglu",
+            ff_inner_dim=c0 * config.ff_mult,
+        )
+        .to(device)
+        .eval()
+    )
     return [
         ("ResBlock (8x8)", lambda: ours_res(x, temb), lambda: theirs_res(x, temb)),
-        ("transformer block (64 tokens)", lambda: ours_tf(tokens, cond),
-         lambda: theirs_tf(tokens, encoder_hidden_states=cond)),
+        (
+            "transformer block (64 tokens)",
+            lambda: ours_tf(tokens, cond),
+            lambda: theirs_tf(tokens, encoder_hidden_states=cond),
+        ),
     ]
 
 
@@ -63,9 +76,20 @@ def unet_vs_diffusers_section(ctx) -> list:
     per_flop = (ours_s / flops_ours) / (theirs_s / flops_theirs)
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     rows = [
-        bench_row("unet", f"UNet step, batch {batch}: sdedu / diffusers time", ratio, "<= 1", ratio <= 1.0, "x",
-                  sdedu_s=ours_s, diffusers_s=theirs_s, sdedu_gflop=flops_ours / 1e9, diffusers_gflop=flops_theirs / 1e9,
-                  sdedu_params=params(optimize.unwrap(unet)), diffusers_params=params(theirs)),
+        bench_row(
+            "unet",
+            f"UNet step, batch {batch}: sdedu / diffusers time",
+            ratio,
+            "<= 1",
+            ratio <= 1.0,
+            "x",
+            sdedu_s=ours_s,
+            diffusers_s=theirs_s,
+            sdedu_gflop=flops_ours / 1e9,
+            diffusers_gflop=flops_theirs / 1e9,
+            sdedu_params=params(optimize.unwrap(unet)),
+            diffusers_params=params(theirs),
+        ),
         bench_row("unet", "UNet step: sdedu / diffusers time per FLOP", per_flop, "<= 1.05", per_flop <= 1.05, "x"),
         bench_row("unet", f"sdedu UNet step, batch {batch}", ours_s * 1e3, unit="ms", gflop=flops_ours / 1e9),
     ]
@@ -73,8 +97,18 @@ def unet_vs_diffusers_section(ctx) -> list:
         times = interleaved_times({"sdedu": ours_block, "diffusers": theirs_block}, 3 * repeats, 2, device)
         a, b = times["sdedu"], times["diffusers"]
         # The same layers on both sides: parity is the target, with a 5% band for timing noise.
-        rows.append(bench_row("unet", f"{name}: sdedu / diffusers time", a / b, "<= 1.05", a / b <= 1.05, "x",
-                              sdedu_ms=a * 1e3, diffusers_ms=b * 1e3))
+        rows.append(
+            bench_row(
+                "unet",
+                f"{name}: sdedu / diffusers time",
+                a / b,
+                "<= 1.05",
+                a / b <= 1.05,
+                "x",
+                sdedu_ms=a * 1e3,
+                diffusers_ms=b * 1e3,
+            )
+        )
     return rows
 
 
@@ -126,10 +160,17 @@ def sampler_overhead_section(ctx) -> list:
     constant = lambda z, t: eps_fixed  # noqa: E731 - a free "model": only the sampler's cost remains
     with _exact_float32():
         same = (loop_sdedu(model) - loop_diffusers(model)).abs().max().item()
-    times = interleaved_times({"sdedu": lambda: loop_sdedu(constant), "diffusers": lambda: loop_diffusers(constant)},
-                              3 * repeats, 1, device)
-    times.update(interleaved_times({"sdedu_unet": lambda: loop_sdedu(model),
-                                    "diffusers_unet": lambda: loop_diffusers(model)}, repeats, 1, device))
+    times = interleaved_times(
+        {"sdedu": lambda: loop_sdedu(constant), "diffusers": lambda: loop_diffusers(constant)}, 3 * repeats, 1, device
+    )
+    times.update(
+        interleaved_times(
+            {"sdedu_unet": lambda: loop_sdedu(model), "diffusers_unet": lambda: loop_diffusers(model)},
+            repeats,
+            1,
+            device,
+        )
+    )
     per_step = {k: v / STEPS * 1e6 for k, v in times.items()}
     ratio = times["sdedu"] / times["diffusers"]
     loop_ratio = times["sdedu_unet"] / times["diffusers_unet"]
@@ -137,11 +178,25 @@ def sampler_overhead_section(ctx) -> list:
     # differ by ~0.1% of the time: that ratio is shown, but it measures the machine's noise (runs of
     # this benchmark on the 2-core CPU gave 0.967 to 1.068), not the sampler, so it carries no target.
     return [
-        bench_row("sampler", "DDIM step overhead: sdedu / diffusers", ratio, "<= 1", ratio <= 1.0, "x",
-                  sdedu_us=per_step["sdedu"], diffusers_us=per_step["diffusers"]),
+        bench_row(
+            "sampler",
+            "DDIM step overhead: sdedu / diffusers",
+            ratio,
+            "<= 1",
+            ratio <= 1.0,
+            "x",
+            sdedu_us=per_step["sdedu"],
+            diffusers_us=per_step["diffusers"],
+        ),
         bench_row("sampler", "DDIM step overhead, sdedu", per_step["sdedu"], unit="us"),
         bench_row("sampler", "DDIM step overhead, diffusers", per_step["diffusers"], unit="us"),
-        bench_row("sampler", f"{n_images} images x {STEPS} steps with the UNet: sdedu / diffusers", loop_ratio, unit="x",
-                  sdedu_s=times["sdedu_unet"], diffusers_s=times["diffusers_unet"]),
+        bench_row(
+            "sampler",
+            f"{n_images} images x {STEPS} steps with the UNet: sdedu / diffusers",
+            loop_ratio,
+            unit="x",
+            sdedu_s=times["sdedu_unet"],
+            diffusers_s=times["diffusers_unet"],
+        ),
         bench_row("sampler", "same final latents: max |sdedu - diffusers|", same, "<= 1e-4", same <= 1e-4),
     ]

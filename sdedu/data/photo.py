@@ -50,6 +50,6 @@ def load_photo(
         left, top = (width - side) // 2, (height - side) // 2
         image = image.crop((left, top, left + side, top + side))
         image = image.resize((size, size), Image.Resampling.BICUBIC)
-        array = np.asarray(image, dtype=np.uint8)                         # (H, W, 3)
+        array = np.asarray(image, dtype=np.uint8)  # (H, W, 3)
     pixels = torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W)
     return (pixels.to(dtype) / 255.0).to(device)

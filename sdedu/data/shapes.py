@@ -25,7 +25,7 @@ coverage = clamp(0.5 - signed_distance, 0, 1).
 from __future__ import annotations
 
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -140,7 +140,9 @@ def parse_caption(text: str) -> dict:
     words = text.lower().split()
     unknown = sorted({w for w in words if w not in VOCABULARY})
     if unknown:
-        raise ValueError(f"caption {text!r} has words outside the vocabulary: {unknown}; vocabulary: {list(VOCABULARY)}")
+        raise ValueError(
+            f"caption {text!r} has words outside the vocabulary: {unknown}; vocabulary: {list(VOCABULARY)}"
+        )
     named = {}
     joined = " ".join(words)
     for position in sorted(POSITIONS, key=len, reverse=True):
@@ -217,7 +219,7 @@ def _render_codes(
     cx, cy = centers[position, 0], centers[position, 1]  # (n,), (n,)
     r = halves[size]  # (n,)
     if jitter:
-        offsets = (torch.rand(n, 3, generator=generator) * 2 - 1)  # (n, 3) in [-1, 1]
+        offsets = torch.rand(n, 3, generator=generator) * 2 - 1  # (n, 3) in [-1, 1]
         cx = cx + CENTER_JITTER * offsets[:, 0]
         cy = cy + CENTER_JITTER * offsets[:, 1]
         r = r + SIZE_JITTER * offsets[:, 2]
@@ -316,7 +318,12 @@ def training_batches(
         drops = torch.rand(batch_size, len(ATTRIBUTES), generator=generator) < p_drop  # (B, 4)
         captions = []
         for i, codes in enumerate(zip(*(index[name].tolist() for name in ATTRIBUTES))):
-            item = {"shape": SHAPES[codes[0]], "color": COLORS[codes[1]], "size": SIZES[codes[2]], "position": POSITIONS[codes[3]]}
+            item = {
+                "shape": SHAPES[codes[0]],
+                "color": COLORS[codes[1]],
+                "size": SIZES[codes[2]],
+                "position": POSITIONS[codes[3]],
+            }
             drop = () if full[i] else [name for name, d in zip(ATTRIBUTES, drops[i].tolist()) if d]
             captions.append(caption(item, drop=drop))
         yield images, captions

@@ -58,14 +58,14 @@ def make_moons(
     check_int_range("n", n, 1, _MAX_POINTS)
     check_number_range("noise", noise, 0.0)
     gen = _generator(seed, generator)
-    angle = torch.rand(n, generator=gen) * math.pi                       # (n,)
+    angle = torch.rand(n, generator=gen) * math.pi  # (n,)
     x = torch.cos(angle)
     y = torch.sin(angle)
     # Alternate the moons (even index: upper, odd: lower) so that any prefix holds both.
     lower = torch.arange(n) % 2 == 1
     x = torch.where(lower, 1.0 - x, x)
     y = torch.where(lower, 0.5 - y, y)
-    points = torch.stack([x, y], dim=1)                                  # (n, 2)
+    points = torch.stack([x, y], dim=1)  # (n, 2)
     points = points + noise * torch.randn(n, 2, generator=gen)
     # The noiseless moons span x in [-1, 2], y in [-0.5, 1]: centre and scale them.
     points = (points - torch.tensor([0.5, 0.25])) / torch.tensor([0.87, 0.50])
@@ -130,7 +130,7 @@ def make_gaussians(
     check_number_range("radius", radius, 0.0)
     check_number_range("std", std, 0.0)
     gen = _generator(seed, generator)
-    component = torch.randint(modes, (n,), generator=gen)                # (n,)
+    component = torch.randint(modes, (n,), generator=gen)  # (n,)
     angle = 2.0 * math.pi * component.float() / modes
     means = radius * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)  # (n, 2)
     points = means + std * torch.randn(n, 2, generator=gen)

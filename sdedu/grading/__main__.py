@@ -15,11 +15,14 @@ def main(argv: list[str] | None = None) -> int:
         return grade_main(argv[1:])
     from sdedu.grading import builder
 
-    parser = argparse.ArgumentParser(prog="python -m sdedu.grading",
-                                     description="Build exercises/ from solutions/, or check that it is up to date.")
+    parser = argparse.ArgumentParser(
+        prog="python -m sdedu.grading", description="Build exercises/ from solutions/, or check that it is up to date."
+    )
     parser.add_argument("command", choices=["build", "check-stale", "grade"])
     parser.add_argument("--solutions", type=Path, default=builder.SOLUTIONS_DIR, help="folder of solution notebooks")
-    parser.add_argument("--exercises", type=Path, default=builder.EXERCISES_DIR, help="folder to write the exercises to")
+    parser.add_argument(
+        "--exercises", type=Path, default=builder.EXERCISES_DIR, help="folder to write the exercises to"
+    )
     args = parser.parse_args(argv)
     if args.command == "build":
         for path in builder.build(args.solutions, args.exercises):

@@ -31,8 +31,9 @@ import os
 import signal
 import textwrap
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -146,7 +147,9 @@ def check(item_id: str, answer, *, time_limit: float | None = None) -> None:
     _time_limit_s = DEFAULT_TIME_LIMIT_S if time_limit is None else float(time_limit)
     try:
         if answer is ... or answer is None:
-            raise ExerciseIncomplete(f"{item_id}: no answer yet: replace the `...` with your answer, then run this cell again.")
+            raise ExerciseIncomplete(
+                f"{item_id}: no answer yet: replace the `...` with your answer, then run this cell again."
+            )
         # The checks seed their own models and data: keep the learner's random state as it was.
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
@@ -211,7 +214,9 @@ def is_stub(fn) -> bool:
     body = [
         stmt
         for stmt in funcs[0].body
-        if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str))
+        if not (
+            isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str)
+        )
     ]
     if len(body) != 1 or not isinstance(body[0], ast.Raise) or body[0].exc is None:
         return False
@@ -235,7 +240,8 @@ def _same_tensor(before: torch.Tensor, now: torch.Tensor) -> bool:
     if before.dtype != now.dtype or before.shape != now.shape or before.device != now.device:
         return False
     return bool(torch.equal(before, now)) or bool(
-        before.is_floating_point() and torch.equal(before.isnan(), now.isnan())
+        before.is_floating_point()
+        and torch.equal(before.isnan(), now.isnan())
         and torch.equal(before.nan_to_num(), now.nan_to_num())
     )
 
@@ -255,6 +261,7 @@ def _run_with_time_limit(fn, args, kwargs, seconds: float):
     """fn(*args, **kwargs), interrupted after `seconds` (raises _TimeLimitExceeded)."""
     on_main = threading.current_thread() is threading.main_thread()
     if on_main and hasattr(signal, "setitimer"):
+
         def on_alarm(signum, frame):
             raise _TimeLimitExceeded()
 
@@ -318,16 +325,26 @@ def call_learner(
     name = name or getattr(fn, "__name__", "your function")
     time_limit = _time_limit_s if time_limit is None else time_limit
     if not callable(fn):
-        fail(item_id, case, f"expected a function, got {describe(fn)}.",
-             "pass the function itself, without calling it: check(..., my_function), not my_function(...).")
-    frozen = frozen if frozen is not None else tuple(n for n, v in args if isinstance(v, (torch.Tensor, torch.nn.Module)))
+        fail(
+            item_id,
+            case,
+            f"expected a function, got {describe(fn)}.",
+            "pass the function itself, without calling it: check(..., my_function), not my_function(...).",
+        )
+    frozen = (
+        frozen if frozen is not None else tuple(n for n, v in args if isinstance(v, (torch.Tensor, torch.nn.Module)))
+    )
     before = {n: _snapshot(v) for n, v in args if n in frozen}
     try:
         result = _run_with_time_limit(fn, [v for _, v in args], {}, time_limit)
     except _TimeLimitExceeded:
-        fail(item_id, case, f"{name} did not return within {time_limit:g} s.",
-             "look for a loop that never ends (a `while` whose condition never changes), or a loop over "
-             "every element where one tensor operation would do.")
+        fail(
+            item_id,
+            case,
+            f"{name} did not return within {time_limit:g} s.",
+            "look for a loop that never ends (a `while` whose condition never changes), or a loop over "
+            "every element where one tensor operation would do.",
+        )
     except NotImplementedError as err:
         if _raised_by_stub(err):
             raise ExerciseIncomplete(
@@ -340,12 +357,20 @@ def call_learner(
     for n, v in args:
         if n in before and not _unchanged(before[n], v):
             if isinstance(v, torch.nn.Module):
-                fail(item_id, case, f"{name} changed the weights of `{n}` (their values or dtype).",
-                     f"leave `{n}` as it is: .to(dtype), .half() and .bfloat16() convert a module in place, and so "
-                     "does assigning to its parameters.")
-            fail(item_id, case, f"{name} changed its input `{n}` in place.",
-                 f"compute new tensors instead of modifying `{n}`: avoid `{n} += ...`, `{n}[...] = ...` and "
-                 "methods ending in `_` such as `.mul_()`.")
+                fail(
+                    item_id,
+                    case,
+                    f"{name} changed the weights of `{n}` (their values or dtype).",
+                    f"leave `{n}` as it is: .to(dtype), .half() and .bfloat16() convert a module in place, and so "
+                    "does assigning to its parameters.",
+                )
+            fail(
+                item_id,
+                case,
+                f"{name} changed its input `{n}` in place.",
+                f"compute new tensors instead of modifying `{n}`: avoid `{n} += ...`, `{n}[...] = ...` and "
+                "methods ending in `_` such as `.mul_()`.",
+            )
     return result
 
 
@@ -357,7 +382,10 @@ def _fail_raised(item_id, case, name, err, error_hints):
         if needle.lower() in str(err).lower() or needle == type(err).__name__:
             hint = text
             break
-    hint = hint or "read the traceback above (the last frames are in your code) and try your function on the case described."
+    hint = (
+        hint
+        or "read the traceback above (the last frames are in your code) and try your function on the case described."
+    )
     fail(item_id, case, f"{name} raised {type(err).__name__}: {message}", hint, cause=err)
 
 
@@ -400,20 +428,37 @@ def expect_tensor(
             hint += " (did you forget the `return` statement?)"
         fail(item_id, case, f"{name} should be a torch.Tensor; got {describe(got)}.", hint + ".")
     if tuple(got.shape) != tuple(expected.shape):
-        hint = _matching_hint(got, mistakes) or shape_hint or "check how the tensors broadcast: print the shape of every intermediate."
-        fail(item_id, case, f"{name} has the wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}.", hint)
+        hint = (
+            _matching_hint(got, mistakes)
+            or shape_hint
+            or "check how the tensors broadcast: print the shape of every intermediate."
+        )
+        fail(
+            item_id,
+            case,
+            f"{name} has the wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}.",
+            hint,
+        )
     if check_dtype and got.dtype != expected.dtype:
-        fail(item_id, case, f"{name} has the wrong dtype: expected {expected.dtype}, got {got.dtype}.",
-             "keep the dtype of the inputs: avoid creating float64 constants or converting with .double()/.int().")
+        fail(
+            item_id,
+            case,
+            f"{name} has the wrong dtype: expected {expected.dtype}, got {got.dtype}.",
+            "keep the dtype of the inputs: avoid creating float64 constants or converting with .double()/.int().",
+        )
     got_c = got.detach().to("cpu", expected.dtype)
     expected_c = expected.detach().to("cpu")
     bad_values = ~torch.isfinite(got_c) & torch.isfinite(expected_c) if got_c.is_floating_point() else None
     if bad_values is not None and bad_values.any():
         where = _index(int(bad_values.flatten().nonzero()[0]), got_c.shape)
-        fail(item_id, case,
-             f"{name} contains {int(bad_values.sum())} NaN/inf values (the first at index {list(where)}).",
-             _matching_hint(got, mistakes) or "NaN comes from the square root of a negative number, 0/0, or log(0); "
-             "inf from dividing by zero. Print the intermediate values for this case.")
+        fail(
+            item_id,
+            case,
+            f"{name} contains {int(bad_values.sum())} NaN/inf values (the first at index {list(where)}).",
+            _matching_hint(got, mistakes)
+            or "NaN comes from the square root of a negative number, 0/0, or log(0); "
+            "inf from dividing by zero. Print the intermediate values for this case.",
+        )
     close = torch.isclose(got_c, expected_c, atol=atol, rtol=rtol) if got_c.is_floating_point() else got_c == expected_c
     if bool(close.all()):
         return
@@ -425,10 +470,10 @@ def expect_tensor(
     max_diff = (got_c.double() - expected_c.double()).abs().max().item()
     hint = _matching_hint(got, mistakes) or default_hint
     fail(
-        item_id, case,
+        item_id,
+        case,
         f"{name} has the right shape {tuple(expected.shape)} and dtype {expected.dtype} but wrong values: "
-        f"{len(wrong)} of {expected.numel()} differ (largest difference {max_diff:.3g}).\n  "
-        + "\n  ".join(shown),
+        f"{len(wrong)} of {expected.numel()} differ (largest difference {max_diff:.3g}).\n  " + "\n  ".join(shown),
         hint,
     )
 
@@ -443,14 +488,25 @@ def _matching_hint(got, mistakes) -> str | None:
             isinstance(wrong, torch.Tensor)
             and isinstance(got, torch.Tensor)
             and wrong.shape == got.shape
-            and torch.allclose(got.detach().cpu().to(wrong.dtype), wrong.detach().cpu(), atol=1e-5, rtol=1e-4, equal_nan=True)
+            and torch.allclose(
+                got.detach().cpu().to(wrong.dtype), wrong.detach().cpu(), atol=1e-5, rtol=1e-4, equal_nan=True
+            )
         ):
             return hint
     return None
 
 
-def expect_number(item_id: str, case: str, got, expected: float, *, name: str = "the result",
-                  rel: float = 1e-3, abs_tol: float = 1e-9, hint: str | None = None) -> float:
+def expect_number(
+    item_id: str,
+    case: str,
+    got,
+    expected: float,
+    *,
+    name: str = "the result",
+    rel: float = 1e-3,
+    abs_tol: float = 1e-9,
+    hint: str | None = None,
+) -> float:
     """Require a real number close to `expected`; returns it as a float."""
     __tracebackhide__ = True
     if isinstance(got, torch.Tensor) and got.numel() == 1:

@@ -18,8 +18,10 @@ from torch import nn
 
 from sdedu.grading.checker import call_learner, describe, fail, register
 
-ZERO_ROW_HINT = ("a row of zeros (a pruned neuron) has max |W| = 0, so its scale is 0 and W / scale is 0/0 "
-                 "(NaN, whose conversion to int8 is undefined): keep every scale positive, e.g. clamp it to a tiny minimum.")
+ZERO_ROW_HINT = (
+    "a row of zeros (a pruned neuron) has max |W| = 0, so its scale is 0 and W / scale is 0/0 "
+    "(NaN, whose conversion to int8 is undefined): keep every scale positive, e.g. clamp it to a tiny minimum."
+)
 
 
 def quantize_reference(weight: torch.Tensor):
@@ -48,11 +50,15 @@ def _quantize_hint(weight, q, scale) -> str:
     nonzero = row_max.flatten() > 0
     s = scale.reshape(-1, 1).to(torch.float32).expand(weight.shape[0], 1)  # (out, 1)
     if scale.numel() == 1 or bool((s[nonzero] == s[nonzero][0]).all()):
-        return ("use one scale per output channel (per row, max over dim=1): a single scale for the whole tensor "
-                "wastes most of the int8 range on rows with small weights.")
-    for divisor, text in [(128, "int8 is used symmetrically, -127 .. 127: divide the largest magnitude by 127."),
-                          (255, "a signed int8 holds -127 .. 127 here (255 levels are for unsigned uint8): divide by 127."),
-                          (1, "the scale maps the largest magnitude of a row onto 127: divide it by 127.")]:
+        return (
+            "use one scale per output channel (per row, max over dim=1): a single scale for the whole tensor "
+            "wastes most of the int8 range on rows with small weights."
+        )
+    for divisor, text in [
+        (128, "int8 is used symmetrically, -127 .. 127: divide the largest magnitude by 127."),
+        (255, "a signed int8 holds -127 .. 127 here (255 levels are for unsigned uint8): divide by 127."),
+        (1, "the scale maps the largest magnitude of a row onto 127: divide it by 127."),
+    ]:
         if torch.allclose(s[nonzero], (row_max / divisor)[nonzero], rtol=1e-4):
             return text
     if torch.allclose(s[nonzero], (weight.amax(dim=1, keepdim=True) / 127)[nonzero], rtol=1e-4):
@@ -67,29 +73,55 @@ def _quantize_hint(weight, q, scale) -> str:
 def check_quantize_int8(quantize_int8) -> str:
     item = "quantize_int8"
     for case, weight in _quantize_cases():
-        out = call_learner(item, quantize_int8, [("weight", weight)], case=case, name="quantize_int8",
-                           error_hints={"must match the size": "the scale has one value per row: keep its shape (out_features, 1) "
-                                        "(keepdim=True) so that it broadcasts along each row."})
+        out = call_learner(
+            item,
+            quantize_int8,
+            [("weight", weight)],
+            case=case,
+            name="quantize_int8",
+            error_hints={
+                "must match the size": "the scale has one value per row: keep its shape (out_features, 1) "
+                "(keepdim=True) so that it broadcasts along each row."
+            },
+        )
         if not (isinstance(out, tuple) and len(out) == 2):
             fail(item, case, f"quantize_int8 should return a pair (q, scale); got {describe(out)}.", "return q, scale")
         q, scale = out
         rows = weight.shape[0]
         if not isinstance(q, torch.Tensor) or q.dtype != torch.int8:
-            fail(item, case, f"q should be a torch.int8 tensor; got {describe(q)}.",
-                 "round, clamp, then convert with .to(torch.int8): one byte per weight is what makes it 4x smaller than float32.")
+            fail(
+                item,
+                case,
+                f"q should be a torch.int8 tensor; got {describe(q)}.",
+                "round, clamp, then convert with .to(torch.int8): one byte per weight is what makes it 4x smaller than float32.",
+            )
         if tuple(q.shape) != tuple(weight.shape):
             fail(item, case, f"q should have the weight's shape {tuple(weight.shape)}; got {tuple(q.shape)}.", None)
         if not isinstance(scale, torch.Tensor) or not scale.is_floating_point() or scale.numel() not in (1, rows):
-            fail(item, case, f"scale should be a float tensor of shape ({rows}, 1), one per output row; got {describe(scale)}.",
-                 "scale = weight.abs().amax(dim=1, keepdim=True) / ...")
+            fail(
+                item,
+                case,
+                f"scale should be a float tensor of shape ({rows}, 1), one per output row; got {describe(scale)}.",
+                "scale = weight.abs().amax(dim=1, keepdim=True) / ...",
+            )
         row_max = weight.abs().amax(dim=1, keepdim=True)  # (out, 1)
         s = scale.detach().reshape(-1, 1).to(torch.float32).expand(rows, 1)  # (out, 1)
         zero_rows = (row_max == 0).flatten()
         if not torch.isfinite(s).all() or (s <= 0).any() or (q[zero_rows] != 0).any():
-            fail(item, case, "scale has zero, NaN or inf values, or an all-zero row was not quantised to zeros.", ZERO_ROW_HINT)
+            fail(
+                item,
+                case,
+                "scale has zero, NaN or inf values, or an all-zero row was not quantised to zeros.",
+                ZERO_ROW_HINT,
+            )
         if int(q.min()) < -127:
-            fail(item, case, f"q reaches {int(q.min())}; the symmetric range is -127 .. 127.",
-                 _quantize_hint(weight, q, scale) + " (Values beyond the int8 range wrap around when cast: clamp first.)")
+            fail(
+                item,
+                case,
+                f"q reaches {int(q.min())}; the symmetric range is -127 .. 127.",
+                _quantize_hint(weight, q, scale)
+                + " (Values beyond the int8 range wrap around when cast: clamp first.)",
+            )
         ref_q, ref_scale = quantize_reference(weight)
         restored = q.to(torch.float32) * s
         error = (restored - weight).abs()
@@ -99,8 +131,13 @@ def check_quantize_int8(quantize_int8) -> str:
             if bad.any():
                 where = tuple(int(i) for i in bad.nonzero()[0])
                 detail = f" At {list(where)}: W = {weight[where].item():.6g}, q * scale = {restored[where].item():.6g}."
-            fail(item, case, "q * scale should reproduce W to within half a quantisation step (scale / 2) with the "
-                 f"finest scale per row; largest error {error.max().item():.3g}.{detail}", _quantize_hint(weight, q, scale))
+            fail(
+                item,
+                case,
+                "q * scale should reproduce W to within half a quantisation step (scale / 2) with the "
+                f"finest scale per row; largest error {error.max().item():.3g}.{detail}",
+                _quantize_hint(weight, q, scale),
+            )
     # The size and the effect on a small model's outputs.
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
@@ -117,10 +154,16 @@ def check_quantize_int8(quantize_int8) -> str:
         got = model(x)
     relative = ((got - expected).abs().max() / expected.abs().max()).item()
     if relative > 0.02:
-        fail(item, "4 (a 3-layer MLP with every weight quantised)", f"the outputs changed by {relative:.2%} of their range; "
-             "int8 weights should change them by well under 2%.", None)
-    return (f"3 weights exact to half a step; an MLP's outputs move by {relative:.2%}; "
-            f"weights {float_bytes / int_bytes:.1f}x smaller")
+        fail(
+            item,
+            "4 (a 3-layer MLP with every weight quantised)",
+            f"the outputs changed by {relative:.2%} of their range; int8 weights should change them by well under 2%.",
+            None,
+        )
+    return (
+        f"3 weights exact to half a step; an MLP's outputs move by {relative:.2%}; "
+        f"weights {float_bytes / int_bytes:.1f}x smaller"
+    )
 
 
 def _prune_cases():
@@ -137,30 +180,58 @@ def _prune_cases():
 def check_magnitude_prune(magnitude_prune) -> str:
     item = "magnitude_prune"
     for case, weight, sparsity in _prune_cases():
-        got = call_learner(item, magnitude_prune, [("weight", weight), ("sparsity", sparsity)], case=case,
-                           name="magnitude_prune",
-                           error_hints={"kthvalue": "with sparsity 0 there is nothing to prune: k = 0 is a special case.",
-                                        "selected index k out of range": "with sparsity 0 there is nothing to prune: k = 0 is a special case."})
+        got = call_learner(
+            item,
+            magnitude_prune,
+            [("weight", weight), ("sparsity", sparsity)],
+            case=case,
+            name="magnitude_prune",
+            error_hints={
+                "kthvalue": "with sparsity 0 there is nothing to prune: k = 0 is a special case.",
+                "selected index k out of range": "with sparsity 0 there is nothing to prune: k = 0 is a special case.",
+            },
+        )
         if not isinstance(got, torch.Tensor):
-            fail(item, case, f"magnitude_prune should return a tensor; got {describe(got)}.", "return the pruned copy of the weight.")
+            fail(
+                item,
+                case,
+                f"magnitude_prune should return a tensor; got {describe(got)}.",
+                "return the pruned copy of the weight.",
+            )
         if tuple(got.shape) != tuple(weight.shape) or got.dtype != weight.dtype:
-            fail(item, case, f"the result should be a {weight.dtype} tensor of shape {tuple(weight.shape)}; got {describe(got)}.",
-                 "keep the weight's shape and dtype: multiply by a mask or use torch.where.")
+            fail(
+                item,
+                case,
+                f"the result should be a {weight.dtype} tensor of shape {tuple(weight.shape)}; got {describe(got)}.",
+                "keep the weight's shape and dtype: multiply by a mask or use torch.where.",
+            )
         n = weight.numel()
         allowed = {int(sparsity * n), round(sparsity * n)}
         zeros = int((got == 0).sum())
         kept = got != 0
         if not torch.equal(got[kept], weight[kept]):
-            fail(item, case, "some weights that were kept changed value.", "pruning only sets weights to zero; the others stay exactly as they were.")
+            fail(
+                item,
+                case,
+                "some weights that were kept changed value.",
+                "pruning only sets weights to zero; the others stay exactly as they were.",
+            )
         if zeros not in allowed:
             hint = "sparsity is the fraction of weights set to zero: k = round(sparsity * numel) of them."
             if n - zeros in allowed:
                 hint = "you kept the fraction `sparsity` and pruned the rest: sparsity is the fraction set to zero."
-            fail(item, case, f"{zeros} of {n} weights are zero; expected {' or '.join(map(str, sorted(allowed)))}.", hint)
+            fail(
+                item, case, f"{zeros} of {n} weights are zero; expected {' or '.join(map(str, sorted(allowed)))}.", hint
+            )
         if zeros and kept.any() and weight[~kept].abs().max() > weight[kept].abs().min():
             hint = "prune by magnitude |W|: the smallest in absolute value go, large negative weights stay."
             if weight[~kept].abs().min() >= weight[kept].abs().max():
                 hint = "the weights with the *smallest* magnitude are the ones to remove."
-            fail(item, case, "a pruned weight is larger in magnitude than a kept one "
-                 f"({weight[~kept].abs().max().item():.4g} pruned, {weight[kept].abs().min().item():.4g} kept).", hint)
+            fail(
+                item,
+                case,
+                "a pruned weight is larger in magnitude than a kept one "
+                f"({weight[~kept].abs().max().item():.4g} pruned, {weight[kept].abs().min().item():.4g} kept).",
+                hint,
+            )
     return "4 cases: exact sparsity, smallest magnitudes removed, the rest unchanged"

@@ -26,10 +26,18 @@ BROADCAST_HINT = (
 
 
 def _expect_deterministic(item, case, first, second) -> None:
-    if isinstance(first, torch.Tensor) and isinstance(second, torch.Tensor) and first.shape == second.shape \
-            and not torch.equal(first.nan_to_num(), second.nan_to_num()):
-        fail(item, case, "two calls with the same inputs gave different results.",
-             "use the `noise` argument instead of drawing new random noise.")
+    if (
+        isinstance(first, torch.Tensor)
+        and isinstance(second, torch.Tensor)
+        and first.shape == second.shape
+        and not torch.equal(first.nan_to_num(), second.nan_to_num())
+    ):
+        fail(
+            item,
+            case,
+            "two calls with the same inputs gave different results.",
+            "use the `noise` argument instead of drawing new random noise.",
+        )
 
 
 def _per_image(values: torch.Tensor) -> torch.Tensor:
@@ -48,27 +56,45 @@ def forward_mistakes(x0, t, alpha_bar, noise):
     """Known wrong versions of q_sample on one case: [(make_result, hint), ...]."""
     ab = _per_image(alpha_bar[t])
     return [
-        (lambda: ab * x0 + (1 - ab) * noise,
-         "alpha_bar_t and 1 - alpha_bar_t are variances; x_0 and the noise are scaled by standard "
-         "deviations. Both coefficients need a square root."),
-        (lambda: ab.sqrt() * x0 + (1 - ab) * noise,
-         "the noise coefficient is missing its square root: the noise's variance is 1 - alpha_bar_t."),
-        (lambda: ab * x0 + (1 - ab).sqrt() * noise,
-         "the coefficient of x_0 is missing its square root: the signal's variance is alpha_bar_t."),
-        (lambda: (1 - ab).sqrt() * x0 + ab.sqrt() * noise,
-         "the two coefficients are swapped: at t = 0 (alpha_bar close to 1) x_t must be almost x_0."),
-        (lambda: ab.sqrt() * x0 - (1 - ab).sqrt() * noise,
-         "check the sign in front of the noise term: the forward process adds noise."),
-        (lambda: forward_reference(x0, t - 1, alpha_bar, noise),
-         "off by one: index alpha_bar with t itself (code t = 0 is the first noisy step, alpha_bar[0] "
-         "already includes one step of noise)."),
-        (lambda: forward_reference(x0, t + 1, alpha_bar, noise),
-         "off by one: index alpha_bar with t itself (code t runs from 0 to T-1)."),
-        (lambda: forward_reference(x0, t[:1].expand_as(t), alpha_bar, noise),
-         "every image in the batch has its own timestep t[i]: use all of t, not t[0]."),
+        (
+            lambda: ab * x0 + (1 - ab) * noise,
+            "alpha_bar_t and 1 - alpha_bar_t are variances; x_0 and the noise are scaled by standard "
+            "deviations. Both coefficients need a square root.",
+        ),
+        (
+            lambda: ab.sqrt() * x0 + (1 - ab) * noise,
+            "the noise coefficient is missing its square root: the noise's variance is 1 - alpha_bar_t.",
+        ),
+        (
+            lambda: ab * x0 + (1 - ab).sqrt() * noise,
+            "the coefficient of x_0 is missing its square root: the signal's variance is alpha_bar_t.",
+        ),
+        (
+            lambda: (1 - ab).sqrt() * x0 + ab.sqrt() * noise,
+            "the two coefficients are swapped: at t = 0 (alpha_bar close to 1) x_t must be almost x_0.",
+        ),
+        (
+            lambda: ab.sqrt() * x0 - (1 - ab).sqrt() * noise,
+            "check the sign in front of the noise term: the forward process adds noise.",
+        ),
+        (
+            lambda: forward_reference(x0, t - 1, alpha_bar, noise),
+            "off by one: index alpha_bar with t itself (code t = 0 is the first noisy step, alpha_bar[0] "
+            "already includes one step of noise).",
+        ),
+        (
+            lambda: forward_reference(x0, t + 1, alpha_bar, noise),
+            "off by one: index alpha_bar with t itself (code t runs from 0 to T-1).",
+        ),
+        (
+            lambda: forward_reference(x0, t[:1].expand_as(t), alpha_bar, noise),
+            "every image in the batch has its own timestep t[i]: use all of t, not t[0].",
+        ),
         (lambda: alpha_bar[t].sqrt() * x0 + (1 - alpha_bar[t]).sqrt() * noise, BROADCAST_HINT),
-        (lambda: alpha_bar[-1].sqrt() * x0 + (1 - alpha_bar[-1]).sqrt() * noise,
-         "use alpha_bar at the timesteps t, not its last value."),
+        (
+            lambda: alpha_bar[-1].sqrt() * x0 + (1 - alpha_bar[-1]).sqrt() * noise,
+            "use alpha_bar at the timesteps t, not its last value.",
+        ),
     ]
 
 
@@ -79,7 +105,12 @@ def _forward_cases():
     short = NoiseSchedule.linear(10, 0.05, 0.5).alpha_bar
     specs = [
         ("1 (one image (1, 3, 4, 4) at t = [7], linear schedule T = 1000)", (1, 3, 4, 4), [7], linear),
-        ("2 (a batch (4, 3, 4, 4) with t = [0, 10, 500, 999], linear schedule)", (4, 3, 4, 4), [0, 10, 500, 999], linear),
+        (
+            "2 (a batch (4, 3, 4, 4) with t = [0, 10, 500, 999], linear schedule)",
+            (4, 3, 4, 4),
+            [0, 10, 500, 999],
+            linear,
+        ),
         ("3 (a batch (3, 1, 5, 6) with t = [999, 0, 250], cosine schedule)", (3, 1, 5, 6), [999, 0, 250], cosine),
         ("4 (a batch (2, 4, 8, 8) with t = [9, 3], short schedule T = 10)", (2, 4, 8, 8), [9, 3], short),
     ]
@@ -89,20 +120,31 @@ def _forward_cases():
         yield name, x0, torch.tensor(t, dtype=torch.int64), alpha_bar, noise
 
 
-@register("forward_diffusion", "q_sample(x0, t, alpha_bar, noise): the forward process in one jump", "01_forward_diffusion")
+@register(
+    "forward_diffusion", "q_sample(x0, t, alpha_bar, noise): the forward process in one jump", "01_forward_diffusion"
+)
 def check_forward_diffusion(q_sample) -> str:
     item = "forward_diffusion"
     count = 0
     for case, x0, t, alpha_bar, noise in _forward_cases():
         args = [("x0", x0), ("t", t), ("alpha_bar", alpha_bar), ("noise", noise)]
-        errors = {"must match the size": BROADCAST_HINT, "out of bounds": "off by one: t is already a valid index "
-                  "into alpha_bar (values 0 .. T-1).", "IndexError": "off by one: t is already a valid index into alpha_bar."}
+        errors = {
+            "must match the size": BROADCAST_HINT,
+            "out of bounds": "off by one: t is already a valid index into alpha_bar (values 0 .. T-1).",
+            "IndexError": "off by one: t is already a valid index into alpha_bar.",
+        }
         got = call_learner(item, q_sample, args, case=case, name="q_sample", error_hints=errors)
         _expect_deterministic(item, case, got, call_learner(item, q_sample, args, case=case, name="q_sample"))
-        expect_tensor(item, case, got, forward_reference(x0, t, alpha_bar, noise), name="x_t",
-                      mistakes=forward_mistakes(x0, t, alpha_bar, noise),
-                      default_hint="x_t = (coefficient) * x0 + (coefficient) * noise, with both coefficients "
-                      "read from alpha_bar at each image's own t.")
+        expect_tensor(
+            item,
+            case,
+            got,
+            forward_reference(x0, t, alpha_bar, noise),
+            name="x_t",
+            mistakes=forward_mistakes(x0, t, alpha_bar, noise),
+            default_hint="x_t = (coefficient) * x0 + (coefficient) * noise, with both coefficients "
+            "read from alpha_bar at each image's own t.",
+        )
         count += 1
     return f"{count} cases"
 
@@ -110,8 +152,21 @@ def check_forward_diffusion(q_sample) -> str:
 # ---- 02: one reverse (DDPM) step -----------------------------------------------------------------
 
 
-def reverse_reference(x_t, t, eps_pred, betas, alpha_bar, noise, *, variance=None, t_index=None,
-                      alpha_in_scale=None, coef=None, noise_at_zero=False, sign=-1.0):
+def reverse_reference(
+    x_t,
+    t,
+    eps_pred,
+    betas,
+    alpha_bar,
+    noise,
+    *,
+    variance=None,
+    t_index=None,
+    alpha_in_scale=None,
+    coef=None,
+    noise_at_zero=False,
+    sign=-1.0,
+):
     """One DDPM step; the keyword arguments build the known wrong versions."""
     i = t if t_index is None else t_index
     beta = betas[i]
@@ -132,29 +187,48 @@ def reverse_mistakes(x_t, t, eps_pred, betas, alpha_bar, noise):
     ab_prev = alpha_bar[t - 1] if t > 0 else torch.ones(())
     beta_tilde = (1 - ab_prev) / (1 - ab) * beta
     return [
-        (lambda: reverse_reference(*args, noise_at_zero=True),
-         "the last step (t == 0) must return the mean without adding noise (Algorithm 2: z = 0 when t = 1, i.e. code t = 0)."),
-        (lambda: reverse_reference(*args, variance=torch.zeros(())),
-         "for t > 0 a DDPM step adds fresh noise sigma_t * noise (use the `noise` argument)."),
-        (lambda: reverse_reference(*args, variance=beta_tilde),
-         "this exercise asks for the variance sigma_t^2 = beta_t (Ho et al. section 3.2, first choice), "
-         "not the posterior variance beta tilde."),
-        (lambda: reverse_reference(*args, variance=beta**2),
-         "sigma_t is a standard deviation: the noise is scaled by the square root of the variance beta_t."),
-        (lambda: reverse_reference(*args, alpha_in_scale=ab),
-         "the factor 1/sqrt(alpha_t) uses one step's alpha_t = 1 - beta_t, not alpha_bar_t."),
-        (lambda: reverse_reference(*args, coef=beta / beta.sqrt()),
-         "the eps coefficient beta_t / sqrt(1 - alpha_bar_t) uses alpha_bar_t (the cumulative product), not alpha_t."),
-        (lambda: reverse_reference(*args, coef=beta / (1 - ab)),
-         "the eps coefficient divides by sqrt(1 - alpha_bar_t), a standard deviation: a square root is missing."),
-        (lambda: reverse_reference(*args, sign=+1.0),
-         "check the sign: the step removes the predicted noise from x_t."),
-        (lambda: reverse_reference(*args, alpha_in_scale=torch.ones(())),
-         "the mean is scaled by 1/sqrt(alpha_t) after removing the predicted noise."),
-        (lambda: reverse_reference(*args, t_index=t - 1),
-         "off by one: betas[t] and alpha_bar[t] belong to the step from x_t (code t is already an index)."),
-        (lambda: reverse_reference(*args, t_index=t + 1),
-         "off by one: betas[t] and alpha_bar[t] belong to the step from x_t (code t is already an index)."),
+        (
+            lambda: reverse_reference(*args, noise_at_zero=True),
+            "the last step (t == 0) must return the mean without adding noise (Algorithm 2: z = 0 when t = 1, i.e. code t = 0).",
+        ),
+        (
+            lambda: reverse_reference(*args, variance=torch.zeros(())),
+            "for t > 0 a DDPM step adds fresh noise sigma_t * noise (use the `noise` argument).",
+        ),
+        (
+            lambda: reverse_reference(*args, variance=beta_tilde),
+            "this exercise asks for the variance sigma_t^2 = beta_t (Ho et al. section 3.2, first choice), "
+            "not the posterior variance beta tilde.",
+        ),
+        (
+            lambda: reverse_reference(*args, variance=beta**2),
+            "sigma_t is a standard deviation: the noise is scaled by the square root of the variance beta_t.",
+        ),
+        (
+            lambda: reverse_reference(*args, alpha_in_scale=ab),
+            "the factor 1/sqrt(alpha_t) uses one step's alpha_t = 1 - beta_t, not alpha_bar_t.",
+        ),
+        (
+            lambda: reverse_reference(*args, coef=beta / beta.sqrt()),
+            "the eps coefficient beta_t / sqrt(1 - alpha_bar_t) uses alpha_bar_t (the cumulative product), not alpha_t.",
+        ),
+        (
+            lambda: reverse_reference(*args, coef=beta / (1 - ab)),
+            "the eps coefficient divides by sqrt(1 - alpha_bar_t), a standard deviation: a square root is missing.",
+        ),
+        (lambda: reverse_reference(*args, sign=+1.0), "check the sign: the step removes the predicted noise from x_t."),
+        (
+            lambda: reverse_reference(*args, alpha_in_scale=torch.ones(())),
+            "the mean is scaled by 1/sqrt(alpha_t) after removing the predicted noise.",
+        ),
+        (
+            lambda: reverse_reference(*args, t_index=t - 1),
+            "off by one: betas[t] and alpha_bar[t] belong to the step from x_t (code t is already an index).",
+        ),
+        (
+            lambda: reverse_reference(*args, t_index=t + 1),
+            "off by one: betas[t] and alpha_bar[t] belong to the step from x_t (code t is already an index).",
+        ),
     ]
 
 
@@ -177,19 +251,38 @@ def _reverse_cases():
         yield name, x_t, t, eps_pred, schedule.betas, schedule.alpha_bar, noise
 
 
-@register("reverse_diffusion", "ddpm_step(x_t, t, eps_pred, betas, alpha_bar, noise): one DDPM ancestral step", "02_reverse_diffusion")
+@register(
+    "reverse_diffusion",
+    "ddpm_step(x_t, t, eps_pred, betas, alpha_bar, noise): one DDPM ancestral step",
+    "02_reverse_diffusion",
+)
 def check_reverse_diffusion(ddpm_step) -> str:
     item = "reverse_diffusion"
     count = 0
     for case, x_t, t, eps_pred, betas, alpha_bar, noise in _reverse_cases():
-        args = [("x_t", x_t), ("t", t), ("eps_pred", eps_pred), ("betas", betas), ("alpha_bar", alpha_bar), ("noise", noise)]
-        errors = {"out of bounds": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1).",
-                  "IndexError": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1)."}
+        args = [
+            ("x_t", x_t),
+            ("t", t),
+            ("eps_pred", eps_pred),
+            ("betas", betas),
+            ("alpha_bar", alpha_bar),
+            ("noise", noise),
+        ]
+        errors = {
+            "out of bounds": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1).",
+            "IndexError": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1).",
+        }
         got = call_learner(item, ddpm_step, args, case=case, name="ddpm_step", error_hints=errors)
         _expect_deterministic(item, case, got, call_learner(item, ddpm_step, args, case=case, name="ddpm_step"))
-        expect_tensor(item, case, got, reverse_reference(x_t, t, eps_pred, betas, alpha_bar, noise), name="x_{t-1}",
-                      mistakes=reverse_mistakes(x_t, t, eps_pred, betas, alpha_bar, noise),
-                      default_hint="compare your line with Algorithm 2 of Ho et al. 2020 term by term: which "
-                      "quantities are one step's (alpha_t, beta_t) and which are cumulative (alpha_bar_t)?")
+        expect_tensor(
+            item,
+            case,
+            got,
+            reverse_reference(x_t, t, eps_pred, betas, alpha_bar, noise),
+            name="x_{t-1}",
+            mistakes=reverse_mistakes(x_t, t, eps_pred, betas, alpha_bar, noise),
+            default_hint="compare your line with Algorithm 2 of Ho et al. 2020 term by term: which "
+            "quantities are one step's (alpha_t, beta_t) and which are cumulative (alpha_bar_t)?",
+        )
         count += 1
     return f"{count} cases"

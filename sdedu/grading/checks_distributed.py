@@ -40,7 +40,7 @@ WORLD_SIZE = 2
 LR = 0.1
 TIME_LIMIT_S = 240.0
 
-_WORKER = '''\
+_WORKER = """\
 # Written by sdedu.grading (the data-parallel check): one rank of a {world_size}-process gloo run.
 import datetime
 import json
@@ -94,7 +94,7 @@ def main():
 
 
 main()
-'''
+"""
 
 
 def make_problem(batch_size: int = 16):
@@ -164,11 +164,16 @@ def run_data_parallel(average_gradients, steps: int = 3, time_limit: float = TIM
     fns = list(average_gradients) if isinstance(average_gradients, (list, tuple)) else [average_gradients]
     if any(is_stub(fn) for fn in fns):
         raise NotImplementedError()
-    code = _WORKER.format(world_size=WORLD_SIZE, learner_code=learner_source(fns),
-                          fn_names=", ".join(fn.__name__ for fn in fns))
+    code = _WORKER.format(
+        world_size=WORLD_SIZE, learner_code=learner_source(fns), fn_names=", ".join(fn.__name__ for fn in fns)
+    )
     package_root = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]),
+    }
     env.pop("SDEDU_GRADING_LOG", None)
     with tempfile.TemporaryDirectory(prefix="sdedu-ddp-") as tmp:
         script = Path(tmp) / "rank.py"
@@ -176,8 +181,14 @@ def run_data_parallel(average_gradients, steps: int = 3, time_limit: float = TIM
         init_file = Path(tmp) / "rendezvous"
         outs = [Path(tmp) / f"rank{r}.json" for r in range(WORLD_SIZE)]
         procs = [
-            subprocess.Popen([sys.executable, str(script), str(r), str(WORLD_SIZE), str(init_file), str(outs[r]), str(steps)],
-                             env=env, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            subprocess.Popen(
+                [sys.executable, str(script), str(r), str(WORLD_SIZE), str(init_file), str(outs[r]), str(steps)],
+                env=env,
+                cwd=tmp,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             for r in range(WORLD_SIZE)
         ]
         logs, timed_out = [], False
@@ -203,8 +214,10 @@ def run_data_parallel(average_gradients, steps: int = 3, time_limit: float = TIM
         if result is None:
             raise RuntimeError(f"rank {r} died without a result:\n{logs[r][-2000:]}")
     runs = [
-        {"params": [[torch.tensor(p) for p in results[r][i]["params"]] for r in range(WORLD_SIZE)],
-         "losses": [results[r][i]["losses"] for r in range(WORLD_SIZE)]}
+        {
+            "params": [[torch.tensor(p) for p in results[r][i]["params"]] for r in range(WORLD_SIZE)],
+            "losses": [results[r][i]["losses"] for r in range(WORLD_SIZE)],
+        }
         for i in range(len(fns))
     ]
     return runs if isinstance(average_gradients, (list, tuple)) else runs[0]
@@ -220,8 +233,10 @@ def judge(run: dict, steps: int) -> tuple[str, str] | None:
     if not _same(rank0, rank1):
         hint = "after averaging, every rank must hold the same gradient: all-reduce each parameter's .grad (in place)."
         if any(_same(rank0, train_single_process(steps, scale, only_shard=0)) for scale in (1.0, 1 / WORLD_SIZE)):
-            hint = ("each rank trained on its own shard alone: the gradients were never exchanged. dist.all_reduce "
-                    "works in place on the tensor you give it: give it p.grad itself, not a copy.")
+            hint = (
+                "each rank trained on its own shard alone: the gradients were never exchanged. dist.all_reduce "
+                "works in place on the tensor you give it: give it p.grad itself, not a copy."
+            )
         return "the two ranks ended with different weights.", hint
     reference = train_single_process(steps)
     if _same(rank0, reference):
@@ -234,37 +249,58 @@ def judge(run: dict, steps: int) -> tuple[str, str] | None:
     elif _same(rank0, train_single_process(steps, only_shard=0)):
         hint = "every rank used rank 0's gradient (a broadcast): average all ranks' gradients instead."
     gap = max((a - b).abs().max().item() for a, b in zip(rank0, reference))
-    return ("both ranks agree, but not with single-process training on the whole batch "
-            f"(largest weight difference {gap:.3g}).", hint)
+    return (
+        "both ranks agree, but not with single-process training on the whole batch "
+        f"(largest weight difference {gap:.3g}).",
+        hint,
+    )
 
 
-@register("distributed_training", "average_gradients(model): data-parallel gradient averaging on 2 gloo ranks", "07_distributed_training")
+@register(
+    "distributed_training",
+    "average_gradients(model): data-parallel gradient averaging on 2 gloo ranks",
+    "07_distributed_training",
+)
 def check_distributed_training(average_gradients) -> str:
     item = "distributed_training"
     steps = 3
     case = f"1 ({WORLD_SIZE} ranks in separate processes, {steps} SGD steps on halves of a batch of 16)"
     if not callable(average_gradients):
-        fail(item, case, f"expected a function, got {type(average_gradients).__name__}.",
-             "pass the function itself: check(..., average_gradients).")
+        fail(
+            item,
+            case,
+            f"expected a function, got {type(average_gradients).__name__}.",
+            "pass the function itself: check(..., average_gradients).",
+        )
     if is_stub(average_gradients):
-        raise ExerciseIncomplete(f"{item}: average_gradients is not implemented yet: replace `raise NotImplementedError()` "
-                                 "with your code, then run this cell again.")
+        raise ExerciseIncomplete(
+            f"{item}: average_gradients is not implemented yet: replace `raise NotImplementedError()` "
+            "with your code, then run this cell again."
+        )
     try:
         run = run_data_parallel(average_gradients, steps=steps)
     except NotImplementedError:
-        raise ExerciseIncomplete(f"{item}: average_gradients (or a function it calls) is not implemented yet.") from None
+        raise ExerciseIncomplete(
+            f"{item}: average_gradients (or a function it calls) is not implemented yet."
+        ) from None
     except ValueError as err:
         fail(item, case, str(err), "define average_gradients in a notebook cell or a file, with `def`.")
     except TimeoutError as err:
-        fail(item, case, str(err) + ".",
-             "every rank must make the same collective calls in the same order; a call made by one rank "
-             "only (inside `if rank == 0:`) waits for ever.")
+        fail(
+            item,
+            case,
+            str(err) + ".",
+            "every rank must make the same collective calls in the same order; a call made by one rank "
+            "only (inside `if rank == 0:`) waits for ever.",
+        )
     except RuntimeError as err:
         text = str(err)
         hint = "read the rank's traceback above."
         if "closed by peer" in text or "Timed out" in text or "timeout" in text.lower():
-            hint = ("every rank must make the same collective calls in the same order; a call made by one rank "
-                    "only (inside `if rank == 0:`) waits for a partner that never comes.")
+            hint = (
+                "every rank must make the same collective calls in the same order; a call made by one rank "
+                "only (inside `if rank == 0:`) waits for a partner that never comes."
+            )
         fail(item, case, text, hint)
     verdict = judge(run, steps)
     if verdict is not None:

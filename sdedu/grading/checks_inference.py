@@ -62,43 +62,83 @@ def reference_loop(pipe, prompts, num_inference_steps, guidance_scale, seed, *, 
 def _sampling_mistakes(pipe, prompts, steps, scale, seed):
     args = (pipe, prompts, steps, scale, seed)
     return [
-        (lambda: reference_loop(*args, combine=lambda c, u, s: u - s * (c - u)),
-         "check the sign of the guidance term: it pushes towards the prompt, away from the unconditional prediction."),
-        (lambda: reference_loop(*args, combine=lambda c, u, s: c + s * (u - c)),
-         "the conditional and unconditional predictions have swapped roles: start from eps_uncond, move towards eps_cond."),
-        (lambda: reference_loop(*args, combine=lambda c, u, s: c),
-         "the result is the plain conditional model's: apply guidance_scale to (eps_cond - eps_uncond)."),
-        (lambda: reference_loop(*args, combine=lambda c, u, s: s * c),
-         "guidance scales the *difference* eps_cond - eps_uncond and adds it to eps_uncond, not eps_cond alone."),
-        (lambda: reference_loop(*args, sampler="ddpm"),
-         "use the deterministic DDIM sampler, pipe.make_sampler(\"ddim\"), as the pipeline does by default."),
-        (lambda: reference_loop(pipe, prompts, 50, scale, seed),
-         "call sampler.set_timesteps(num_inference_steps) before the loop (the sampler starts with 50 steps)."),
+        (
+            lambda: reference_loop(*args, combine=lambda c, u, s: u - s * (c - u)),
+            "check the sign of the guidance term: it pushes towards the prompt, away from the unconditional prediction.",
+        ),
+        (
+            lambda: reference_loop(*args, combine=lambda c, u, s: c + s * (u - c)),
+            "the conditional and unconditional predictions have swapped roles: start from eps_uncond, move towards eps_cond.",
+        ),
+        (
+            lambda: reference_loop(*args, combine=lambda c, u, s: c),
+            "the result is the plain conditional model's: apply guidance_scale to (eps_cond - eps_uncond).",
+        ),
+        (
+            lambda: reference_loop(*args, combine=lambda c, u, s: s * c),
+            "guidance scales the *difference* eps_cond - eps_uncond and adds it to eps_uncond, not eps_cond alone.",
+        ),
+        (
+            lambda: reference_loop(*args, sampler="ddpm"),
+            'use the deterministic DDIM sampler, pipe.make_sampler("ddim"), as the pipeline does by default.',
+        ),
+        (
+            lambda: reference_loop(pipe, prompts, 50, scale, seed),
+            "call sampler.set_timesteps(num_inference_steps) before the loop (the sampler starts with 50 steps).",
+        ),
     ]
 
 
-SAMPLING_CASES = [("1 (4 steps, guidance 3.0, seed 0)", [PROMPT], 4, 3.0, 0),
-                  ("2 (3 steps, guidance 7.5, seed 5, two prompts)", [PROMPT, "a blue shape"], 3, 7.5, 5),
-                  ("3 (5 steps, guidance 1.0: the conditional model, seed 2)", ["a small green triangle"], 5, 1.0, 2)]
-SAMPLING_ERRORS = {"SamplerStep": "sampler.step returns a SamplerStep: the next latent is its .x_prev.",
-                   "expand": "the UNet takes one timestep per latent: t.expand(B) (or torch.full((B,), t)).",
-                   "must have shape (B,)": "the UNet takes one timestep per latent: t.expand(B) (or torch.full((B,), t))."}
+SAMPLING_CASES = [
+    ("1 (4 steps, guidance 3.0, seed 0)", [PROMPT], 4, 3.0, 0),
+    ("2 (3 steps, guidance 7.5, seed 5, two prompts)", [PROMPT, "a blue shape"], 3, 7.5, 5),
+    ("3 (5 steps, guidance 1.0: the conditional model, seed 2)", ["a small green triangle"], 5, 1.0, 2),
+]
+SAMPLING_ERRORS = {
+    "SamplerStep": "sampler.step returns a SamplerStep: the next latent is its .x_prev.",
+    "expand": "the UNet takes one timestep per latent: t.expand(B) (or torch.full((B,), t)).",
+    "must have shape (B,)": "the UNet takes one timestep per latent: t.expand(B) (or torch.full((B,), t)).",
+}
 
 
-@register("guided_sampling", "generate(pipe, prompts, steps, guidance_scale, seed): the guided loop equals the pipeline", "05_inference")
+@register(
+    "guided_sampling",
+    "generate(pipe, prompts, steps, guidance_scale, seed): the guided loop equals the pipeline",
+    "05_inference",
+)
 def check_guided_sampling(generate) -> str:
     item = "guided_sampling"
     pipe = tiny_pipeline()
     for case, prompts, steps, scale, seed in SAMPLING_CASES:
-        got = call_learner(item, generate, [("pipe", pipe), ("prompts", prompts), ("num_inference_steps", steps),
-                                            ("guidance_scale", scale), ("seed", seed)],
-                           case=case, name="generate", frozen=(), error_hints=SAMPLING_ERRORS)
+        got = call_learner(
+            item,
+            generate,
+            [
+                ("pipe", pipe),
+                ("prompts", prompts),
+                ("num_inference_steps", steps),
+                ("guidance_scale", scale),
+                ("seed", seed),
+            ],
+            case=case,
+            name="generate",
+            frozen=(),
+            error_hints=SAMPLING_ERRORS,
+        )
         expected = pipe(prompts, num_inference_steps=steps, guidance_scale=scale, seed=seed)
-        expect_tensor(item, case, got, expected, name="the images", atol=1e-4, rtol=1e-3,
-                      mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
-                      shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
-                      default_hint="start from torch.randn((B, 4, 8, 8), generator=torch.Generator(device=pipe.device)"
-                      ".manual_seed(seed)) and pass the same generator to sampler.step.")
+        expect_tensor(
+            item,
+            case,
+            got,
+            expected,
+            name="the images",
+            atol=1e-4,
+            rtol=1e-3,
+            mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
+            shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
+            default_hint="start from torch.randn((B, 4, 8, 8), generator=torch.Generator(device=pipe.device)"
+            ".manual_seed(seed)) and pass the same generator to sampler.step.",
+        )
     return f"{len(SAMPLING_CASES)} cases equal to TinyStableDiffusion.__call__"
 
 
@@ -121,7 +161,9 @@ class _Counter:
         self.module.forward = self.original
 
 
-@register("embedding_cache", "encode_cached(pipe, prompts, cache): each distinct prompt is encoded once", "06_performance")
+@register(
+    "embedding_cache", "encode_cached(pipe, prompts, cache): each distinct prompt is encoded once", "06_performance"
+)
 def check_embedding_cache(encode_cached) -> str:
     item = "embedding_cache"
     pipe = tiny_pipeline()
@@ -131,28 +173,53 @@ def check_embedding_cache(encode_cached) -> str:
     try:
         for i, prompts in enumerate(calls):
             case = f"{i + 1} (call {i + 1} of {len(calls)} with the same cache: {prompts})"
-            got = call_learner(item, encode_cached, [("pipe", pipe), ("prompts", prompts), ("cache", cache)], case=case,
-                               name="encode_cached", frozen=())
+            got = call_learner(
+                item,
+                encode_cached,
+                [("pipe", pipe), ("prompts", prompts), ("cache", cache)],
+                case=case,
+                name="encode_cached",
+                frozen=(),
+            )
             if not (isinstance(got, tuple) and len(got) == 2):
-                fail(item, case, f"encode_cached should return (cond, uncond), like pipe.encode_prompt; got {describe(got)}.", None)
+                fail(
+                    item,
+                    case,
+                    f"encode_cached should return (cond, uncond), like pipe.encode_prompt; got {describe(got)}.",
+                    None,
+                )
             counter.counting = False
             expected = pipe.encode_prompt(prompts)
             counter.counting = True
             for name, g, e in zip(("cond", "uncond"), got, expected):
-                expect_tensor(item, case, g, e, name=name, atol=1e-5,
-                              default_hint="the embeddings must equal pipe.encode_prompt(prompts); uncond is the "
-                              "encoding of the empty prompt \"\", repeated for every prompt.")
+                expect_tensor(
+                    item,
+                    case,
+                    g,
+                    e,
+                    name=name,
+                    atol=1e-5,
+                    default_hint="the embeddings must equal pipe.encode_prompt(prompts); uncond is the "
+                    'encoding of the empty prompt "", repeated for every prompt.',
+                )
     finally:
         counter.restore()
     distinct = 4  # three prompts and the empty one
     if counter.rows > distinct:
-        fail(item, f"{len(calls)} calls, 3 distinct prompts and the empty prompt",
-             f"the text encoder encoded {counter.rows} prompts; at most {distinct} were needed.",
-             "key the cache by each prompt string (not by the list of prompts), and cache the empty prompt too.")
+        fail(
+            item,
+            f"{len(calls)} calls, 3 distinct prompts and the empty prompt",
+            f"the text encoder encoded {counter.rows} prompts; at most {distinct} were needed.",
+            "key the cache by each prompt string (not by the list of prompts), and cache the empty prompt too.",
+        )
     return f"{counter.rows} prompts encoded for {sum(len(c) for c in calls)} requested"
 
 
-@register("fast_sampling", "generate_fast(pipe, prompts, steps, guidance_scale, seed, cache): one batched UNet call per step", "06_performance")
+@register(
+    "fast_sampling",
+    "generate_fast(pipe, prompts, steps, guidance_scale, seed, cache): one batched UNet call per step",
+    "06_performance",
+)
 def check_fast_sampling(generate_fast) -> str:
     item = "fast_sampling"
     pipe = tiny_pipeline()
@@ -160,18 +227,43 @@ def check_fast_sampling(generate_fast) -> str:
     for case, prompts, steps, scale, seed in SAMPLING_CASES[:2]:
         unet = _Counter(pipe.unet)
         try:
-            got = call_learner(item, generate_fast, [("pipe", pipe), ("prompts", prompts), ("num_inference_steps", steps),
-                                                     ("guidance_scale", scale), ("seed", seed), ("cache", cache)],
-                               case=case, name="generate_fast", frozen=(), error_hints=SAMPLING_ERRORS)
+            got = call_learner(
+                item,
+                generate_fast,
+                [
+                    ("pipe", pipe),
+                    ("prompts", prompts),
+                    ("num_inference_steps", steps),
+                    ("guidance_scale", scale),
+                    ("seed", seed),
+                    ("cache", cache),
+                ],
+                case=case,
+                name="generate_fast",
+                frozen=(),
+                error_hints=SAMPLING_ERRORS,
+            )
         finally:
             unet.restore()
         expected = pipe(prompts, num_inference_steps=steps, guidance_scale=scale, seed=seed)
-        expect_tensor(item, case, got, expected, name="the images", atol=1e-4, rtol=1e-3,
-                      mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
-                      shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
-                      default_hint="the result must equal pipe(prompts, num_inference_steps, guidance_scale, seed=seed).")
+        expect_tensor(
+            item,
+            case,
+            got,
+            expected,
+            name="the images",
+            atol=1e-4,
+            rtol=1e-3,
+            mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
+            shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
+            default_hint="the result must equal pipe(prompts, num_inference_steps, guidance_scale, seed=seed).",
+        )
         if unet.calls != steps:
-            fail(item, case, f"the UNet was called {unet.calls} times for {steps} steps.",
-                 "batch the conditional and unconditional inputs into one call per step: torch.cat([z, z]) with "
-                 "torch.cat([uncond, cond]), then .chunk(2).")
+            fail(
+                item,
+                case,
+                f"the UNet was called {unet.calls} times for {steps} steps.",
+                "batch the conditional and unconditional inputs into one call per step: torch.cat([z, z]) with "
+                "torch.cat([uncond, cond]), then .chunk(2).",
+            )
     return "equal to the pipeline, one UNet call per step"

@@ -38,7 +38,11 @@ def _devices():
     return devices
 
 
-@register("autocast_inference", "autocast_inference(model, x): inference under autocast (bf16 on CPU, fp16 on GPU)", "09_mixed_precision")
+@register(
+    "autocast_inference",
+    "autocast_inference(model, x): inference under autocast (bf16 on CPU, fp16 on GPU)",
+    "09_mixed_precision",
+)
 def check_autocast_inference(autocast_inference) -> str:
     item = "autocast_inference"
     errors = []
@@ -49,17 +53,27 @@ def check_autocast_inference(autocast_inference) -> str:
         with torch.no_grad():
             expected = model(x)
         want = autocast_dtype(device)
-        got = call_learner(item, autocast_inference, [("model", model), ("x", x)], case=case, name="autocast_inference",
-                           error_hints={"dtype": "keep the model and x in float32 and let torch.autocast choose the "
-                                        "precision of each operation (a Linear with a bfloat16 input and float32 "
-                                        "weights fails outside autocast)."})
+        got = call_learner(
+            item,
+            autocast_inference,
+            [("model", model), ("x", x)],
+            case=case,
+            name="autocast_inference",
+            error_hints={
+                "dtype": "keep the model and x in float32 and let torch.autocast choose the "
+                "precision of each operation (a Linear with a bfloat16 input and float32 "
+                "weights fails outside autocast)."
+            },
+        )
         if not isinstance(got, torch.Tensor):
             fail(item, case, f"autocast_inference should return the model's output tensor; got {describe(got)}.", None)
         if tuple(got.shape) != tuple(expected.shape):
             fail(item, case, f"the output should have shape {tuple(expected.shape)}; got {tuple(got.shape)}.", None)
         if got.dtype != want:
-            hint = (f"run the model inside torch.autocast(device_type=x.device.type, dtype={want}); the last Linear "
-                    f"then produces {want}.")
+            hint = (
+                f"run the model inside torch.autocast(device_type=x.device.type, dtype={want}); the last Linear "
+                f"then produces {want}."
+            )
             if got.dtype == torch.float32 and torch.allclose(got, expected, atol=1e-6):
                 hint = "the output is exactly the float32 one: autocast was not active around the model call. " + hint
             elif got.dtype == torch.float32:
@@ -68,12 +82,20 @@ def check_autocast_inference(autocast_inference) -> str:
                 hint = "on a CPU, use bfloat16: it has float32's range (no overflow) and CPUs support it well."
             fail(item, case, f"the output dtype is {got.dtype}; on {device.type} autocast should give {want}.", hint)
         if got.requires_grad:
-            fail(item, case, "the output requires grad: autograd recorded the whole forward pass.",
-                 "run inference under torch.inference_mode() (or torch.no_grad()): it saves memory and time.")
+            fail(
+                item,
+                case,
+                "the output requires grad: autograd recorded the whole forward pass.",
+                "run inference under torch.inference_mode() (or torch.no_grad()): it saves memory and time.",
+            )
         error = ((got.float() - expected).abs().max() / expected.abs().max()).item()
         if error > 0.03:
-            fail(item, case, f"the output differs from float32 by {error:.2%} of its range; expected about 1%.",
-                 "compute the same thing as model(x): only the precision should change.")
+            fail(
+                item,
+                case,
+                f"the output differs from float32 by {error:.2%} of its range; expected about 1%.",
+                "compute the same thing as model(x): only the precision should change.",
+            )
         errors.append(f"{device.type} {str(want).replace('torch.', '')}: {error:.2%} off float32")
     return "; ".join(errors)
 
@@ -104,25 +126,43 @@ def _close(got: float, expected: float) -> bool:
     return abs(got - expected) <= 0.2 * expected + 0.003
 
 
-@register("benchmark_timing", "median_time(fn, repeats, warmup): warm up, then the median seconds per call", "09_mixed_precision")
+@register(
+    "benchmark_timing",
+    "median_time(fn, repeats, warmup): warm up, then the median seconds per call",
+    "09_mixed_precision",
+)
 def check_benchmark_timing(median_time) -> str:
     item = "benchmark_timing"
     cases = [
         ("1 (fn sleeps 20 ms per call; repeats=5, warmup=2)", [0.02] * 7, 5, 2),
-        ("2 (the 2 warm-up calls take 150 ms, then 10 ms per call except one 150 ms hiccup; repeats=7, warmup=2)",
-         [0.15, 0.15, 0.01, 0.01, 0.15, 0.01, 0.01, 0.01, 0.01], 7, 2),
+        (
+            "2 (the 2 warm-up calls take 150 ms, then 10 ms per call except one 150 ms hiccup; repeats=7, warmup=2)",
+            [0.15, 0.15, 0.01, 0.01, 0.15, 0.01, 0.01, 0.01, 0.01],
+            7,
+            2,
+        ),
     ]
     for case, durations, repeats, warmup in cases:
         fn = _Sleeper(durations)
-        got = call_learner(item, median_time, [("fn", fn), ("repeats", repeats), ("warmup", warmup)], case=case,
-                           name="median_time")
+        got = call_learner(
+            item, median_time, [("fn", fn), ("repeats", repeats), ("warmup", warmup)], case=case, name="median_time"
+        )
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = got.item()
         if isinstance(got, bool) or not isinstance(got, (int, float)):
-            fail(item, case, f"median_time should return a float (seconds); got {describe(got)}.", "return one number: the median, in seconds.")
+            fail(
+                item,
+                case,
+                f"median_time should return a float (seconds); got {describe(got)}.",
+                "return one number: the median, in seconds.",
+            )
         if fn.calls != warmup + repeats:
-            fail(item, case, f"fn was called {fn.calls} times; expected warmup + repeats = {warmup + repeats}.",
-                 "call fn `warmup` times without timing it, then `repeats` times, timing each call.")
+            fail(
+                item,
+                case,
+                f"fn was called {fn.calls} times; expected warmup + repeats = {warmup + repeats}.",
+                "call fn `warmup` times without timing it, then `repeats` times, timing each call.",
+            )
         timed = fn.actual[warmup:]
         expected = statistics.median(timed)
         if not _close(got, expected):
@@ -132,8 +172,15 @@ def check_benchmark_timing(median_time) -> str:
             elif _close(got, sum(timed)) or _close(got, sum(fn.actual)):
                 hint = "return the time of one call (the median of the timings), not the total."
             elif got > expected:
-                hint = ("one slow call should not move the result: use the median of the timings, not the mean, and "
-                        "do not time the warm-up calls.")
-            fail(item, case, f"median_time returned {got:.4g} s; the median of the timed calls, measured by the check, "
-                 f"was {expected:.4g} s.", hint)
+                hint = (
+                    "one slow call should not move the result: use the median of the timings, not the mean, and "
+                    "do not time the warm-up calls."
+                )
+            fail(
+                item,
+                case,
+                f"median_time returned {got:.4g} s; the median of the timed calls, measured by the check, "
+                f"was {expected:.4g} s.",
+                hint,
+            )
     return "warm-up skipped, median per call in seconds"

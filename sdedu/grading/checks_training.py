@@ -36,8 +36,11 @@ class _SpyModel(nn.Module):
         self.calls: list[dict] = []
 
     def forward(self, x_t, t):
-        call = {"x_t": x_t.detach().clone() if isinstance(x_t, torch.Tensor) else x_t,
-                "t": t.detach().clone() if isinstance(t, torch.Tensor) else t, "grad": None}
+        call = {
+            "x_t": x_t.detach().clone() if isinstance(x_t, torch.Tensor) else x_t,
+            "t": t.detach().clone() if isinstance(t, torch.Tensor) else t,
+            "grad": None,
+        }
         self.calls.append(call)
         eps_pred = self.inner(x_t, t)
         call["eps_pred"] = eps_pred.detach().clone()
@@ -55,10 +58,12 @@ class _SpyOptimizer(torch.optim.SGD):
 
     def step(self, closure=None):
         params = [p for group in self.param_groups for p in group["params"]]
-        self.steps.append({
-            "params": [p.detach().clone() for p in params],
-            "grads": [None if p.grad is None else p.grad.detach().clone() for p in params],
-        })
+        self.steps.append(
+            {
+                "params": [p.detach().clone() for p in params],
+                "grads": [None if p.grad is None else p.grad.detach().clone() for p in params],
+            }
+        )
         return super().step(closure)
 
 
@@ -79,13 +84,19 @@ def _forward_mistakes(alpha_bar, t):
     ab = alpha_bar[t].reshape(-1, 1)  # (B, 1)
     shifted = alpha_bar[(t - 1).clamp(min=0)].reshape(-1, 1)
     return [
-        (ab, 1 - ab, "alpha_bar_t and 1 - alpha_bar_t are variances: the coefficients of x0 and of the "
-                     "noise need square roots."),
+        (
+            ab,
+            1 - ab,
+            "alpha_bar_t and 1 - alpha_bar_t are variances: the coefficients of x0 and of the noise need square roots.",
+        ),
         (ab.sqrt(), 1 - ab, "the noise coefficient is missing its square root."),
         (ab, (1 - ab).sqrt(), "the coefficient of x0 is missing its square root."),
         ((1 - ab).sqrt(), ab.sqrt(), "the two coefficients are swapped: at small t, x_t must be close to x0."),
-        (shifted.sqrt(), (1 - shifted).sqrt(), "off by one: the model is told t, so x_t must use alpha_bar[t] "
-                                               "itself (the same t you pass to the model)."),
+        (
+            shifted.sqrt(),
+            (1 - shifted).sqrt(),
+            "off by one: the model is told t, so x_t must use alpha_bar[t] itself (the same t you pass to the model).",
+        ),
         (torch.ones_like(ab), torch.zeros_like(ab), "the model must see the noisy x_t, not the clean x0."),
     ]
 
@@ -99,7 +110,9 @@ def _params_grads(inner, params_before, x_t, t, target):
     return torch.autograd.grad(loss, list(values.values()))
 
 
-@register("training_step", "training_step(model, x0, alpha_bar, optimizer, generator): one step of Algorithm 1", "04_training")
+@register(
+    "training_step", "training_step(model, x0, alpha_bar, optimizer, generator): one step of Algorithm 1", "04_training"
+)
 def check_training_step(training_step) -> str:
     item = "training_step"
     schedule = toy_schedule()
@@ -120,33 +133,61 @@ def check_training_step(training_step) -> str:
         params_before = [p.detach().clone() for p in inner.parameters()]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(200 + call_index)
-            loss = call_learner(item, training_step,
-                                [("model", model), ("x0", x0), ("alpha_bar", alpha_bar), ("optimizer", optimizer),
-                                 ("generator", generator)],
-                                case=case, name="training_step", frozen=("x0", "alpha_bar"),
-                                error_hints={"out of bounds": "t must lie in 0 .. T-1: torch.randint's upper bound is exclusive.",
-                                             "must match the size": "alpha_bar[t] has shape (B,): reshape it to (B, 1) "
-                                             "so that it scales each point's two coordinates."})
+            loss = call_learner(
+                item,
+                training_step,
+                [
+                    ("model", model),
+                    ("x0", x0),
+                    ("alpha_bar", alpha_bar),
+                    ("optimizer", optimizer),
+                    ("generator", generator),
+                ],
+                case=case,
+                name="training_step",
+                frozen=("x0", "alpha_bar"),
+                error_hints={
+                    "out of bounds": "t must lie in 0 .. T-1: torch.randint's upper bound is exclusive.",
+                    "must match the size": "alpha_bar[t] has shape (B,): reshape it to (B, 1) "
+                    "so that it scales each point's two coordinates.",
+                },
+            )
         # 1. The model was called on (x_t, t) with one int64 timestep per example in [0, T).
         if not model.calls:
             fail(item, case, "the model was never called.", "compute eps_pred = model(x_t, t).")
         call = model.calls[-1]
         x_t, t = call["x_t"], call["t"]
         if not isinstance(t, torch.Tensor) or t.dtype != torch.int64 or tuple(t.shape) != (B,):
-            fail(item, case, f"the model received t as {describe(t)}; expected an int64 tensor of shape ({B},).",
-                 "draw one integer timestep per example, e.g. with torch.randint(..., (B,), generator=generator).")
+            fail(
+                item,
+                case,
+                f"the model received t as {describe(t)}; expected an int64 tensor of shape ({B},).",
+                "draw one integer timestep per example, e.g. with torch.randint(..., (B,), generator=generator).",
+            )
         if int(t.min()) < 0 or int(t.max()) >= T_TOY:
-            fail(item, case, f"t has values in [{int(t.min())}, {int(t.max())}]; expected [0, {T_TOY - 1}].",
-                 "timesteps index alpha_bar: 0 .. T-1.")
+            fail(
+                item,
+                case,
+                f"t has values in [{int(t.min())}, {int(t.max())}]; expected [0, {T_TOY - 1}].",
+                "timesteps index alpha_bar: 0 .. T-1.",
+            )
         if not isinstance(x_t, torch.Tensor) or tuple(x_t.shape) != (B, 2):
-            fail(item, case, f"the model received x_t as {describe(x_t)}; expected a tensor of shape ({B}, 2).",
-                 "x_t has the shape of x0.")
+            fail(
+                item,
+                case,
+                f"the model received x_t as {describe(x_t)}; expected a tensor of shape ({B}, 2).",
+                "x_t has the shape of x0.",
+            )
         seen_t.append(t)
         # 2. The loss went backward, and it was the mean squared error: recover its target.
         grad = call["grad"]
         if grad is None:
-            fail(item, case, "no gradient reached the model's output.",
-                 "call loss.backward() on a loss computed from the model's output (and do not .detach() it).")
+            fail(
+                item,
+                case,
+                "no gradient reached the model's output.",
+                "call loss.backward() on a loss computed from the model's output (and do not .detach() it).",
+            )
         N = grad.numel()
         target = call["eps_pred"] - grad * N / 2
         mse_of_target = F.mse_loss(call["eps_pred"], target).item()
@@ -156,11 +197,20 @@ def check_training_step(training_step) -> str:
                 hint += " (returning the tensor keeps its whole graph alive in the training loop)"
             fail(item, case, f"training_step should return the loss as a float; got {describe(loss)}.", hint + ".")
         if not math.isclose(loss, mse_of_target, rel_tol=1e-3, abs_tol=1e-6):
-            hint = "use the mean squared error between eps_pred and the noise (F.mse_loss, whose reduction is the mean)."
-            if math.isclose(loss, F.mse_loss(call["eps_pred"], call["eps_pred"] - grad / 2, reduction="sum").item(), rel_tol=1e-3):
+            hint = (
+                "use the mean squared error between eps_pred and the noise (F.mse_loss, whose reduction is the mean)."
+            )
+            if math.isclose(
+                loss, F.mse_loss(call["eps_pred"], call["eps_pred"] - grad / 2, reduction="sum").item(), rel_tol=1e-3
+            ):
                 hint = "the loss is summed over the batch; use the mean (F.mse_loss's default) so that its scale does not depend on the batch size."
-            fail(item, case, f"the returned loss {loss:.6g} is not the mean squared error of the model's output "
-                 f"(that would be {mse_of_target:.6g}).", hint)
+            fail(
+                item,
+                case,
+                f"the returned loss {loss:.6g} is not the mean squared error of the model's output "
+                f"(that would be {mse_of_target:.6g}).",
+                hint,
+            )
         # 3. The target is the noise that made x_t from x0 (eq. 4).
         ab = alpha_bar[t].reshape(-1, 1)  # (B, 1)
         residual = x_t - (ab.sqrt() * x0 + (1 - ab).sqrt() * target)
@@ -173,18 +223,32 @@ def check_training_step(training_step) -> str:
             for a, b, text in _forward_mistakes(alpha_bar, t):
                 if hint is None and (x_t - (a * x0 + b * target)).abs().max() < 1e-4:
                     hint = text
-            fail(item, case, "x_t is not sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps for the eps the loss uses "
-                 f"(largest mismatch {residual.abs().max().item():.3g}).",
-                 hint or "make x_t from x0 and one noise tensor with the forward process, then use that same noise as the target.")
+            fail(
+                item,
+                case,
+                "x_t is not sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps for the eps the loss uses "
+                f"(largest mismatch {residual.abs().max().item():.3g}).",
+                hint
+                or "make x_t from x0 and one noise tensor with the forward process, then use that same noise as the target.",
+            )
         # 4. One optimizer step, on this step's gradients only.
         if len(optimizer.steps) == steps_before:
-            fail(item, case, "the optimizer never stepped: the parameters did not change.", "call optimizer.step() after loss.backward().")
+            fail(
+                item,
+                case,
+                "the optimizer never stepped: the parameters did not change.",
+                "call optimizer.step() after loss.backward().",
+            )
         record = optimizer.steps[-1]
         expected = _params_grads(inner, record["params"], x_t, t, target)
         got = record["grads"]
         if any(g is None for g in got):
-            fail(item, case, "at optimizer.step() some parameters had no gradient.",
-                 "call loss.backward() before optimizer.step().")
+            fail(
+                item,
+                case,
+                "at optimizer.step() some parameters had no gradient.",
+                "call loss.backward() before optimizer.step().",
+            )
         if not all(torch.allclose(g, e, atol=1e-6, rtol=1e-3) for g, e in zip(got, expected)):
             hint = "the gradients at optimizer.step() are not those of this step's loss."
             if previous_grads is not None and all(
@@ -208,7 +272,9 @@ def check_training_step(training_step) -> str:
     return "2 calls: x_t, target, loss, gradients and t all right"
 
 
-@register("training_loop", "train(model, data, alpha_bar, steps, batch_size, lr, generator): the loss falls", "04_training")
+@register(
+    "training_loop", "train(model, data, alpha_bar, steps, batch_size, lr, generator): the loss falls", "04_training"
+)
 def check_training_loop(train) -> str:
     item = "training_loop"
     from sdedu.data.toy2d import make_moons
@@ -221,26 +287,54 @@ def check_training_loop(train) -> str:
     before = [p.detach().clone() for p in model.parameters()]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        losses = call_learner(item, train,
-                              [("model", model), ("data", data), ("alpha_bar", alpha_bar), ("steps", steps),
-                               ("batch_size", 128), ("lr", 3e-3), ("generator", torch.Generator().manual_seed(0))],
-                              case=case, name="train", frozen=("data", "alpha_bar"))
+        losses = call_learner(
+            item,
+            train,
+            [
+                ("model", model),
+                ("data", data),
+                ("alpha_bar", alpha_bar),
+                ("steps", steps),
+                ("batch_size", 128),
+                ("lr", 3e-3),
+                ("generator", torch.Generator().manual_seed(0)),
+            ],
+            case=case,
+            name="train",
+            frozen=("data", "alpha_bar"),
+        )
     if not isinstance(losses, (list, tuple)) or len(losses) != steps:
-        fail(item, case, f"train should return a list of {steps} losses, one per step; got "
-             f"{describe(losses) if not isinstance(losses, (list, tuple)) else f'a list of {len(losses)}'}.",
-             "append the float returned by training_step at every step and return the list.")
+        fail(
+            item,
+            case,
+            f"train should return a list of {steps} losses, one per step; got "
+            f"{describe(losses) if not isinstance(losses, (list, tuple)) else f'a list of {len(losses)}'}.",
+            "append the float returned by training_step at every step and return the list.",
+        )
     if not all(isinstance(v, float) and math.isfinite(v) for v in losses):
         bad = next(v for v in losses if not (isinstance(v, float) and math.isfinite(v)))
-        fail(item, case, f"every loss should be a finite float; found {describe(bad)}.",
-             "collect the floats training_step returns (loss.item()); a NaN means the learning rate is far too large.")
+        fail(
+            item,
+            case,
+            f"every loss should be a finite float; found {describe(bad)}.",
+            "collect the floats training_step returns (loss.item()); a NaN means the learning rate is far too large.",
+        )
     if all(torch.equal(a, p.detach()) for a, p in zip(before, model.parameters())):
-        fail(item, case, "the model's parameters did not change.",
-             "build the optimizer over model.parameters() of the model you were given, and step it.")
+        fail(
+            item,
+            case,
+            "the model's parameters did not change.",
+            "build the optimizer over model.parameters() of the model you were given, and step it.",
+        )
     window = steps // 10
     first = sum(losses[:window]) / window
     last = sum(losses[-window:]) / window
     if not last < 0.85 * first:
-        fail(item, case, f"the loss did not fall: mean of the first {window} steps {first:.3f}, of the last {window} {last:.3f}.",
-             "use the `lr` argument for torch.optim.Adam, draw a fresh random batch of `batch_size` points every "
-             "step, and create the optimizer once, before the loop.")
+        fail(
+            item,
+            case,
+            f"the loss did not fall: mean of the first {window} steps {first:.3f}, of the last {window} {last:.3f}.",
+            "use the `lr` argument for torch.optim.Adam, draw a fresh random batch of `batch_size` points every "
+            "step, and create the optimizer once, before the loop.",
+        )
     return f"loss fell from {first:.3f} to {last:.3f} in {steps} steps"

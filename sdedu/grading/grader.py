@@ -96,19 +96,28 @@ def restore_check_cells(submission, master) -> list[str]:
             index = by_id.get(master_cell.get("id"))
             if index is None:
                 items = set(check_items(master_cell))
-                index = next((i for i, c in enumerate(submission.cells)
-                              if c.cell_type == "code" and items & set(check_items(c))), None)
+                index = next(
+                    (
+                        i
+                        for i, c in enumerate(submission.cells)
+                        if c.cell_type == "code" and items & set(check_items(c))
+                    ),
+                    None,
+                )
             if index is not None:
                 if submission.cells[index].source != master_cell.source:
-                    notes.append(f"the check cell for {', '.join(check_items(master_cell))} was edited; "
-                                 "the original was restored")
+                    notes.append(
+                        f"the check cell for {', '.join(check_items(master_cell))} was edited; "
+                        "the original was restored"
+                    )
                 submission.cells[index] = restored
             else:
                 after = by_id.get(previous_id)
                 position = len(submission.cells) if after is None else after + 1
                 submission.cells.insert(position, restored)
-                notes.append(f"the check cell for {', '.join(check_items(master_cell))} was missing; "
-                             "the original was put back")
+                notes.append(
+                    f"the check cell for {', '.join(check_items(master_cell))} was missing; the original was put back"
+                )
             by_id = {cell.get("id"): i for i, cell in enumerate(submission.cells)}
         previous_id = master_cell.get("id")
     return notes
@@ -130,12 +139,22 @@ def run_notebook(nb, cell_timeout: float, kernel_name: str = "python3") -> list[
     index = -1
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     env.pop("SDEDU_GRADING_LOG", None)
-    timeout_error = {"ename": "CellTimeout", "evalue": f"the cell did not finish within {cell_timeout:g} s",
-                     "traceback": [f"CellTimeout: the cell did not finish within {cell_timeout:g} s"]}
+    timeout_error = {
+        "ename": "CellTimeout",
+        "evalue": f"the cell did not finish within {cell_timeout:g} s",
+        "traceback": [f"CellTimeout: the cell did not finish within {cell_timeout:g} s"],
+    }
     with tempfile.TemporaryDirectory(prefix="sdedu-grade-") as workdir:
-        client = NotebookClient(nb, timeout=int(cell_timeout), kernel_name=kernel_name, allow_errors=True,
-                                interrupt_on_timeout=True, error_on_timeout=timeout_error,
-                                shutdown_kernel="immediate", resources={"metadata": {"path": workdir}})
+        client = NotebookClient(
+            nb,
+            timeout=int(cell_timeout),
+            kernel_name=kernel_name,
+            allow_errors=True,
+            interrupt_on_timeout=True,
+            error_on_timeout=timeout_error,
+            shutdown_kernel="immediate",
+            resources={"metadata": {"path": workdir}},
+        )
         try:
             with client.setup_kernel(env=env, cwd=workdir):
                 for index, cell in enumerate(nb.cells):
@@ -147,11 +166,15 @@ def run_notebook(nb, cell_timeout: float, kernel_name: str = "python3") -> list[
                         cell.metadata["sdedu_timed_out"] = True
                         notes.append(f"cell {index} did not finish within {cell_timeout:g} s and was interrupted")
                         if not _responsive(client):
-                            notes.append("the kernel stopped answering after the interrupt; the cells after it did not run")
+                            notes.append(
+                                "the kernel stopped answering after the interrupt; the cells after it did not run"
+                            )
                             break
         except DeadKernelError:
-            notes.append(f"the kernel died while running cell {index} (os._exit, a crash or out of memory?); "
-                         "the cells after it did not run")
+            notes.append(
+                f"the kernel died while running cell {index} (os._exit, a crash or out of memory?); "
+                "the cells after it did not run"
+            )
         except Exception as err:  # noqa: BLE001 - one broken submission must never stop the batch
             notes.append(f"the grader could not run the notebook: {type(err).__name__}: {err}")
     return notes
@@ -279,9 +302,15 @@ def find_submissions(paths: list[Path]) -> list[Path]:
     return found
 
 
-def grade(submissions: list[Path], out: Path, feedback_dir: Path | None = None,
-          solutions_dir: Path = builder.SOLUTIONS_DIR, cell_timeout: float = DEFAULT_CELL_TIMEOUT_S,
-          kernel_name: str = "python3", progress=print) -> list[Report]:
+def grade(
+    submissions: list[Path],
+    out: Path,
+    feedback_dir: Path | None = None,
+    solutions_dir: Path = builder.SOLUTIONS_DIR,
+    cell_timeout: float = DEFAULT_CELL_TIMEOUT_S,
+    kernel_name: str = "python3",
+    progress=print,
+) -> list[Report]:
     """Grade `submissions` into the CSV `out` and one feedback file each; returns the reports."""
     out = Path(out)
     feedback_dir = Path(feedback_dir) if feedback_dir is not None else out.with_name(out.stem + "_feedback")
@@ -291,7 +320,9 @@ def grade(submissions: list[Path], out: Path, feedback_dir: Path | None = None,
         report = grade_one(path, Path(solutions_dir), cell_timeout, kernel_name)
         reports.append(report)
         rows = [row for row in rows if row["submission"] != report.submission]
-        rows += [{"submission": report.submission, "item": r.item, "points": r.points, "max": r.max} for r in report.items]
+        rows += [
+            {"submission": report.submission, "item": r.item, "points": r.points, "max": r.max} for r in report.items
+        ]
         if not report.items:
             rows.append({"submission": report.submission, "item": "(not graded)", "points": 0, "max": 0})
         write_csv(out, rows)
@@ -306,14 +337,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="sdedu grade",
         description="Run submitted exercise notebooks, score every check, write a CSV and feedback files. "
-                    "Submissions run with your rights: grade untrusted work inside a container.")
+        "Submissions run with your rights: grade untrusted work inside a container.",
+    )
     parser.add_argument("submissions", nargs="+", type=Path, help="notebooks, or folders searched for *.ipynb")
     parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the CSV to write (default grades.csv)")
-    parser.add_argument("--feedback", type=Path, default=None,
-                        help="folder for one feedback file per submission (default: <out>_feedback next to the CSV)")
+    parser.add_argument(
+        "--feedback",
+        type=Path,
+        default=None,
+        help="folder for one feedback file per submission (default: <out>_feedback next to the CSV)",
+    )
     parser.add_argument("--solutions", type=Path, default=builder.SOLUTIONS_DIR, help="folder of the master notebooks")
-    parser.add_argument("--cell-timeout", type=float, default=DEFAULT_CELL_TIMEOUT_S,
-                        help=f"seconds a cell may run before it is interrupted (default {DEFAULT_CELL_TIMEOUT_S})")
+    parser.add_argument(
+        "--cell-timeout",
+        type=float,
+        default=DEFAULT_CELL_TIMEOUT_S,
+        help=f"seconds a cell may run before it is interrupted (default {DEFAULT_CELL_TIMEOUT_S})",
+    )
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
     args = parser.parse_args(argv)
     if not Path(args.solutions).is_dir():

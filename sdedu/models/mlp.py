@@ -70,20 +70,18 @@ class MLPDenoiser(nn.Module):
         """
         check_tensor("x_t", x_t, ndim=2, floating=True)
         if x_t.shape[1] != self.config.data_dim:
-            raise ValueError(
-                f"x_t must have shape (B, {self.config.data_dim}); got shape {tuple(x_t.shape)}"
-            )
+            raise ValueError(f"x_t must have shape (B, {self.config.data_dim}); got shape {tuple(x_t.shape)}")
         check_tensor("t", t)
         if t.ndim == 0:
-            t = t.expand(x_t.shape[0])                                        # (B,)
+            t = t.expand(x_t.shape[0])  # (B,)
         if tuple(t.shape) != (x_t.shape[0],):
             raise ValueError(f"t must have shape (B,) = ({x_t.shape[0]},); got shape {tuple(t.shape)}")
         # 1. Time features: sinusoids of t, then a small MLP.
-        time = self.time_embedding(t).to(x_t.dtype)                           # (B, hidden)
+        time = self.time_embedding(t).to(x_t.dtype)  # (B, hidden)
         # 2. Lift the point into the hidden width.
-        h = self.input(x_t)                                                   # (B, hidden)
+        h = self.input(x_t)  # (B, hidden)
         # 3. Every hidden layer sees the time again, so each can act differently at each t.
         for layer in self.layers:
             h = torch.nn.functional.silu(layer(h + time))
         # 4. Read out one noise value per coordinate (no activation: eps is unbounded).
-        return self.output(h)                                                 # (B, data_dim)
+        return self.output(h)  # (B, data_dim)

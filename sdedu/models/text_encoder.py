@@ -165,7 +165,9 @@ class TextEncoder(nn.Module):
         check_tensor("ids", ids, ndim=2)
         c = self.config
         if ids.dtype != torch.long or ids.shape[1] != c.max_length:
-            raise ValueError(f"ids must be an int64 tensor of shape (B, {c.max_length}) from the Tokenizer; got {describe(ids)}")
+            raise ValueError(
+                f"ids must be an int64 tensor of shape (B, {c.max_length}) from the Tokenizer; got {describe(ids)}"
+            )
         if ids.numel() and (ids.min() < 0 or ids.max() >= c.vocab_size):
             raise ValueError(f"ids must lie in [0, {c.vocab_size}); got values in [{int(ids.min())}, {int(ids.max())}]")
         # 1. Embed tokens and positions.
@@ -193,9 +195,12 @@ class ImageEncoder(nn.Module):
     def __init__(self, embed_dim: int = 64, channels: int = 32):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, channels, 3, stride=2, padding=1), nn.SiLU(),  # 16x16
-            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1), nn.SiLU(),  # 8x8
-            nn.Conv2d(2 * channels, 2 * channels, 3, stride=2, padding=1), nn.SiLU(),  # 4x4
+            nn.Conv2d(3, channels, 3, stride=2, padding=1),
+            nn.SiLU(),  # 16x16
+            nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1),
+            nn.SiLU(),  # 8x8
+            nn.Conv2d(2 * channels, 2 * channels, 3, stride=2, padding=1),
+            nn.SiLU(),  # 4x4
             nn.Flatten(),  # (B, 2 * channels * 16)
             nn.Linear(2 * channels * 16, embed_dim),
         )

@@ -72,7 +72,9 @@ class UNetConfig:
         if len(self.channels) != 2:
             raise ValueError(f"channels must give 2 levels (8x8, 4x4); got {self.channels!r}")
         if int(self.sample_size) != self.sample_size or self.sample_size < 2 or self.sample_size % 2:
-            raise ValueError(f"sample_size must be an even int >= 2 (the UNet halves it once); got {self.sample_size!r}")
+            raise ValueError(
+                f"sample_size must be an even int >= 2 (the UNet halves it once); got {self.sample_size!r}"
+            )
         self.sample_size = int(self.sample_size)
 
 
@@ -97,8 +99,9 @@ class UNet(nn.Module):
             return ResBlock(cin, cout, temb, norm_groups=g, zero_init=True)
 
         def attn(ch):
-            return SpatialTransformer(ch, config.context_dim, ch // config.head_dim, config.head_dim,
-                                      config.ff_mult, norm_groups=g)
+            return SpatialTransformer(
+                ch, config.context_dim, ch // config.head_dim, config.head_dim, config.ff_mult, norm_groups=g
+            )
 
         self.time_embedding = TimestepEmbedding(c0, temb)
         self.conv_in = nn.Conv2d(config.in_channels, c0, 3, padding=1)
@@ -149,8 +152,10 @@ class UNet(nn.Module):
         check_tensor("x_t", x_t, ndim=4, floating=True)
         n = c.sample_size
         if tuple(x_t.shape[1:]) != (c.in_channels, n, n):
-            raise ValueError(f"x_t must have shape (B, in_channels, sample_size, sample_size) = (B, {c.in_channels}, {n}, {n}) "
-                             f"(UNetConfig.in_channels={c.in_channels}, sample_size={n}); got {describe(x_t)}")
+            raise ValueError(
+                f"x_t must have shape (B, in_channels, sample_size, sample_size) = (B, {c.in_channels}, {n}, {n}) "
+                f"(UNetConfig.in_channels={c.in_channels}, sample_size={n}); got {describe(x_t)}"
+            )
         B = x_t.shape[0]
         check_tensor("t", t)
         # The range check reads t's values: torch.compile would split its graph there (and a GPU

@@ -143,7 +143,9 @@ class VAE(nn.Module):
         check_tensor("images", images, ndim=4, floating=True)
         expected = (self.config.in_channels, 32, 32)
         if tuple(images.shape[1:]) != expected:
-            raise ValueError(f"images must have shape (B, {', '.join(map(str, expected))}) in [0, 1]; got {describe(images)}")
+            raise ValueError(
+                f"images must have shape (B, {', '.join(map(str, expected))}) in [0, 1]; got {describe(images)}"
+            )
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q(z | x): images (B, 3, 32, 32) in [0, 1] -> mean, logvar, each (B, 4, 8, 8).
@@ -165,7 +167,9 @@ class VAE(nn.Module):
         return (self.decoder(z) + 1.0) / 2.0  # back from [-1, 1]
 
     @staticmethod
-    def sample_latent(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_latent(
+        mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """z = mean + exp(logvar / 2) * eps, eps ~ N(0, I): the reparameterisation trick."""
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(0.5 * logvar) * eps
@@ -208,6 +212,8 @@ def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     check_tensor("images", images, floating=True)
     check_tensor("reference", reference, floating=True)
     if images.shape != reference.shape:
-        raise ValueError(f"images and reference must have the same shape; got {tuple(images.shape)} and {tuple(reference.shape)}")
+        raise ValueError(
+            f"images and reference must have the same shape; got {tuple(images.shape)} and {tuple(reference.shape)}"
+        )
     mse = (images.clamp(0, 1) - reference).pow(2).flatten(1).mean(dim=1)
     return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))

@@ -46,8 +46,16 @@ class ResBlock(nn.Module):
         eps: GroupNorm epsilon.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, time_dim: int | None = None, norm_groups: int = 32,
-                 dropout: float = 0.0, zero_init: bool = False, eps: float = 1e-5):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        time_dim: int | None = None,
+        norm_groups: int = 32,
+        dropout: float = 0.0,
+        zero_init: bool = False,
+        eps: float = 1e-5,
+    ):
         super().__init__()
         self.norm1 = nn.GroupNorm(norm_groups, in_channels, eps=eps)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
@@ -166,8 +174,16 @@ class SpatialTransformer(nn.Module):
         norm_groups: GroupNorm groups.
     """
 
-    def __init__(self, channels: int, context_dim: int, num_heads: int = 4, head_dim: int = 32, ff_mult: int = 4,
-                 depth: int = 1, norm_groups: int = 32):
+    def __init__(
+        self,
+        channels: int,
+        context_dim: int,
+        num_heads: int = 4,
+        head_dim: int = 32,
+        ff_mult: int = 4,
+        depth: int = 1,
+        norm_groups: int = 32,
+    ):
         super().__init__()
         self.norm = nn.GroupNorm(norm_groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, channels, 1)

@@ -39,6 +39,22 @@ from sdedu.optimize.pruning import prune, sparsity
 from sdedu.optimize.text_cache import CachedTextEncoder, cache_text_embeddings
 from sdedu.optimize.wrappers import COMPONENTS, ModuleWrapper, model_size_bytes, unwrap
 
-__all__ = ["COMPONENTS", "AutocastModule", "CachedTextEncoder", "CompiledModule", "Int8Conv2d", "Int8Linear",
-           "ModuleWrapper", "autocast", "cache_text_embeddings", "compile", "model_size_bytes", "prune",
-           "quantize_int8", "quantize_module_int8", "quantize_weight", "sparsity", "unwrap"]
+__all__ = [
+    "COMPONENTS",
+    "AutocastModule",
+    "CachedTextEncoder",
+    "CompiledModule",
+    "Int8Conv2d",
+    "Int8Linear",
+    "ModuleWrapper",
+    "autocast",
+    "cache_text_embeddings",
+    "compile",
+    "model_size_bytes",
+    "prune",
+    "quantize_int8",
+    "quantize_module_int8",
+    "quantize_weight",
+    "sparsity",
+    "unwrap",
+]

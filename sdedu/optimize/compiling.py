@@ -21,6 +21,8 @@ class CompiledModule(ModuleWrapper):
     error is raised; otherwise a warning is issued once and every later call runs eagerly.
     """
 
+    copyable = False  # apply sdedu.optimize.compile last (see ModuleWrapper.copyable)
+
     def __init__(self, module: nn.Module, **compile_kwargs):
         super().__init__(module)
         self.compile_kwargs = compile_kwargs
@@ -38,7 +40,9 @@ class CompiledModule(ModuleWrapper):
     def fall_back(self, reason: str) -> None:
         if self.fallback_reason is None:
             self.fallback_reason = reason
-            warnings.warn(f"torch.compile failed, running the model eagerly instead: {reason}", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"torch.compile failed, running the model eagerly instead: {reason}", RuntimeWarning, stacklevel=3
+            )
 
     def forward(self, *args, **kwargs):
         if self.fallback_reason is not None:
@@ -67,8 +71,14 @@ def _missing_compiler(backend, device) -> str | None:
     return "no C++ compiler found (install g++ or clang++, or set CXX); torch.compile's inductor needs one on CPU"
 
 
-def compile(pipe, backend="inductor", mode: str | None = None, warmup: bool = True,  # noqa: A001 - torch's name
-            batch_size: int = 2, **compile_kwargs):
+def compile(
+    pipe,
+    backend="inductor",
+    mode: str | None = None,
+    warmup: bool = True,  # noqa: A001 - torch's name
+    batch_size: int = 2,
+    **compile_kwargs,
+):
     """The pipeline with its UNet compiled by torch.compile (TorchDynamo + Inductor).
 
     Buys: fused kernels, so fewer passes over memory for the many small element-wise operations

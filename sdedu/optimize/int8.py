@@ -80,7 +80,9 @@ class Int8Conv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.conv2d(x, self.dequantized_weight(x.dtype), bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(
+            x, self.dequantized_weight(x.dtype), bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
     def extra_repr(self) -> str:
         return f"{tuple(self.qweight.shape)}, stride={self.stride}, padding={self.padding}, int8 per-channel"

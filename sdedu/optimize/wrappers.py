@@ -18,6 +18,10 @@ class ModuleWrapper(nn.Module):
     the pipeline and the notebooks need not know that it is wrapped.
     """
 
+    # A compiled module (sdedu.optimize.compiling) sets this False: copying it would copy the
+    # compiled graph's guards, not the weights the copy is meant to change.
+    copyable: bool = True
+
     def __init__(self, module: nn.Module):
         super().__init__()
         self.module = module
@@ -51,10 +55,8 @@ def model_size_bytes(module: nn.Module) -> int:
 
 def copy_pipeline(pipe, components=COMPONENTS):
     """A shallow copy of the pipeline whose named networks are deep copies."""
-    from sdedu.optimize.compiling import CompiledModule  # imported here: compiling imports this module
-
     for name in components:
-        if isinstance(getattr(pipe, name), CompiledModule):
+        if not getattr(getattr(pipe, name), "copyable", True):
             raise ValueError(f"pipe.{name} is already compiled: apply sdedu.optimize.compile last")
     new = copy.copy(pipe)
     for name in components:
@@ -65,7 +67,9 @@ def copy_pipeline(pipe, components=COMPONENTS):
 def check_pipe(pipe):
     missing = [name for name in ("unet", "text_encoder", "vae", "device") if not hasattr(pipe, name)]
     if missing:
-        raise TypeError(f"pipe must be a TinyStableDiffusion (with unet, text_encoder, vae, device); got {describe(pipe)}")
+        raise TypeError(
+            f"pipe must be a TinyStableDiffusion (with unet, text_encoder, vae, device); got {describe(pipe)}"
+        )
     return pipe
 
 

@@ -18,7 +18,7 @@ import torch
 
 from sdedu._checks import check_int_range, check_number_range, describe
 from sdedu.diffusion import randn_like
-from sdedu.samplers import SamplerStep, check_step_inputs
+from sdedu.samplers.step import SamplerStep, check_step_inputs
 from sdedu.schedules import NoiseSchedule
 
 
@@ -49,9 +49,7 @@ class DDIMSampler:
     After construction the sampler uses min(50, T - steps_offset) steps; call `set_timesteps(n)`.
     """
 
-    def __init__(
-        self, schedule: NoiseSchedule, eta: float = 0.0, clip_sample: bool = False, steps_offset: int = 1
-    ):
+    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip_sample: bool = False, steps_offset: int = 1):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
         if not isinstance(clip_sample, bool):

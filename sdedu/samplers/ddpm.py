@@ -15,7 +15,7 @@ import torch
 
 from sdedu._checks import check_int_range, describe
 from sdedu.diffusion import randn_like
-from sdedu.samplers import SamplerStep, check_step_inputs
+from sdedu.samplers.step import SamplerStep, check_step_inputs
 from sdedu.schedules import NoiseSchedule
 
 
@@ -106,6 +106,4 @@ class DDPMSampler:
         return SamplerStep(x_prev=mean + variance**0.5 * z, x0_pred=x0_pred)
 
     def __repr__(self) -> str:
-        return (
-            f"DDPMSampler(T={self.schedule.T}, steps={self.num_inference_steps}, clip_sample={self.clip_sample})"
-        )
+        return f"DDPMSampler(T={self.schedule.T}, steps={self.num_inference_steps}, clip_sample={self.clip_sample})"

@@ -101,9 +101,11 @@ def load_checkpoint(directory, model, optimizer=None, ema=None, device="cpu") ->
             f"checkpoint in {directory} is inconsistent: {TENSORS} is from step {tensor_step}, "
             f"{STATE} from step {state['step']}"
         )
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None:
-        ema.load_state_dict({k[len("ema."):]: v for k, v in tensors.items() if k.startswith("ema.")}, state["ema_updates"])
+        ema.load_state_dict(
+            {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}, state["ema_updates"]
+        )
     if optimizer is not None:
         optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
         optimizer.load_state_dict(_optimizer_from_flat(optim_tensors, state["optimizer"]))

@@ -102,8 +102,9 @@ def threads_per_rank(local_world_size: int, threads: int | None = None) -> int:
     return check_int_range("threads", int(threads), 1, 1024)
 
 
-def init_from_env(device=None, backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-                  threads: int | None = None) -> DistributedContext:
+def init_from_env(
+    device=None, backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S, threads: int | None = None
+) -> DistributedContext:
     """Join the process group that torchrun describes in the environment (or stay single-process).
 
     Args:
@@ -131,11 +132,15 @@ def init_from_env(device=None, backend: str | None = None, timeout_s: float = DE
     device = torch.device(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device} was asked for but no GPU is visible (torch.cuda.is_available() is False)")
+            raise ValueError(
+                f"device {device} was asked for but no GPU is visible (torch.cuda.is_available() is False)"
+            )
         index = local_rank if device.index is None else device.index
         if index >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {local_rank} needs GPU {index}; this machine has {torch.cuda.device_count()}: "
-                             "use --nproc_per_node <= the number of GPUs")
+            raise ValueError(
+                f"LOCAL_RANK {local_rank} needs GPU {index}; this machine has {torch.cuda.device_count()}: "
+                "use --nproc_per_node <= the number of GPUs"
+            )
         device = torch.device("cuda", index)
         torch.cuda.set_device(device)
     # 2. The backend: nccl talks GPU to GPU, gloo works on CPU tensors (and CUDA, slower).
@@ -152,11 +157,22 @@ def init_from_env(device=None, backend: str | None = None, timeout_s: float = DE
         return DistributedContext(device=device, threads=threads)
     # 4. Rendezvous (MASTER_ADDR/MASTER_PORT from torchrun), with a timeout on every wait.
     if not dist.is_initialized():
-        dist.init_process_group(backend, rank=rank, world_size=world_size,
-                                timeout=datetime.timedelta(seconds=timeout_s),
-                                device_id=device if device.type == "cuda" else None)
-    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank,
-                              local_world_size=local_world_size, backend=backend, device=device, threads=threads)
+        dist.init_process_group(
+            backend,
+            rank=rank,
+            world_size=world_size,
+            timeout=datetime.timedelta(seconds=timeout_s),
+            device_id=device if device.type == "cuda" else None,
+        )
+    return DistributedContext(
+        rank=rank,
+        world_size=world_size,
+        local_rank=local_rank,
+        local_world_size=local_world_size,
+        backend=backend,
+        device=device,
+        threads=threads,
+    )
 
 
 def rank_seed(seed: int, rank: int) -> int:
@@ -210,8 +226,9 @@ def mean_over_ranks(value: float, context: DistributedContext | None = None) -> 
     """The average of a number over all ranks (e.g. the loss, for the log); itself when single-process."""
     if context is None or not context.is_distributed:
         return float(value)
-    tensor = torch.tensor([float(value)], dtype=torch.float64,
-                          device=context.device if context.backend == "nccl" else "cpu")
+    tensor = torch.tensor(
+        [float(value)], dtype=torch.float64, device=context.device if context.backend == "nccl" else "cpu"
+    )
     dist.all_reduce(tensor)
     return float(tensor.item()) / context.world_size
 

@@ -19,10 +19,10 @@ import csv
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -179,7 +179,9 @@ def train(
     model.train()
     loss_value, t_start, cpu_start = float("nan"), time.perf_counter(), time.process_time()
     completed, updating = start, False  # fully finished steps; True while weights are changing
-    bar = tqdm(range(start, config.steps), desc=desc, initial=start, total=config.steps, disable=not (progress and main))
+    bar = tqdm(
+        range(start, config.steps), desc=desc, initial=start, total=config.steps, disable=not (progress and main)
+    )
     try:
         for step in bar:
             t0 = time.perf_counter()

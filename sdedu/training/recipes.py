@@ -53,16 +53,22 @@ class Recipe:
     seed: int = 0
     # 1. VAE
     vae: VAEConfig = field(default_factory=VAEConfig)
-    vae_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, lr=2e-3, warmup_steps=50, ema_decay=0.995))
+    vae_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=3000, lr=2e-3, warmup_steps=50, ema_decay=0.995)
+    )
     vae_batch_size: int = 8
     scale_factor_images: int = 2000
     # 2. text encoder
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    text_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=300, lr=2e-3, warmup_steps=30, ema_decay=0.0))
+    text_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=300, lr=2e-3, warmup_steps=30, ema_decay=0.0)
+    )
     text_batch_size: int = 256
     # 3. UNet
     unet: UNetConfig = field(default_factory=UNetConfig)
-    unet_train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, lr=1e-3, warmup_steps=100, ema_decay=0.999))
+    unet_train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=3000, lr=1e-3, warmup_steps=100, ema_decay=0.999)
+    )
     unet_batch_size: int = 64
     latent_bank: int = 12_000
     schedule: dict = field(default_factory=lambda: {"kind": "scaled_linear"})
@@ -71,7 +77,7 @@ class Recipe:
     p_drop: float = 0.5
     p_uncond: float = 0.1
 
-    def with_steps(self, steps: int | None = None, seed: int | None = None, bf16: bool = False) -> "Recipe":
+    def with_steps(self, steps: int | None = None, seed: int | None = None, bf16: bool = False) -> Recipe:
         """A copy with every part's step count set to `steps` (for smoke runs), seed and bf16 set."""
         recipe = Recipe(**{k: getattr(self, k) for k in self.__dataclass_fields__})
         for name in ("vae_train", "text_train", "unet_train"):
@@ -109,8 +115,9 @@ def captions_for(attributes: list[dict], generator: torch.Generator, p_full: flo
 def _codes(items: list[dict]) -> torch.Tensor:
     """(n, 4) integer code of each attribute (index into SHAPES, COLORS, ...), -1 where absent."""
     tables = (shapes.SHAPES, shapes.COLORS, shapes.SIZES, shapes.POSITIONS)
-    return torch.tensor([[table.index(item[a]) if a in item else -1 for a, table in zip(shapes.ATTRIBUTES, tables)]
-                         for item in items])
+    return torch.tensor(
+        [[table.index(item[a]) if a in item else -1 for a, table in zip(shapes.ATTRIBUTES, tables)] for item in items]
+    )
 
 
 def matches(attributes: list[dict], named: list[dict]) -> torch.Tensor:
@@ -129,8 +136,9 @@ def draw_images(n: int, generator: torch.Generator):
 # ---- 1. VAE ------------------------------------------------------------------------------------
 
 
-def train_vae(recipe: Recipe, out_dir=None, resume=False, progress=True, device="cpu",
-              distributed=None) -> tuple[VAE, dict]:
+def train_vae(
+    recipe: Recipe, out_dir=None, resume=False, progress=True, device="cpu", distributed=None
+) -> tuple[VAE, dict]:
     """Train the KL autoencoder, set its scale factor, measure PSNR. Returns (EMA VAE, info)."""
     device = torch.device(device)
     vae = VAE(recipe.vae).to(device)
@@ -139,14 +147,29 @@ def train_vae(recipe: Recipe, out_dir=None, resume=False, progress=True, device=
         images, _ = draw_images(recipe.vae_batch_size, generator)
         return model.loss(images.to(device), generator=None if device.type != "cpu" else generator)
 
-    run = train(vae, loss_fn, recipe.vae_train, _sub(out_dir, "vae"), resume=resume, desc="VAE", progress=progress,
-                distributed=distributed)
+    run = train(
+        vae,
+        loss_fn,
+        recipe.vae_train,
+        _sub(out_dir, "vae"),
+        resume=resume,
+        desc="VAE",
+        progress=progress,
+        distributed=distributed,
+    )
     vae = run.ema_model
     # Latent scale factor, as for SD: 1 / std of sampled latents over training images.
     images, _ = draw_images(recipe.scale_factor_images, torch.Generator().manual_seed(recipe.seed + 1))
     scale = vae.compute_scale_factor(images.to(device), generator=torch.Generator(device).manual_seed(recipe.seed))
-    info = {"train_seconds": run.seconds, "cpu_seconds": run.cpu_seconds, "seconds_per_step": run.seconds_per_step,
-            "steps": run.steps, "final_loss": run.final_loss, "scale_factor": scale, **evaluate_vae(vae, device=device)}
+    info = {
+        "train_seconds": run.seconds,
+        "cpu_seconds": run.cpu_seconds,
+        "seconds_per_step": run.seconds_per_step,
+        "steps": run.steps,
+        "final_loss": run.final_loss,
+        "scale_factor": scale,
+        **evaluate_vae(vae, device=device),
+    }
     return vae, info
 
 
@@ -165,16 +188,21 @@ def evaluate_vae(vae: VAE, n: int = 1000, device="cpu") -> dict:
     values = psnr(recon, images)
     held = torch.tensor([(a["color"], a["shape"]) in shapes.HELD_OUT for a in attributes])
     small = [i for i, a in enumerate(attributes) if a["size"] == "small"]
-    return {"psnr_db": float(values.mean()), "psnr_db_held_out_pairs": float(values[held].mean()), "psnr_images": n,
-            "reconstruction_shape_accuracy": metrics.adherence(recon, attributes)["shape"],
-            "reconstruction_shape_accuracy_small": metrics.adherence(recon[small], [attributes[i] for i in small])["shape"]}
+    return {
+        "psnr_db": float(values.mean()),
+        "psnr_db_held_out_pairs": float(values[held].mean()),
+        "psnr_images": n,
+        "reconstruction_shape_accuracy": metrics.adherence(recon, attributes)["shape"],
+        "reconstruction_shape_accuracy_small": metrics.adherence(recon[small], [attributes[i] for i in small])["shape"],
+    }
 
 
 # ---- 2. text encoder ---------------------------------------------------------------------------
 
 
-def train_text_encoder(recipe: Recipe, out_dir=None, resume=False, progress=True, device="cpu",
-                       distributed=None) -> tuple[TextEncoder, dict]:
+def train_text_encoder(
+    recipe: Recipe, out_dir=None, resume=False, progress=True, device="cpu", distributed=None
+) -> tuple[TextEncoder, dict]:
     """CLIP-style contrastive pretraining with multi-positive targets. Returns (text encoder, info)."""
     device = torch.device(device)
     tokenizer = Tokenizer(max_length=recipe.text.max_length)
@@ -186,10 +214,24 @@ def train_text_encoder(recipe: Recipe, out_dir=None, resume=False, progress=True
         match = matches(attributes, named)  # (B images, B captions)
         return model.loss(images.to(device), tokenizer(captions, device=device), match.to(device))
 
-    run = train(model, loss_fn, recipe.text_train, _sub(out_dir, "text"), resume=resume, desc="text encoder", progress=progress,
-                distributed=distributed)
-    info = {"train_seconds": run.seconds, "cpu_seconds": run.cpu_seconds, "seconds_per_step": run.seconds_per_step,
-            "steps": run.steps, "final_loss": run.final_loss, **evaluate_text_encoder(run.ema_model, tokenizer, device=device)}
+    run = train(
+        model,
+        loss_fn,
+        recipe.text_train,
+        _sub(out_dir, "text"),
+        resume=resume,
+        desc="text encoder",
+        progress=progress,
+        distributed=distributed,
+    )
+    info = {
+        "train_seconds": run.seconds,
+        "cpu_seconds": run.cpu_seconds,
+        "seconds_per_step": run.seconds_per_step,
+        "steps": run.steps,
+        "final_loss": run.final_loss,
+        **evaluate_text_encoder(run.ema_model, tokenizer, device=device),
+    }
     return run.ema_model.text_encoder.eval(), info
 
 
@@ -197,8 +239,10 @@ def train_text_encoder(recipe: Recipe, out_dir=None, resume=False, progress=True
 def evaluate_text_encoder(model: ContrastiveModel, tokenizer: Tokenizer, n: int = 500, device="cpu") -> dict:
     """Zero-shot retrieval: how often an image's nearest full caption (of all 180) is its own."""
     images, captions, _ = shapes.sample(n, seed=EVAL_SEED)
-    everything = [shapes.caption(dict(zip(shapes.ATTRIBUTES, combo)))
-                  for combo in _product(shapes.SHAPES, shapes.COLORS, shapes.SIZES, shapes.POSITIONS)]
+    everything = [
+        shapes.caption(dict(zip(shapes.ATTRIBUTES, combo)))
+        for combo in _product(shapes.SHAPES, shapes.COLORS, shapes.SIZES, shapes.POSITIONS)
+    ]
     text = torch.nn.functional.normalize(model.text_encoder.pooled(tokenizer(everything, device=device)), dim=-1)
     image = torch.nn.functional.normalize(model.image_encoder(images.to(device)), dim=-1)
     best = (image @ text.T).argmax(dim=1).cpu()
@@ -228,13 +272,23 @@ def encode_bank(vae: VAE, n: int, seed: int, device="cpu", batch_size: int = 500
     return torch.cat(means), torch.cat(logvars), attributes
 
 
-def train_unet(recipe: Recipe, vae: VAE, text_encoder: TextEncoder, out_dir=None, resume=False, progress=True,
-               device="cpu", distributed=None) -> tuple[UNet, dict]:
+def train_unet(
+    recipe: Recipe,
+    vae: VAE,
+    text_encoder: TextEncoder,
+    out_dir=None,
+    resume=False,
+    progress=True,
+    device="cpu",
+    distributed=None,
+) -> tuple[UNet, dict]:
     """Train the UNet on scaled latents with the frozen VAE and text encoder. Returns (EMA UNet, info)."""
     device = torch.device(device)
     if recipe.unet.context_dim != text_encoder.config.width:
-        raise ValueError(f"recipe.unet.context_dim must equal the text encoder's width {text_encoder.config.width}; "
-                         f"got {recipe.unet.context_dim}")
+        raise ValueError(
+            f"recipe.unet.context_dim must equal the text encoder's width {text_encoder.config.width}; "
+            f"got {recipe.unet.context_dim}"
+        )
     t0, cpu0 = time.perf_counter(), time.process_time()
     vae, text_encoder = vae.to(device).eval(), text_encoder.to(device).eval().requires_grad_(False)
     tokenizer = Tokenizer(max_length=text_encoder.config.max_length)
@@ -258,11 +312,24 @@ def train_unet(recipe: Recipe, vae: VAE, text_encoder: TextEncoder, out_dir=None
         # 3. Ho et al.'s simple loss on the latents.
         return noise_prediction_loss(model, z0, schedule, generator=generator, cond=cond)
 
-    run = train(unet, loss_fn, recipe.unet_train, _sub(out_dir, "unet"), resume=resume, desc="UNet", progress=progress,
-                distributed=distributed)
-    info = {"train_seconds": run.seconds + bank_seconds, "cpu_seconds": run.cpu_seconds + bank_cpu_seconds,
-            "latent_bank_seconds": bank_seconds,
-            "seconds_per_step": run.seconds_per_step, "steps": run.steps, "final_loss": run.final_loss}
+    run = train(
+        unet,
+        loss_fn,
+        recipe.unet_train,
+        _sub(out_dir, "unet"),
+        resume=resume,
+        desc="UNet",
+        progress=progress,
+        distributed=distributed,
+    )
+    info = {
+        "train_seconds": run.seconds + bank_seconds,
+        "cpu_seconds": run.cpu_seconds + bank_cpu_seconds,
+        "latent_bank_seconds": bank_seconds,
+        "seconds_per_step": run.seconds_per_step,
+        "steps": run.steps,
+        "final_loss": run.final_loss,
+    }
     return run.ema_model, info
 
 
@@ -270,8 +337,9 @@ def train_unet(recipe: Recipe, vae: VAE, text_encoder: TextEncoder, out_dir=None
 
 
 @torch.no_grad()
-def evaluate_generation(pipe, n: int = 200, guidance_scale: float | None = None, num_inference_steps: int = 25,
-                        batch_size: int = 100) -> dict:
+def evaluate_generation(
+    pipe, n: int = 200, guidance_scale: float | None = None, num_inference_steps: int = 25, batch_size: int = 100
+) -> dict:
     """Prompt adherence (by sdedu.metrics' judge) on n full prompts, on held-out pairs, and the
     shape diversity of "a red shape"."""
     from sdedu import metrics
@@ -280,8 +348,15 @@ def evaluate_generation(pipe, n: int = 200, guidance_scale: float | None = None,
     guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
 
     def generate(prompts, seed):
-        out = [pipe(prompts[i:i + batch_size], num_inference_steps=num_inference_steps,
-                    guidance_scale=guidance_scale, seed=seed + i) for i in range(0, len(prompts), batch_size)]
+        out = [
+            pipe(
+                prompts[i : i + batch_size],
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                seed=seed + i,
+            )
+            for i in range(0, len(prompts), batch_size)
+        ]
         return torch.cat(out)
 
     _, full, _ = shapes.sample(n, seed=EVAL_SEED + 1, exclude_held_out=True)
@@ -297,8 +372,10 @@ def evaluate_generation(pipe, n: int = 200, guidance_scale: float | None = None,
         "num_inference_steps": num_inference_steps,
         "full_prompts": metrics.adherence(generate(full, EVAL_SEED + 3), full),
         "held_out_pairs": metrics.adherence(generate(held_prompts, EVAL_SEED + 5), held_prompts),
-        "a_red_shape": {"adherence": metrics.adherence(red_images, red),
-                        "shape_fractions": metrics.diversity(red_images, "shape")["fractions"]},
+        "a_red_shape": {
+            "adherence": metrics.adherence(red_images, red),
+            "shape_fractions": metrics.diversity(red_images, "shape")["fractions"],
+        },
     }
 
 
@@ -306,9 +383,17 @@ def parameter_count(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def train_all(out_dir="runs/tiny-sd", recipe: Recipe | None = None, resume=False, progress=True, device="cpu",
-              threads: int | None = None, evaluate: bool = True, parts=("vae", "text", "unet"),
-              distributed=None) -> Path:
+def train_all(
+    out_dir="runs/tiny-sd",
+    recipe: Recipe | None = None,
+    resume=False,
+    progress=True,
+    device="cpu",
+    threads: int | None = None,
+    evaluate: bool = True,
+    parts=("vae", "text", "unet"),
+    distributed=None,
+) -> Path:
     """Run the recipe (or some of its parts), save the weights and manifest in <out_dir>/weights.
 
     Parts not in `parts` are loaded from <out_dir>/weights (they must have been trained before).
@@ -325,9 +410,16 @@ def train_all(out_dir="runs/tiny-sd", recipe: Recipe | None = None, resume=False
     out_dir = Path(out_dir)
     weights = out_dir / "weights"
     if main:
-        update_manifest(weights, recipe=_jsonable(asdict(recipe)), seed=recipe.seed, threads=threads,
-                        schedule=recipe.schedule, tokenizer={"max_length": recipe.text.max_length},
-                        torch_version=torch.__version__, world_size=world_size)
+        update_manifest(
+            weights,
+            recipe=_jsonable(asdict(recipe)),
+            seed=recipe.seed,
+            threads=threads,
+            schedule=recipe.schedule,
+            tokenizer={"max_length": recipe.text.max_length},
+            torch_version=torch.__version__,
+            world_size=world_size,
+        )
     recipe = per_rank_recipe(recipe, world_size, parts)  # each rank's share of every batch
     timings, cpu = {}, {}  # wall-clock and CPU seconds per part
     if "vae" in parts:
@@ -353,8 +445,14 @@ def train_all(out_dir="runs/tiny-sd", recipe: Recipe | None = None, resume=False
             from sdedu.pipeline import TinyStableDiffusion
 
             t0 = time.perf_counter()
-            pipe = TinyStableDiffusion(Tokenizer(max_length=recipe.text.max_length), text_encoder, vae, unet,
-                                       schedule_from_settings(recipe.schedule), device=device)
+            pipe = TinyStableDiffusion(
+                Tokenizer(max_length=recipe.text.max_length),
+                text_encoder,
+                vae,
+                unet,
+                schedule_from_settings(recipe.schedule),
+                device=device,
+            )
             update_manifest(weights, metrics=evaluate_generation(pipe), evaluation_seconds=time.perf_counter() - t0)
     if not main:
         return weights
@@ -375,8 +473,10 @@ def per_rank_recipe(recipe: Recipe, world_size: int, parts=("vae", "text", "unet
     if world_size == 1:
         return recipe
     names = {"vae": "vae_batch_size", "text": "text_batch_size", "unet": "unet_batch_size"}
-    return replace(recipe, **{names[p]: local_batch_size(getattr(recipe, names[p]), world_size, names[p])
-                              for p in parts if p in names})
+    return replace(
+        recipe,
+        **{names[p]: local_batch_size(getattr(recipe, names[p]), world_size, names[p]) for p in parts if p in names},
+    )
 
 
 def _sub(out_dir, name):

@@ -76,9 +76,13 @@ def train_toy_denoiser(
     losses = []
     for _ in tqdm(range(steps), desc="training the toy denoiser", disable=not progress):
         # 1. A batch of clean points x_0 (indices drawn on the generator's device).
-        index = torch.randint(points.shape[0], (batch_size,), generator=generator,
-                              device=generator.device if generator is not None else points.device)
-        x0 = points[index.to(points.device)]                                  # (batch_size, D)
+        index = torch.randint(
+            points.shape[0],
+            (batch_size,),
+            generator=generator,
+            device=generator.device if generator is not None else points.device,
+        )
+        x0 = points[index.to(points.device)]  # (batch_size, D)
         # 2. t, eps, x_t and the mean squared error on eps (Algorithm 1, lines 3-5).
         loss = noise_prediction_loss(model, x0, schedule, generator=generator)
         # 3. One gradient step.
@@ -133,5 +137,5 @@ def sample_toy(
         x_t = sampler.step(eps_pred, int(t), x_t, generator=generator).x_prev
         trajectory.append(x_t.cpu())
     if return_trajectory:
-        return x_t, torch.stack(trajectory), timesteps                         # (S + 1, n, D)
+        return x_t, torch.stack(trajectory), timesteps  # (S + 1, n, D)
     return x_t
