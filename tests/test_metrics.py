@@ -1,4 +1,6 @@
-"""The shapes judge: near-perfect on rendered ground truth, 'none' on noise and blanks."""
+"""sdedu.metrics: the shapes judge (near-perfect on rendered ground truth, 'none' on noise and blanks), PSNR."""
+
+import math
 
 import pytest
 import torch
@@ -79,3 +81,24 @@ def test_bad_input():
         metrics.adherence(torch.rand(2, 3, 32, 32), ["a red shape"])
     with pytest.raises(ValueError, match="attribute"):
         metrics.diversity(torch.rand(2, 3, 32, 32), "texture")
+
+
+def test_psnr_known_values_per_image_and_data_range():
+    a = torch.zeros(2, 3, 32, 32)
+    b = a + torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)  # MSE 1e-2 and 1e-4 -> 20 and 40 dB for a range of 1
+    torch.testing.assert_close(metrics.psnr(b, a), torch.tensor([20.0, 40.0]))
+    # The same error on a [-1, 1] scale (data_range 2) is 20 log10(2) = 6.02 dB better.
+    torch.testing.assert_close(metrics.psnr(b, a, data_range=2.0), torch.tensor([20.0, 40.0]) + 20 * math.log10(2))
+    assert metrics.psnr(a, a).tolist() == pytest.approx([100.0, 100.0])  # identical: capped, not infinite
+    # No clamping inside: values outside the range count as they are.
+    torch.testing.assert_close(metrics.psnr(a + 1.1, a), torch.full((2,), -20 * math.log10(1.1)))
+
+
+def test_psnr_bad_input():
+    a = torch.zeros(2, 3, 4, 4)
+    with pytest.raises(ValueError, match="same shape as reference"):
+        metrics.psnr(torch.zeros(1, 3, 4, 4), a)
+    with pytest.raises(ValueError, match="floating"):
+        metrics.psnr(a.long(), a)
+    with pytest.raises(ValueError, match="data_range"):
+        metrics.psnr(a, a, data_range=0.0)

@@ -36,7 +36,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdedu._checks import check_tensor, describe
+from sdedu.diffusion import randn_like
+from sdedu.metrics import psnr  # the one PSNR; importable from here for the VAE's users
 from sdedu.nn.blocks import Downsample, ResBlock, Upsample
+
+__all__ = ["VAE", "Decoder", "Encoder", "VAEConfig", "kl_divergence", "psnr"]
 
 
 @dataclass
@@ -170,8 +174,12 @@ class VAE(nn.Module):
     def sample_latent(
         mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """z = mean + exp(logvar / 2) * eps, eps ~ N(0, I): the reparameterisation trick."""
-        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        """z = mean + exp(logvar / 2) * eps, eps ~ N(0, I): the reparameterisation trick.
+
+        eps is drawn on the generator's device (`sdedu.diffusion.randn_like`), so a CPU generator
+        gives the same latents on any device.
+        """
+        eps = randn_like(mean, generator)
         return mean + torch.exp(0.5 * logvar) * eps
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None):
@@ -205,15 +213,3 @@ class VAE(nn.Module):
         z = self.sample_latent(mean, logvar, generator)
         self.scale_factor.fill_(1.0 / z.float().std().item())
         return float(self.scale_factor)
-
-
-def psnr(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB for images in [0, 1]: 10 log10(1 / MSE), per image (B,)."""
-    check_tensor("images", images, floating=True)
-    check_tensor("reference", reference, floating=True)
-    if images.shape != reference.shape:
-        raise ValueError(
-            f"images and reference must have the same shape; got {tuple(images.shape)} and {tuple(reference.shape)}"
-        )
-    mse = (images.clamp(0, 1) - reference).pow(2).flatten(1).mean(dim=1)
-    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-10))

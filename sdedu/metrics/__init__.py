@@ -1,0 +1,46 @@
+"""Metrics: numbers that say how good an image, a batch or a model is. One module per idea:
+
+    shapes_judge    the shapes world's transparent judge (`judge`, `measure`) and the prompt
+                    adherence and diversity scores built on it
+    reconstruction  `psnr`: how close an image is to its reference
+
+Everything is importable from here: `from sdedu.metrics import psnr`, `metrics.judge(images)`.
+"""
+
+from sdedu.metrics.reconstruction import psnr
+from sdedu.metrics.shapes_judge import (
+    CENTER_RADIUS,
+    FILL_CIRCLE_SQUARE,
+    FILL_RANGE,
+    FOREGROUND_THRESHOLD,
+    LARGE_EXTENT,
+    MAX_ASPECT,
+    MAX_COLOR_DISTANCE,
+    MAX_EXTENT,
+    MIN_PIXELS,
+    NONE,
+    TRIANGLE_DROP,
+    adherence,
+    diversity,
+    judge,
+    measure,
+)
+
+__all__ = [
+    "CENTER_RADIUS",
+    "FILL_CIRCLE_SQUARE",
+    "FILL_RANGE",
+    "FOREGROUND_THRESHOLD",
+    "LARGE_EXTENT",
+    "MAX_ASPECT",
+    "MAX_COLOR_DISTANCE",
+    "MAX_EXTENT",
+    "MIN_PIXELS",
+    "NONE",
+    "TRIANGLE_DROP",
+    "adherence",
+    "diversity",
+    "judge",
+    "measure",
+    "psnr",
+]
