@@ -3,10 +3,13 @@
     shapes_judge    the shapes world's transparent judge (`judge`, `measure`) and the prompt
                     adherence and diversity scores built on it
     reconstruction  `psnr`: how close an image is to its reference
+    point_clouds    how far a model's samples are from the data: `mmd_rbf`, `sliced_wasserstein`,
+                    `frechet_distance` (all three: `distances`) and `mode_coverage`
 
 Everything is importable from here: `from sdedu.metrics import psnr`, `metrics.judge(images)`.
 """
 
+from sdedu.metrics.point_clouds import distances, frechet_distance, mmd_rbf, mode_coverage, sliced_wasserstein
 from sdedu.metrics.reconstruction import psnr
 from sdedu.metrics.shapes_judge import (
     CENTER_RADIUS,
@@ -39,8 +42,13 @@ __all__ = [
     "NONE",
     "TRIANGLE_DROP",
     "adherence",
+    "distances",
     "diversity",
+    "frechet_distance",
     "judge",
     "measure",
+    "mmd_rbf",
+    "mode_coverage",
     "psnr",
+    "sliced_wasserstein",
 ]
