@@ -78,7 +78,9 @@ def save_component(module: torch.nn.Module, name: str, directory, metadata: dict
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.safetensors"
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
-    save_file(tensors, str(path), metadata={"name": name, "class": type(module).__name__})
+    # One metadata key: safetensors writes a metadata dict in no fixed order, and the same
+    # tensors must give the same bytes (and sha256) every time.
+    save_file(tensors, str(path), metadata={"component": f"{name} ({type(module).__name__})"})
     entry = {
         "file": path.name,
         "sha256": sha256_file(path),

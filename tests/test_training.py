@@ -169,6 +169,49 @@ def test_tiny_recipe_end_to_end(tmp_path):
     train_all(tmp_path, recipe, progress=False, evaluate=False, parts=("unet",), threads=1)
 
 
+def _tiny_recipe():
+    from sdedu.models.text_encoder import TextEncoderConfig
+    from sdedu.models.unet import UNetConfig
+    from sdedu.models.vae import VAEConfig
+    from sdedu.training.recipes import Recipe
+
+    return Recipe(
+        vae=VAEConfig(channels=(8, 8, 8), norm_groups=4),
+        text=TextEncoderConfig(width=16, layers=1, num_heads=2, embed_dim=8),
+        unet=UNetConfig(channels=(16, 16), context_dim=16, head_dim=8, norm_groups=4),
+        vae_batch_size=4,
+        text_batch_size=8,
+        unet_batch_size=4,
+        latent_bank=16,
+        scale_factor_images=16,
+    )
+
+
+def _weight_hashes(weights) -> dict:
+    from sdedu.weights import sha256_file
+
+    return {path.name: sha256_file(path) for path in sorted(weights.glob("*.safetensors"))}
+
+
+def test_same_recipe_and_seed_give_identical_weight_files(tmp_path):
+    """Issue 13: every part's initialisation and every random draw come from the recipe's seed,
+    so two runs (whatever the global RNG did before) write byte-identical weights."""
+    from sdedu.training.recipes import train_all
+
+    recipe = _tiny_recipe().with_steps(2, seed=4)
+    hashes = []
+    for run, global_seed in enumerate((0, 12345)):
+        torch.manual_seed(global_seed)  # the global RNG must not matter
+        torch.rand(run + 1)
+        weights = train_all(tmp_path / f"run{run}", recipe, progress=False, evaluate=False, threads=1)
+        hashes.append(_weight_hashes(weights))
+    assert set(hashes[0]) == {"vae.safetensors", "text_encoder.safetensors", "unet.safetensors"}
+    assert hashes[0] == hashes[1]
+    other = train_all(tmp_path / "other", recipe.with_steps(seed=5), progress=False, evaluate=False, threads=1)
+    differs = {name for name, digest in _weight_hashes(other).items() if digest != hashes[0][name]}
+    assert differs == set(hashes[0])  # another seed: other weights, every part
+
+
 def test_cli_parses_and_rejects_bad_steps(capsys):
     from sdedu.train import build_parser, main
 

@@ -44,6 +44,19 @@ from sdedu.training.loop import TrainConfig, set_threads, train
 from sdedu.weights import save_component, schedule_from_settings, update_manifest
 
 EVAL_SEED = 10_000  # evaluation images come from seeds no training step uses
+INIT_SEED_OFFSETS = {"vae": 101, "text": 102, "unet": 103}  # each part's initial weights: seed * 1_000_003 + offset
+
+
+def build_seeded(make, seed: int, part: str):
+    """`make()` run under torch's global RNG seeded from (seed, part), then the RNG restored.
+
+    Module constructors draw their initial weights from the global RNG; seeding it here (on the
+    CPU, before the module moves to its device) makes a part's initialisation depend only on the
+    recipe's seed, whatever ran before and whatever the device.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed) * 1_000_003 + INIT_SEED_OFFSETS[part])
+        return make()
 
 
 @dataclass
@@ -141,11 +154,11 @@ def train_vae(
 ) -> tuple[VAE, dict]:
     """Train the KL autoencoder, set its scale factor, measure PSNR. Returns (EMA VAE, info)."""
     device = torch.device(device)
-    vae = VAE(recipe.vae).to(device)
+    vae = build_seeded(lambda: VAE(recipe.vae), recipe.seed, "vae").to(device)
 
     def loss_fn(model, generator):
         images, _ = draw_images(recipe.vae_batch_size, generator)
-        return model.loss(images.to(device), generator=None if device.type != "cpu" else generator)
+        return model.loss(images.to(device), generator=generator)  # the CPU step generator, on any device
 
     run = train(
         vae,
@@ -160,7 +173,7 @@ def train_vae(
     vae = run.ema_model
     # Latent scale factor, as for SD: 1 / std of sampled latents over training images.
     images, _ = draw_images(recipe.scale_factor_images, torch.Generator().manual_seed(recipe.seed + 1))
-    scale = vae.compute_scale_factor(images.to(device), generator=torch.Generator(device).manual_seed(recipe.seed))
+    scale = vae.compute_scale_factor(images.to(device), generator=torch.Generator().manual_seed(recipe.seed))
     info = {
         "train_seconds": run.seconds,
         "cpu_seconds": run.cpu_seconds,
@@ -206,7 +219,7 @@ def train_text_encoder(
     """CLIP-style contrastive pretraining with multi-positive targets. Returns (text encoder, info)."""
     device = torch.device(device)
     tokenizer = Tokenizer(max_length=recipe.text.max_length)
-    model = ContrastiveModel(TextEncoder(recipe.text)).to(device)
+    model = build_seeded(lambda: ContrastiveModel(TextEncoder(recipe.text)), recipe.seed, "text").to(device)
 
     def loss_fn(model, generator):
         images, attributes = draw_images(recipe.text_batch_size, generator)
@@ -296,7 +309,7 @@ def train_unet(
     means, logvars, attributes = encode_bank(vae, recipe.latent_bank, recipe.seed + 2, device)
     stds, scale = torch.exp(0.5 * logvars), float(vae.scale_factor)
     bank_seconds, bank_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
-    unet = UNet(recipe.unet).to(device)
+    unet = build_seeded(lambda: UNet(recipe.unet), recipe.seed, "unet").to(device)
 
     def loss_fn(model, generator):
         # 1. Latents z_0 = scale_factor * (mean + std * eps) of random bank images.
