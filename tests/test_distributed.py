@@ -40,7 +40,7 @@ WORKER = textwrap.dedent("""
     with open(result_file.format(rank=context.rank), "w") as f:
         json.dump({{"rank": context.rank, "world_size": context.world_size, "threads": torch.get_num_threads(),
                    "state": state, "ema": ema, "loss": result.final_loss}}, f)
-    ddp.cleanup()
+    ddp.exit_rank()
 """)
 
 CONFIG = TrainConfig(steps=STEPS, lr=1e-3, warmup_steps=1, ema_decay=0.9, seed=SEED, checkpoint_every=2)
@@ -154,6 +154,24 @@ def test_only_rank_zero_writes_the_log_and_checkpoint(two_ranks):
     tmp_path, _ = two_ranks
     log = (tmp_path / "run" / "loss.csv").read_text().strip().splitlines()
     assert log[0].startswith("step,loss") and len(log) == 1 + STEPS  # one row per step, not per rank
+
+
+def test_exit_rank_flushes_and_exits_with_the_status_and_no_interpreter_teardown():
+    """Output still in Python's buffers arrives; atexit handlers (interpreter teardown) never run."""
+    script = (
+        "import atexit, sys\n"
+        "from sdedu.training import distributed\n"
+        "atexit.register(lambda: print('teardown ran'))\n"
+        "sys.stdout.write('result line')\n"
+        "sys.stderr.write('a warning')\n"
+        "distributed.exit_rank(3)\n"
+        "print('unreachable')\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": ""}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "result line", "a warning")
+    with pytest.raises(ValueError, match="status must be in"):
+        ddp.exit_rank(256)
 
 
 def test_a_world_size_that_does_not_divide_the_batch_fails_fast(tmp_path):

@@ -25,6 +25,9 @@ global batch of B (up to floating-point summation order). What sdedu adds around
   the *loss function* (not just the model) lets any loss (the VAE's, the contrastive one) be
   synchronised. DDP also broadcasts rank 0's initial weights to every rank.
 - Only rank 0 writes checkpoints, logs and weights (`DistributedContext.is_main`).
+- `exit_rank`: the last line of every rank's script. It leaves the process group (`cleanup`) and
+  ends the process with `os._exit`, so no C++ destructor of the communication library runs at
+  interpreter exit (the cause of an occasional SIGABRT after all the work was done).
 
 The multi-machine launch (torchrun's rendezvous) is in docs/DISTRIBUTED.md.
 """
@@ -33,8 +36,10 @@ from __future__ import annotations
 
 import datetime
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -245,8 +250,8 @@ def cleanup(timeout_s: float = 30.0) -> None:
     The wait matters: a gloo rank that tears down its connections while another is still using
     them can abort that other rank ("terminate called without an active exception"). It is a
     monitored barrier, so a rank that never arrives (it crashed) costs at most `timeout_s` and a
-    warning, never a hang. Delete DDP-wrapped models before calling it: gloo work still held by a
-    live DDP reducer can abort the process at interpreter exit (pytorch/pytorch#179291).
+    warning, never a hang. A script's last line is `exit_rank()`, which calls this and then ends
+    the process before any C++ destructor can abort it at interpreter exit.
     """
     if not (dist.is_available() and dist.is_initialized()):
         return
@@ -256,3 +261,33 @@ def cleanup(timeout_s: float = 30.0) -> None:
         except RuntimeError as err:
             warnings.warn(f"not every rank reached cleanup(): {str(err).splitlines()[0]}", RuntimeWarning, stacklevel=2)
     dist.destroy_process_group()
+
+
+def exit_rank(status: int = 0, timeout_s: float = 30.0) -> NoReturn:
+    """End this rank's process: leave the process group (`cleanup`), flush stdout/stderr, `os._exit(status)`.
+
+    Call it as the last line of every script that torchrun (or any launcher of ranks) starts.
+    Why not a plain return: at interpreter exit Python finalises its objects and then the C++
+    runtime runs static destructors. A gloo process group and its transport own worker threads
+    (`std::thread`); one whose object is still alive at that point (kept by a DDP reducer, a
+    reference cycle, a pending work item) is destroyed while its thread is still joinable, and
+    the C++ runtime then calls `std::terminate`: "terminate called without an active exception",
+    SIGABRT, exit status -6, although every result was already written. Whether such an object
+    is still alive depends on garbage-collection and thread timing, so it happens rarely, more
+    often on a loaded machine. `os._exit` ends the process without finalisation or destructors;
+    the kernel closes the sockets and files. Everything a rank must do is done before: `cleanup`
+    waits for every rank (so none is still talking to this one) and destroys the group, and the
+    Python-level output buffers are flushed here (files written with `with open(...)` are closed).
+    Not a clean-up for an exception: a script that raises ends with its traceback, as usual.
+    """
+    check_int_range("status", status, 0, 255)
+    try:
+        cleanup(timeout_s)
+    finally:
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                if stream is not None:
+                    stream.flush()
+            except (OSError, ValueError):  # closed or broken: nothing left to save
+                pass
+        os._exit(status)
