@@ -90,7 +90,9 @@ def main():
     with open(out_file, "w") as f:
         json.dump(results, f)
     if "error" not in results[-1]:
-        dist.destroy_process_group()
+        from sdedu.training.distributed import exit_rank
+
+        exit_rank()  # leave the group and end the process before any C++ destructor can abort it
 
 
 main()
