@@ -13,10 +13,34 @@ worth plotting).
 
 - `DDPMSampler`: ancestral sampling, Ho et al. 2020, Algorithm 2 (stochastic).
 - `DDIMSampler`: Song et al. 2021; eta=0 is deterministic and works well with ~50 steps.
+
+Samplers as solvers of the probability-flow ODE, in sigma = sqrt((1 - alpha_bar) / alpha_bar)
+(`sigmas`; they keep x_t between steps like DDPM and DDIM, so they need no input scaling), each
+taking `prediction_type` "eps", "x0" or "v" (`prediction`):
+
+- `EulerSampler`: Euler's method (Karras et al. 2022, Algorithm 1 without correction); DDIM in sigma.
+- `EulerAncestralSampler`: Euler plus fresh noise at each step; DDIM with eta=1 in sigma.
+- `HeunSampler`: Heun's method (Karras et al. 2022, Algorithm 1), two model calls per step.
+- `DPMSolverMultistepSampler`: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2).
 """
 
 from sdedu.samplers.ddim import DDIMSampler
 from sdedu.samplers.ddpm import DDPMSampler
+from sdedu.samplers.dpm_solver import DPMSolverMultistepSampler
+from sdedu.samplers.euler import EulerSampler
+from sdedu.samplers.euler_ancestral import EulerAncestralSampler
+from sdedu.samplers.heun import HeunSampler
+from sdedu.samplers.prediction import PREDICTION_TYPES
 from sdedu.samplers.step import SamplerStep, check_step_inputs
 
-__all__ = ["SamplerStep", "DDPMSampler", "DDIMSampler", "check_step_inputs"]
+__all__ = [
+    "SamplerStep",
+    "DDPMSampler",
+    "DDIMSampler",
+    "EulerSampler",
+    "EulerAncestralSampler",
+    "HeunSampler",
+    "DPMSolverMultistepSampler",
+    "PREDICTION_TYPES",
+    "check_step_inputs",
+]

@@ -1,0 +1,117 @@
+"""DPM-Solver++(2M): a second-order multistep solver of the ODE in the half log-SNR lambda (Lu et al. 2022).
+
+With alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t) and lambda_t = log(alpha_t / sigma_t)
+(half the log-SNR; lambda = -log of the sigma of `sdedu.samplers.sigmas`), the probability-flow ODE
+has the exact solution, for the data-prediction model x0_pred (DPM-Solver++, section 4.1)
+
+    x_next = (sigma_next / sigma_t) x_t + sigma_next * integral from lambda_t to lambda_next of e^lambda x0_pred dlambda.
+
+Holding x0_pred constant over the step gives DPM-Solver++(1), which is DDIM:
+
+    x_next = (sigma_next / sigma_t) x_t - alpha_next (e^{-h} - 1) x0_pred,        h = lambda_next - lambda_t
+
+DPM-Solver++(2M) (Algorithm 2) replaces x0_pred by a linear extrapolation through the x0_pred of the
+previous step, at no extra model call (a multistep method, like Adams-Bashforth):
+
+    r = h_last / h,   D = (1 + 1 / (2r)) x0_pred - (1 / (2r)) x0_pred_last,   h_last = lambda_t - lambda_last
+    x_next = (sigma_next / sigma_t) x_t - alpha_next (e^{-h} - 1) D
+
+The first step has no previous x0_pred and is first order. The last step goes to sigma_next = 0
+(lambda = +inf, e^{-h} = 0) and is taken first order too, so it lands on x0_pred itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sdedu._checks import describe
+from sdedu.samplers.prediction import check_model_output, check_prediction_type, predict_x0
+from sdedu.samplers.sigmas import CLEAN, next_timestep, sigma_at, sigmas, trailing_timesteps
+from sdedu.samplers.step import SamplerStep, check_step_inputs
+from sdedu.schedules import NoiseSchedule
+
+
+class DPMSolverMultistepSampler:
+    """DPM-Solver++(2M) (Lu et al. 2022, DPM-Solver++, Algorithm 2), one model call per step.
+
+    Equals diffusers' `DPMSolverMultistepScheduler` configured with the same betas and
+    `algorithm_type="dpmsolver++"`, `solver_order=2`, `solver_type="midpoint"`,
+    `timestep_spacing="trailing"`, `steps_offset=0`, `lower_order_final=True`,
+    `euler_at_final=False`, `final_sigmas_type="zero"`, `use_karras_sigmas=False`,
+    `thresholding=False`, `prediction_type` ("epsilon" / "sample" / "v_prediction" for eps / x0 / v),
+    from the same x_T (diffusers' `init_noise_sigma` is 1 here: both keep x_t).
+
+    The sampler remembers the previous step's (t, x0_pred); it uses it only when the current t
+    directly follows that t in `.timesteps`, so a loop that starts mid-way (SDEdit) or again
+    starts first order. `set_timesteps` forgets it.
+
+    Args:
+        schedule: the NoiseSchedule the model was trained with.
+        prediction_type: what the model predicts: "eps", "x0" or "v".
+
+    After construction the sampler uses min(25, T) steps; call `set_timesteps(n)`.
+    """
+
+    order = 1  # model evaluations per step
+
+    def __init__(self, schedule: NoiseSchedule, prediction_type: str = "eps"):
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
+        self.schedule = schedule
+        self.prediction_type = check_prediction_type(prediction_type)
+        self.sigmas = sigmas(schedule)  # (T,) sigma of sdedu.samplers.sigmas: exp(-lambda)
+        self.set_timesteps(min(25, schedule.T))
+
+    def set_timesteps(self, n: int) -> None:
+        """Use n timesteps with "trailing" spacing: T-1 first, then every T/n (rounded)."""
+        self.timesteps = trailing_timesteps(self.schedule.T, n)  # (n,) descending
+        self.num_inference_steps = n
+        self._last = None  # (t, x0_pred) of the previous step
+
+    def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> SamplerStep:
+        """One DPM-Solver++(2M) step x_t -> x at the next timestep (x0_pred after the last).
+
+        Args:
+            model_output: (B, ...) the model's prediction at (x_t, t): eps, x0 or v (`prediction_type`).
+            t: the current timestep, an element of `.timesteps` (same for the batch).
+            x_t: (B, ...) the current sample.
+            generator: unused (the solver is deterministic); accepted for the common face.
+        Returns:
+            SamplerStep(x_prev, x0_pred), both (B, ...).
+        """
+        check_model_output(model_output, x_t)
+        t = check_step_inputs(model_output, t, x_t, self.timesteps)
+        # 1. The data prediction x0_pred, the solver's "model" (DPM-Solver++, section 4.1).
+        x0_pred = predict_x0(model_output, x_t, t, self.schedule, self.prediction_type)
+        last, self._last = self._last, (t, x0_pred)
+
+        # 2. The last step: lambda_next = +inf, so e^{-h} = 0 and sigma_next = 0: x_next = x0_pred.
+        t_next = next_timestep(self.timesteps, t)
+        if t_next == CLEAN:
+            return SamplerStep(x_prev=x0_pred, x0_pred=x0_pred)
+
+        # 3. alpha, sigma and lambda = log(alpha / sigma) = -log(sigma of sdedu.samplers.sigmas).
+        s, s_next = sigma_at(self.sigmas, t), sigma_at(self.sigmas, t_next)
+        alpha_next = 1 / (1 + s_next**2) ** 0.5
+        sigma_t, sigma_next = s / (1 + s**2) ** 0.5, s_next * alpha_next
+        lambda_t, lambda_next = -math.log(s), -math.log(s_next)
+        h = lambda_next - lambda_t
+
+        # 4. D: x0_pred (first order), or extrapolated through the previous step's (Algorithm 2).
+        D = x0_pred
+        earlier = self.timesteps[self.timesteps > t]
+        if last is not None and len(earlier) and last[0] == int(earlier[-1]):
+            r = (lambda_t + math.log(sigma_at(self.sigmas, last[0]))) / h  # h_last / h
+            D = (1 + 1 / (2 * r)) * x0_pred - (1 / (2 * r)) * last[1]
+
+        # 5. x_next = (sigma_next / sigma_t) x_t - alpha_next (e^{-h} - 1) D.
+        x_next = (sigma_next / sigma_t) * x_t - alpha_next * (math.exp(-h) - 1) * D
+        return SamplerStep(x_prev=x_next, x0_pred=x0_pred)
+
+    def __repr__(self) -> str:
+        return (
+            f"DPMSolverMultistepSampler(T={self.schedule.T}, steps={self.num_inference_steps}, "
+            f"prediction_type={self.prediction_type!r})"
+        )

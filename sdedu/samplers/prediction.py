@@ -1,0 +1,46 @@
+"""What the network predicts: eps, x0 or v, and the x_0 estimate every ODE sampler needs from it.
+
+    "eps": the noise, eps_theta(x_t, t)                                  (Ho et al. 2020)
+    "x0":  the clean sample itself
+    "v":   v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0          (Salimans & Ho 2022, section 4)
+
+diffusers spells them `prediction_type="epsilon"`, `"sample"` and `"v_prediction"`. The conversions
+are those of `sdedu.diffusion`; this module only chooses one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sdedu._checks import check_same_shape, check_tensor, describe
+from sdedu.diffusion import predict_x0_from_eps, predict_x0_from_v
+from sdedu.schedules import NoiseSchedule
+
+PREDICTION_TYPES = ("eps", "x0", "v")
+_DIFFUSERS_NAMES = {"epsilon": "eps", "sample": "x0", "original_sample": "x0", "v_prediction": "v"}
+
+
+def check_prediction_type(prediction_type) -> str:
+    """The prediction type if it is one of PREDICTION_TYPES; otherwise a ValueError listing them."""
+    if isinstance(prediction_type, str) and prediction_type in PREDICTION_TYPES:
+        return prediction_type
+    hint = ""
+    if isinstance(prediction_type, str) and prediction_type in _DIFFUSERS_NAMES:
+        hint = f" (diffusers' {prediction_type!r} is sdedu's {_DIFFUSERS_NAMES[prediction_type]!r})"
+    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}; got {describe(prediction_type)}{hint}")
+
+
+def check_model_output(model_output, x_t) -> None:
+    """model_output and x_t: floating tensors of the same shape (B, ...)."""
+    check_tensor("x_t", x_t, floating=True)
+    check_tensor("model_output", model_output, floating=True)
+    check_same_shape("model_output", model_output, "x_t", x_t)
+
+
+def predict_x0(model_output: torch.Tensor, x_t: torch.Tensor, t: int, schedule: NoiseSchedule, prediction_type: str):
+    """x0_pred from the model's output at (x_t, t), both (B, ...), for prediction_type eps, x0 or v."""
+    if prediction_type == "eps":
+        return predict_x0_from_eps(x_t, model_output, t, schedule)
+    if prediction_type == "v":
+        return predict_x0_from_v(x_t, model_output, t, schedule)
+    return model_output
