@@ -35,6 +35,7 @@ It falls from large to nearly 0; a schedule is a choice of how fast.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -161,3 +162,58 @@ def _check_beta_range(beta_start, beta_end) -> tuple[float, float]:
             f"got beta_start={beta_start}, beta_end={beta_end}"
         )
     return beta_start, beta_end
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Which schedule to build: what a recipe trains with and a weights manifest records.
+
+    kind: "linear" (Ho et al. 2020), "scaled_linear" (Stable Diffusion) or "cosine"
+        (Nichol & Dhariwal 2021).
+    T: the number of diffusion steps (a UNet's `num_train_timesteps` must equal it).
+    beta_start, beta_end: the beta range of the linear kinds; None keeps the kind's paper
+        default (`NoiseSchedule.linear` / `scaled_linear`). The cosine schedule has no beta range.
+    """
+
+    kind: str = "scaled_linear"
+    T: int = 1000
+    beta_start: float | None = None
+    beta_end: float | None = None
+
+    KINDS = ("linear", "scaled_linear", "cosine")
+
+    def __post_init__(self):
+        if self.kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {list(self.KINDS)}; got {describe(self.kind)}")
+        check_int_range("T", self.T, 1, 1_000_000)
+        betas = {"beta_start": self.beta_start, "beta_end": self.beta_end}
+        given = {name: value for name, value in betas.items() if value is not None}
+        if self.kind == "cosine" and given:
+            raise ValueError(f"the cosine schedule has no beta range; got {given}")
+        for name, value in given.items():
+            check_number_range(name, value, 0.0, 1.0)
+        if len(given) == 2:
+            _check_beta_range(self.beta_start, self.beta_end)
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> ScheduleConfig:
+        """The config a manifest's "schedule" entry describes ({"kind": "scaled_linear"} is enough)."""
+        if not isinstance(settings, dict):
+            raise TypeError(f"schedule settings must be a dict; got {describe(settings)}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"schedule settings have unknown keys {unknown}; expected some of {sorted(known)}")
+        return cls(**settings)
+
+    def to_dict(self) -> dict:
+        """The JSON form: kind and T, and the betas only where they were given."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def build(self) -> NoiseSchedule:
+        """The NoiseSchedule these settings describe."""
+        if self.kind == "cosine":
+            return NoiseSchedule.cosine(T=self.T)
+        make = NoiseSchedule.linear if self.kind == "linear" else NoiseSchedule.scaled_linear
+        betas = {k: v for k, v in (("beta_start", self.beta_start), ("beta_end", self.beta_end)) if v is not None}
+        return make(T=self.T, **betas)

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sdedu._checks import describe
+from sdedu.schedules import NoiseSchedule, ScheduleConfig
 
 SHIPPED = Path(__file__).with_name("weights")
 MANIFEST = "manifest.json"
@@ -159,26 +160,15 @@ class Pretrained:
     schedule: object
     manifest: dict = field(default_factory=dict)
 
-    def __getitem__(self, name: str):
-        return getattr(self, name)
 
-    def get(self, name: str, default=None):
-        return getattr(self, name, default)
-
-
-def schedule_from_settings(settings: dict):
-    """The NoiseSchedule described by a manifest's "schedule" entry."""
-    from sdedu.schedules import NoiseSchedule
-
-    kind = settings.get("kind", "scaled_linear")
-    makers = {
-        "scaled_linear": NoiseSchedule.scaled_linear,
-        "linear": NoiseSchedule.linear,
-        "cosine": NoiseSchedule.cosine,
-    }
-    if kind not in makers:
-        raise WeightsError(f"manifest schedule kind must be one of {sorted(makers)}; got {kind!r}")
-    return makers[kind](**{k: v for k, v in settings.items() if k != "kind"})
+def schedule_from_settings(settings) -> NoiseSchedule:
+    """The NoiseSchedule a manifest's "schedule" entry (a dict) or a `ScheduleConfig` describes."""
+    if isinstance(settings, ScheduleConfig):
+        return settings.build()
+    try:
+        return ScheduleConfig.from_dict(settings).build()
+    except (TypeError, ValueError) as error:
+        raise WeightsError(f"manifest field 'schedule': {error}") from None
 
 
 def load_pretrained(path=None, device="cpu") -> Pretrained:
@@ -188,8 +178,7 @@ def load_pretrained(path=None, device="cpu") -> Pretrained:
         path: a weights folder (with manifest.json); None loads the weights shipped with sdedu.
         device: where the networks go.
     Returns:
-        `Pretrained` with tokenizer, text_encoder, vae, unet (eval mode), schedule, manifest
-        (attribute or item access: bundle.unet == bundle["unet"]).
+        `Pretrained` with tokenizer, text_encoder, vae, unet (eval mode), schedule, manifest.
     """
     from sdedu.models.text_encoder import Tokenizer
 
@@ -207,6 +196,6 @@ def load_pretrained(path=None, device="cpu") -> Pretrained:
         text_encoder=load_component("text_encoder", directory, device),
         vae=load_component("vae", directory, device),
         unet=load_component("unet", directory, device),
-        schedule=schedule_from_settings(manifest.get("schedule", {"kind": "scaled_linear"})),
+        schedule=schedule_from_settings(manifest.get("schedule", {})),
         manifest=manifest,
     )

@@ -156,3 +156,34 @@ def test_bad_beta_range():
         NoiseSchedule.linear(beta_start="0.1")
     with pytest.raises(ValueError, match="max_beta"):
         NoiseSchedule.cosine(max_beta=1.0)
+
+
+# ---- ScheduleConfig: the typed settings a recipe and a manifest hold -------------------------
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (sdedu.schedules.ScheduleConfig(), NoiseSchedule.scaled_linear()),
+        (sdedu.schedules.ScheduleConfig("linear", T=50), NoiseSchedule.linear(T=50)),
+        (sdedu.schedules.ScheduleConfig("linear", 20, 1e-3, 0.05), NoiseSchedule.linear(20, 1e-3, 0.05)),
+        (sdedu.schedules.ScheduleConfig("cosine", T=30), NoiseSchedule.cosine(T=30)),
+    ],
+)
+def test_schedule_config_builds_the_named_schedule(config, expected):
+    torch.testing.assert_close(config.build().betas, expected.betas, rtol=0, atol=0)
+    assert sdedu.schedules.ScheduleConfig.from_dict(config.to_dict()) == config
+
+
+def test_schedule_config_reads_the_short_manifest_form_and_refuses_bad_fields():
+    ScheduleConfig = sdedu.schedules.ScheduleConfig
+    assert ScheduleConfig.from_dict({"kind": "scaled_linear"}) == ScheduleConfig()
+    assert ScheduleConfig().to_dict() == {"kind": "scaled_linear", "T": 1000}
+    with pytest.raises(ValueError, match="kind must be one of"):
+        ScheduleConfig(kind="sigmoid")
+    with pytest.raises(ValueError, match=r"unknown keys \['steps'\]"):
+        ScheduleConfig.from_dict({"kind": "linear", "steps": 10})
+    with pytest.raises(ValueError, match="cosine schedule has no beta range"):
+        ScheduleConfig("cosine", beta_end=0.02)
+    with pytest.raises(TypeError, match="T must be an int"):
+        ScheduleConfig(T="1000")

@@ -1,0 +1,184 @@
+"""The recipe's three parts, each a `train(...)` call on its own loss (see `sdedu.training.recipes`).
+
+    1. `train_vae`            reconstruction + KL on fresh images; then the latent scale factor
+    2. `train_text_encoder`   contrastive (CLIP-style) loss against a tiny image encoder
+    3. `train_unet`           eps-prediction on scaled latents, conditioned on the frozen text encoder
+
+Each part builds its network under `build_seeded` (initial weights from the recipe's seed) and
+draws every batch, caption and noise from the loop's CPU step generator, on any device.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from sdedu.diffusion import noise_prediction_loss
+from sdedu.models.text_encoder import ContrastiveModel, TextEncoder, Tokenizer
+from sdedu.models.unet import UNet
+from sdedu.models.vae import VAE
+from sdedu.training.evaluation import evaluate_text_encoder, evaluate_vae
+from sdedu.training.loop import train
+from sdedu.training.recipe_config import Recipe, build_seeded
+from sdedu.training.recipe_data import captions_for, draw_images, matches
+
+# ---- 1. VAE ------------------------------------------------------------------------------------
+
+
+def train_vae(
+    recipe: Recipe, out_dir=None, resume=False, progress=True, device="cpu", distributed=None
+) -> tuple[VAE, dict]:
+    """Train the KL autoencoder, set its scale factor, measure PSNR. Returns (EMA VAE, info)."""
+    device = torch.device(device)
+    vae = build_seeded(lambda: VAE(recipe.vae), recipe.seed, "vae").to(device)
+
+    def loss_fn(model, generator):
+        images, _ = draw_images(recipe.vae_batch_size, generator)
+        return model.loss(images.to(device), generator=generator)  # the CPU step generator, on any device
+
+    run = train(
+        vae,
+        loss_fn,
+        recipe.vae_train,
+        _sub(out_dir, "vae"),
+        resume=resume,
+        desc="VAE",
+        progress=progress,
+        distributed=distributed,
+    )
+    vae = run.ema_model
+    # Latent scale factor, as for SD: 1 / std of sampled latents over training images.
+    images, _ = draw_images(recipe.scale_factor_images, torch.Generator().manual_seed(recipe.seed + 1))
+    scale = vae.compute_scale_factor(images.to(device), generator=torch.Generator().manual_seed(recipe.seed))
+    info = {
+        "train_seconds": run.seconds,
+        "cpu_seconds": run.cpu_seconds,
+        "seconds_per_step": run.seconds_per_step,
+        "steps": run.steps,
+        "final_loss": run.final_loss,
+        "scale_factor": scale,
+        **evaluate_vae(vae, device=device),
+    }
+    return vae, info
+
+
+# ---- 2. text encoder ---------------------------------------------------------------------------
+
+
+def train_text_encoder(
+    recipe: Recipe, out_dir=None, resume=False, progress=True, device="cpu", distributed=None
+) -> tuple[TextEncoder, dict]:
+    """CLIP-style contrastive pretraining with multi-positive targets. Returns (text encoder, info)."""
+    device = torch.device(device)
+    tokenizer = Tokenizer(max_length=recipe.text.max_length)
+    model = build_seeded(lambda: ContrastiveModel(TextEncoder(recipe.text)), recipe.seed, "text").to(device)
+
+    def loss_fn(model, generator):
+        images, attributes = draw_images(recipe.text_batch_size, generator)
+        captions, named = captions_for(attributes, generator, recipe.p_full, recipe.p_drop)
+        match = matches(attributes, named)  # (B images, B captions)
+        return model.loss(images.to(device), tokenizer(captions, device=device), match.to(device))
+
+    run = train(
+        model,
+        loss_fn,
+        recipe.text_train,
+        _sub(out_dir, "text"),
+        resume=resume,
+        desc="text encoder",
+        progress=progress,
+        distributed=distributed,
+    )
+    info = {
+        "train_seconds": run.seconds,
+        "cpu_seconds": run.cpu_seconds,
+        "seconds_per_step": run.seconds_per_step,
+        "steps": run.steps,
+        "final_loss": run.final_loss,
+        **evaluate_text_encoder(run.ema_model, tokenizer, device=device),
+    }
+    return run.ema_model.text_encoder.eval(), info
+
+
+# ---- 3. UNet -----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def encode_bank(vae: VAE, n: int, seed: int, device="cpu", batch_size: int = 500):
+    """Encode n fresh training images once: (means, logvars) (n, 4, 8, 8) each, and attributes."""
+    generator = torch.Generator().manual_seed(seed)
+    means, logvars, attributes = [], [], []
+    for start in range(0, n, batch_size):
+        images, attrs = draw_images(min(batch_size, n - start), generator)
+        mean, logvar = vae.encode(images.to(device))
+        means.append(mean)
+        logvars.append(logvar)
+        attributes += attrs
+    return torch.cat(means), torch.cat(logvars), attributes
+
+
+def train_unet(
+    recipe: Recipe,
+    vae: VAE,
+    text_encoder: TextEncoder,
+    out_dir=None,
+    resume=False,
+    progress=True,
+    device="cpu",
+    distributed=None,
+) -> tuple[UNet, dict]:
+    """Train the UNet on scaled latents with the frozen VAE and text encoder. Returns (EMA UNet, info)."""
+    device = torch.device(device)
+    if recipe.unet.context_dim != text_encoder.config.width:
+        raise ValueError(
+            f"recipe.unet.context_dim must equal the text encoder's width {text_encoder.config.width}; "
+            f"got {recipe.unet.context_dim}"
+        )
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    vae, text_encoder = vae.to(device).eval(), text_encoder.to(device).eval().requires_grad_(False)
+    tokenizer = Tokenizer(max_length=text_encoder.config.max_length)
+    schedule = recipe.schedule.build().to(device)
+    means, logvars, attributes = encode_bank(vae, recipe.latent_bank, recipe.seed + 2, device)
+    stds, scale = torch.exp(0.5 * logvars), float(vae.scale_factor)
+    bank_seconds, bank_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
+    unet = build_seeded(lambda: UNet(recipe.unet), recipe.seed, "unet").to(device)
+
+    def loss_fn(model, generator):
+        # 1. Latents z_0 = scale_factor * (mean + std * eps) of random bank images.
+        index = torch.randint(len(attributes), (recipe.unet_batch_size,), generator=generator)
+        noise = torch.randn(means[index].shape, generator=generator).to(device)
+        z0 = scale * (means[index] + stds[index] * noise)  # (B, 4, 8, 8)
+        # 2. Captions, partial or full, then conditioning dropout to "" (for guidance).
+        captions, _ = captions_for([attributes[i] for i in index.tolist()], generator, recipe.p_full, recipe.p_drop)
+        uncond = (torch.rand(len(captions), generator=generator) < recipe.p_uncond).tolist()
+        captions = ["" if u else c for c, u in zip(captions, uncond)]
+        with torch.no_grad():
+            cond = text_encoder(tokenizer(captions, device=device))  # (B, L, D), frozen
+        # 3. Ho et al.'s simple loss on the latents.
+        return noise_prediction_loss(model, z0, schedule, generator=generator, cond=cond)
+
+    run = train(
+        unet,
+        loss_fn,
+        recipe.unet_train,
+        _sub(out_dir, "unet"),
+        resume=resume,
+        desc="UNet",
+        progress=progress,
+        distributed=distributed,
+    )
+    info = {
+        "train_seconds": run.seconds + bank_seconds,
+        "cpu_seconds": run.cpu_seconds + bank_cpu_seconds,
+        "latent_bank_seconds": bank_seconds,
+        "seconds_per_step": run.seconds_per_step,
+        "steps": run.steps,
+        "final_loss": run.final_loss,
+    }
+    return run.ema_model, info
+
+
+def _sub(out_dir, name):
+    return None if out_dir is None else Path(out_dir) / name
