@@ -80,14 +80,28 @@ def extract(table: torch.Tensor, t, x: torch.Tensor) -> torch.Tensor:
     return values.to(device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))  # (B, 1, ..., 1)
 
 
-def randn_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Standard normal noise shaped like x, drawn from `generator`.
+def randn(shape, generator=None, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise of `shape`, drawn from `generator`, returned on `device`.
 
-    The noise is drawn on the generator's device and then moved to x's device, so a CPU generator
-    gives the same numbers whether x is on the CPU or a GPU (diffusers' `randn_tensor` does the same).
+    The noise is drawn on the generator's device and then moved, so a CPU generator gives the
+    same numbers whether the result lives on the CPU or a GPU. `generator` may also be a list of
+    shape[0] generators, one per row: row i is drawn from generator i alone (as diffusers'
+    `randn_tensor` does), so a row does not depend on the rows beside it.
     """
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(
+                f"generator must be one torch.Generator or one per row ({shape[0]}); got a list of {len(generator)}"
+            )
+        rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator]
+        return torch.cat(rows).to(device)  # (B, ...)
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+
+
+def randn_like(x: torch.Tensor, generator=None) -> torch.Tensor:
+    """Standard normal noise shaped like x, drawn from `generator` (one, or a list of one per row; see `randn`)."""
+    return randn(x.shape, generator, x.device, x.dtype)
 
 
 # ---- the forward process ------------------------------------------------------------------

@@ -65,6 +65,77 @@ def test_loop_matches_a_hand_written_loop(pipe):
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_ddpm_with_all_T_steps_is_algorithm_2(pipe):
+    """pipe(..., sampler="ddpm", num_inference_steps=T) is Ho et al. 2020's Algorithm 2, line for line."""
+    T = pipe.schedule.T
+    out = pipe(PROMPT, sampler="ddpm", num_inference_steps=T, guidance_scale=1.0, seed=4)
+    cond, _ = pipe.encode_prompt([PROMPT])
+    betas, alphas, alpha_bar = pipe.schedule.betas, pipe.schedule.alphas, pipe.schedule.alpha_bar
+    g = torch.Generator().manual_seed(4)  # image 0's stream of seed 4
+    x = torch.randn((1, 4, 8, 8), generator=g)  # 1: x_T ~ N(0, I)
+    with torch.no_grad():
+        for t in range(T - 1, -1, -1):  # 2: for t = T, ..., 1 (code t is paper t + 1)
+            z = torch.randn((1, 4, 8, 8), generator=g) if t > 0 else torch.zeros(1, 4, 8, 8)  # 3
+            eps = pipe.unet(x, torch.tensor([t]), cond)
+            sigma = ((1 - alpha_bar[t - 1]) / (1 - alpha_bar[t]) * betas[t]) ** 0.5 if t > 0 else 0.0
+            x = (x - betas[t] / (1 - alpha_bar[t]) ** 0.5 * eps) / alphas[t] ** 0.5 + sigma * z  # 4
+        expected = pipe.vae.decode(x / pipe.vae.scale_factor).clamp(0, 1)  # 6: return x_0
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_ddim_keeps_its_offset_rule_for_the_step_count(pipe):
+    with pytest.raises(ValueError, match="steps_offset"):
+        pipe(PROMPT, num_inference_steps=pipe.schedule.T)
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        pipe(PROMPT, sampler="ddpm", num_inference_steps=pipe.schedule.T + 1)
+
+
+@pytest.mark.parametrize("sampler, eta", [("ddim", 0.0), ("ddim", 1.0), ("ddpm", 0.0)])
+def test_an_image_depends_on_its_prompt_and_seed_not_on_its_batch(pipe, sampler, eta):
+    prompts = ["a red shape", "a blue square", "a triangle", PROMPT, "a shape", "", "a green circle", "a square"]
+    kwargs = dict(num_inference_steps=3, seed=11, sampler=sampler, eta=eta)
+    batch = pipe(prompts, **kwargs)
+    # Image i of a call with seed s is the image of seed s + i alone: here position 3, seed 11 + 3.
+    alone = pipe(PROMPT, **{**kwargs, "seed": 14})
+    torch.testing.assert_close(batch[3:4], alone, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(batch[3:4], pipe(PROMPT, **kwargs))
+    pair = pipe([PROMPT, PROMPT], **{**kwargs, "seed": 13})
+    torch.testing.assert_close(pair[1:2], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_img2img_and_inpaint_images_do_not_depend_on_their_batch(pipe):
+    images, _, _ = shapes.sample(4, seed=2)
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 8:24, 8:24] = 1
+    batch = pipe.img2img(images, "a red shape", strength=0.7, num_inference_steps=4, sampler="ddpm", seed=3)
+    alone = pipe.img2img(images[2:3], "a red shape", strength=0.7, num_inference_steps=4, sampler="ddpm", seed=5)
+    torch.testing.assert_close(batch[2:3], alone)
+    batch = pipe.inpaint(images, mask, "a red shape", num_inference_steps=3, sampler="ddpm", seed=3)
+    alone = pipe.inpaint(images[2:3], mask, "a red shape", num_inference_steps=3, sampler="ddpm", seed=5)
+    torch.testing.assert_close(batch[2:3], alone)
+
+
+def test_one_loop_runs_hooks_and_skips_the_unconditional_branch_at_scale_one(pipe):
+    from sdedu.pipeline import denoise, make_sampler
+
+    calls = []
+
+    def unet(z, t, cond):
+        calls.append(z.shape[0])
+        return pipe.unet(z, t, cond)
+
+    sampler = make_sampler("ddim", pipe.schedule)
+    sampler.set_timesteps(3)
+    cond, uncond = pipe.encode_prompt(["a shape", "a square"])
+    z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    seen = []
+    out = denoise(unet, sampler, z, cond, uncond, 1.0, on_step=lambda i, t, z, x0: seen.append(int(t)))
+    assert calls == [2, 2, 2] and seen == sampler.timesteps.tolist()
+    calls.clear()
+    zero = denoise(unet, sampler, z, cond, uncond, 2.0, on_step=lambda i, t, z, x0: torch.zeros_like(z))
+    assert calls == [4, 4, 4] and not zero.any() and out.any()
+
+
 def test_guidance_scale_one_is_the_conditional_model_and_zero_ignores_the_prompt(pipe):
     a = pipe(PROMPT, num_inference_steps=3, guidance_scale=1.0, seed=1)
     b = pipe(PROMPT, num_inference_steps=3, guidance_scale=1.0 + 1e-9, seed=1)  # batched path
@@ -139,7 +210,7 @@ def test_inpaint_keeps_the_unmasked_region(pipe):
         ({"num_inference_steps": 0}, ValueError, "num_inference_steps"),
         ({"num_inference_steps": 2.5}, TypeError, "num_inference_steps"),
         ({"guidance_scale": -1.0}, ValueError, "guidance_scale"),
-        ({"sampler": "euler"}, ValueError, "sampler"),
+        ({"sampler": "dpm++"}, ValueError, "sampler must be one of"),
         ({"eta": -0.5}, ValueError, "eta"),
         ({"num_images_per_prompt": 0}, ValueError, "num_images_per_prompt"),
     ],

@@ -322,7 +322,7 @@ def test_bad_inputs(make, generator):
 
 def test_ddim_bad_inputs():
     schedule = NoiseSchedule.linear()
-    with pytest.raises(ValueError, match=r"eta must be in \[0.0, inf\]; got -0.1"):
+    with pytest.raises(ValueError, match=r"eta must be in \[0.0, 1.0\]; got -0.1"):
         DDIMSampler(schedule, eta=-0.1)
     with pytest.raises(TypeError, match="eta must be a number"):
         DDIMSampler(schedule, eta=None)

@@ -40,7 +40,7 @@ class DDIMSampler:
 
     Args:
         schedule: the NoiseSchedule the model was trained with.
-        eta: noise weight, >= 0; 0 is deterministic DDIM, 1 is DDPM-like.
+        eta: noise weight in [0, 1]; 0 is deterministic DDIM, 1 is DDPM-like.
         clip_sample: off by default because sdedu samples VAE latents, which are not confined
             to [-1, 1] (diffusers' DDIM default is on, for pixel-space models).
         steps_offset: added to every timestep; Stable Diffusion uses 1. With 0, the last step
@@ -55,7 +55,7 @@ class DDIMSampler:
         if not isinstance(clip_sample, bool):
             raise TypeError(f"clip_sample must be a bool; got {describe(clip_sample)}")
         self.schedule = schedule
-        self.eta = check_number_range("eta", eta, 0.0)
+        self.eta = check_number_range("eta", eta, 0.0, 1.0)  # eta > 1 would make eq. 12's sqrt negative
         self.clip_sample = clip_sample
         self.steps_offset = check_int_range("steps_offset", steps_offset, 0, schedule.T - 1)
         # alpha_bar after the last step: diffusers' set_alpha_to_one=False, as in Stable Diffusion.
@@ -78,6 +78,11 @@ class DDIMSampler:
         self.step_ratio = step_ratio
         self.timesteps = torch.arange(n - 1, -1, -1, dtype=torch.int64) * step_ratio + self.steps_offset  # (n,)
 
+    def previous_alpha_bar(self, t: int) -> torch.Tensor:
+        """alpha_bar where the step from timestep t lands: alpha_bar[t - k], or the final alpha_bar after the last."""
+        t_prev = int(t) - self.step_ratio
+        return self.schedule.alpha_bar[t_prev] if t_prev >= 0 else self.final_alpha_bar
+
     def step(self, eps_pred: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> SamplerStep:
         """One reverse step x_t -> x_{t - k}.
 
@@ -90,12 +95,10 @@ class DDIMSampler:
             SamplerStep(x_prev, x0_pred), both (B, ...).
         """
         t = check_step_inputs(eps_pred, t, x_t, self.timesteps)
-        # 1. The next timestep: k = T // n earlier (negative after the last step).
-        t_prev = t - self.step_ratio
-
-        # 2. Schedule values; after the last step alpha_bar_prev is the final alpha_bar.
+        # 1-2. Schedule values at t and at the next timestep, k = T // n earlier (after the last
+        #      step: the final alpha_bar).
         alpha_bar = self.schedule.alpha_bar[t]
-        alpha_bar_prev = self.schedule.alpha_bar[t_prev] if t_prev >= 0 else self.final_alpha_bar
+        alpha_bar_prev = self.previous_alpha_bar(t)
         one_minus_alpha_bar = 1 - alpha_bar
         one_minus_alpha_bar_prev = 1 - alpha_bar_prev
 
