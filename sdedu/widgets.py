@@ -58,12 +58,14 @@ def noise_slider(
     """A slider over t showing q_sample(x0, t, eps) for each schedule, with alpha_bar_t and SNR.
 
     Args:
-        x0: (1, C, H, W) clean image, values in `value_range` (usually [-1, 1]).
+        x0: (1, C, H, W) clean image in the diffusion maths' range [-1, 1] (`2 * image - 1` for an
+            image in [0, 1]), like every x_t the slider shows.
         schedules: a NoiseSchedule, or a dict name -> NoiseSchedule (same T) shown side by side.
         t_step: slider increment.
         initial_t: where the slider starts.
         noise: eps, shape of x0 (drawn once from `generator` when None).
-        value_range: the (low, high) values shown as black and white.
+        value_range: the (low, high) values shown as black and white: (-1, 1), the range of x_0
+            and of the signal in x_t (unlike `sdedu.viz`, whose images default to [0, 1]).
         static_timesteps: the timesteps of the headless fallback (default: 6 evenly spaced).
 
     Returns:

@@ -25,11 +25,13 @@ def test_to_numpy_images_maps_the_value_range_to_0_1():
     array = viz.to_numpy_images(images, value_range=(-1.0, 1.0))
     assert array.shape == (1, 2, 2, 3)
     np.testing.assert_allclose(array[0, :, :, 0].flatten(), [0.0, 0.5, 1.0, 1.0])  # 3.0 is clipped
+    # The default range is [0, 1], the range of every image a learner sees; -1 is clipped to black.
+    np.testing.assert_allclose(viz.to_numpy_images(images)[0, :, :, 0].flatten(), [0.0, 0.0, 1.0, 1.0])
 
 
 def test_image_grid_shows_the_pixels_it_was_given():
     images = torch.rand(5, 3, 8, 8)
-    fig = viz.image_grid(images, ncols=3, titles=[str(i) for i in range(5)], value_range=(0.0, 1.0))
+    fig = viz.image_grid(images, ncols=3, titles=[str(i) for i in range(5)])  # [0, 1] is the default range
     axes = fig.get_axes()
     assert len(axes) == 6  # 2 rows x 3 columns, the last one blank
     shown = axes[4].images[0].get_array()
@@ -81,7 +83,7 @@ def test_trajectory_grid_plots_every_frame():
 def test_animations_are_offline_html():
     html = viz.animate_points(torch.randn(3, 20, 2), titles=["1", "2", "3"])
     assert isinstance(html, HTML) and "<script" in html.data and "data:image/png" in html.data
-    html = viz.animate_images(torch.rand(2, 3, 8, 8), value_range=(0.0, 1.0))
+    html = viz.animate_images(torch.rand(2, 3, 8, 8))
     assert isinstance(html, HTML)
     assert not plt.get_fignums()  # the animation figure is closed so it is not shown twice
 
