@@ -7,13 +7,14 @@ swap across the two libraries:
 1. **Schedulers.** `make_scheduler("ddim", schedule)` builds a diffusers scheduler with sdedu's
    exact betas (`trained_betas`) and Stable Diffusion v1's conventions ("leading" timesteps,
    steps_offset 1, set_alpha_to_one False, no clipping) - the configuration under which
-   `sdedu.samplers.DDIMSampler` equals `diffusers.DDIMScheduler`. `sample_with_scheduler(pipe, ...)`
-   runs diffusers' denoising loop with sdedu's trained UNet:
+   `sdedu.samplers.DDIMSampler` equals `diffusers.DDIMScheduler`. `DiffusersSampler(scheduler)`
+   gives a diffusers scheduler sdedu's sampler face, and `sample_with_scheduler(pipe, ...)` runs
+   sdedu's one loop (`sdedu.pipeline.denoise`) with it - which is diffusers' loop:
 
        latents = noise * scheduler.init_noise_sigma
        for t in scheduler.timesteps:
-           model_input = scheduler.scale_model_input(cat([latents, latents]), t)
-           eps_uncond, eps_cond = unet(model_input, t, cat([uncond, cond])).chunk(2)
+           model_input = scheduler.scale_model_input(latents, t)
+           eps_uncond, eps_cond = unet(cat([model_input] * 2), t, cat([uncond, cond])).chunk(2)
            latents = scheduler.step(guided eps, t, latents).prev_sample
 
    (`init_noise_sigma` and `scale_model_input` are 1 and the identity for DDPM/DDIM; the
@@ -46,13 +47,17 @@ import torch
 from torch import nn
 
 from sdedu._checks import check_int_range, check_number_range, describe
-from sdedu.guidance import classifier_free_guidance
+from sdedu.diffusion import randn
+from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE, denoise, image_generators
+from sdedu.pipeline.checks import check_prompts
+from sdedu.samplers import SamplerStep
 from sdedu.schedules import NoiseSchedule
 
 __all__ = [
     "SCHEDULERS",
     "scheduler_config",
     "make_scheduler",
+    "DiffusersSampler",
     "sample_with_scheduler",
     "unet2d_condition_config",
     "build_diffusers_unet",
@@ -108,6 +113,30 @@ def make_scheduler(name: str, schedule: NoiseSchedule):
     return getattr(diffusers, SCHEDULERS[name])(**config)
 
 
+class DiffusersSampler:
+    """A diffusers scheduler with sdedu's sampler face, so that sdedu's one loop can run it.
+
+    `.timesteps`, `scale_model_input(z, t)` and `step(eps_pred, t, z, generator) -> SamplerStep`
+    (x_prev = `prev_sample`, x0_pred = `pred_original_sample`, None where a scheduler has none).
+    """
+
+    def __init__(self, scheduler):
+        if not hasattr(scheduler, "step") or not hasattr(scheduler, "set_timesteps"):
+            raise TypeError(f"scheduler must be a diffusers scheduler (set_timesteps, step); got {describe(scheduler)}")
+        self.scheduler = scheduler
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.scheduler.timesteps
+
+    def scale_model_input(self, z: torch.Tensor, t) -> torch.Tensor:
+        return self.scheduler.scale_model_input(z, t)
+
+    def step(self, eps_pred: torch.Tensor, t, z: torch.Tensor, generator=None) -> SamplerStep:
+        out = self.scheduler.step(eps_pred, t, z, generator=generator)
+        return SamplerStep(x_prev=out.prev_sample, x0_pred=getattr(out, "pred_original_sample", None))
+
+
 @torch.no_grad()
 def sample_with_scheduler(
     pipe,
@@ -118,10 +147,11 @@ def sample_with_scheduler(
     seed: int = 0,
     return_latents: bool = False,
 ):
-    """Text-to-image with sdedu's models and a diffusers scheduler, in diffusers' loop.
+    """Text-to-image with sdedu's models and a diffusers scheduler, in sdedu's one loop.
 
-    The starting noise is drawn exactly as `TinyStableDiffusion.__call__` draws it (same seed,
-    same generator, same shape), so with `make_scheduler("ddim", pipe.schedule)` the images equal
+    The starting noise is drawn exactly as `TinyStableDiffusion.__call__` draws it (image i from
+    its own stream, `image_generators(seed, B)`), and the scheduler's own noise comes from the same
+    streams, so with `make_scheduler("ddim", pipe.schedule)` the images equal
     `pipe(prompt, sampler="ddim", seed=seed)` up to float rounding.
 
     Args:
@@ -135,32 +165,25 @@ def sample_with_scheduler(
     Returns:
         images (B, 3, 32, 32) in [0, 1]; with return_latents, (images, latents (B, 4, 8, 8)).
     """
-    from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE
-
     check_int_range("num_inference_steps", num_inference_steps, 1, pipe.schedule.T - 1)
     guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
     guidance_scale = check_number_range("guidance_scale", guidance_scale, 0.0)
-    if not hasattr(scheduler, "step") or not hasattr(scheduler, "set_timesteps"):
-        raise TypeError(f"scheduler must be a diffusers scheduler (set_timesteps, step); got {describe(scheduler)}")
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-    generator = torch.Generator(device=pipe.device).manual_seed(seed)
+    sampler = DiffusersSampler(scheduler)
+    prompts = check_prompts(prompt)
+    generators = image_generators(check_int_range("seed", seed, 0, 2**63 - 1), len(prompts))
     # 1. Prompt embeddings (cond and the empty prompt's), as in the sdedu pipeline.
     cond, uncond = pipe.encode_prompt(prompts)
     # 2. The scheduler's timesteps.
     scheduler.set_timesteps(num_inference_steps, device=pipe.device)
     # 3. Starting noise, scaled to the scheduler's initial std (1 for DDPM/DDIM, sigma_max for Euler).
-    latents = torch.randn((len(prompts), 4, 8, 8), generator=generator, device=pipe.device)
-    latents = latents * scheduler.init_noise_sigma
-    B = latents.shape[0]
-    for t in scheduler.timesteps:
-        # 4. Scale the input as the scheduler asks, one batched UNet call for both branches.
-        model_input = scheduler.scale_model_input(torch.cat([latents, latents]), t)  # (2B, 4, 8, 8)
-        t_batch = torch.full((2 * B,), int(round(float(t))), dtype=torch.long, device=pipe.device)
-        eps_uncond, eps_cond = pipe.unet(model_input, t_batch, torch.cat([uncond, cond])).chunk(2)
-        eps_pred = classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
-        # 5. The scheduler's update.
-        latents = scheduler.step(eps_pred, t, latents, generator=generator).prev_sample
-    # 6. Decode with sdedu's VAE.
+    latents = randn((len(prompts), *pipe.latent_shape), generators, pipe.device) * scheduler.init_noise_sigma
+
+    def unet(z, t, context):  # Euler's timesteps are floats; the UNet embeds integer ones
+        return pipe.unet(z, t.round().long() if t.is_floating_point() else t, context)
+
+    # 4. sdedu's loop: scale, both branches in one UNet call, guidance, the scheduler's update.
+    latents = denoise(unet, sampler, latents, cond, uncond, guidance_scale, generator=generators)
+    # 5. Decode with sdedu's VAE.
     images = pipe.decode_latents(latents)
     return (images, latents) if return_latents else images
 

@@ -52,6 +52,13 @@ def test_diffusers_ddim_gives_the_same_images_from_the_same_noise(pipe):
     assert not torch.allclose(other_seed, ours)
 
 
+def test_diffusers_ddpm_draws_the_same_noise_per_image(pipe):
+    """Stochastic parity: one CPU generator per image, in sdedu's DDPM and in diffusers' DDPMScheduler."""
+    ours = pipe(PROMPTS, sampler="ddpm", num_inference_steps=8, seed=7)
+    theirs = bridge.sample_with_scheduler(pipe, PROMPTS, bridge.make_scheduler("ddpm", pipe.schedule), 8, seed=7)
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("name", ["euler", "dpm++", "ddpm"])
 def test_other_schedulers_run_and_are_seeded(pipe, name):
     a = bridge.sample_with_scheduler(pipe, PROMPTS, bridge.make_scheduler(name, pipe.schedule), 5, seed=1)
