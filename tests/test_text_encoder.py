@@ -5,7 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from sdedu.data.shapes import VOCABULARY
-from sdedu.models.text_encoder import ContrastiveModel, TextEncoder, TextEncoderConfig, Tokenizer
+from sdedu.models.text_encoder import (
+    END_ID,
+    PAD_ID,
+    START_ID,
+    ContrastiveModel,
+    TextEncoder,
+    TextEncoderConfig,
+    Tokenizer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +28,10 @@ def test_token_layout(tokenizer):
     assert ids[0, :5].tolist() == [tokenizer.start_id, word["a"], word["red"], word["circle"], tokenizer.end_id]
     assert (ids[0, 5:] == tokenizer.pad_id).all()
     # The empty prompt is <start> <end> only: the unconditional prompt.
-    assert ids[1, :2].tolist() == [tokenizer.start_id, tokenizer.end_id] and (ids[1, 2:] == 0).all()
+    assert ids[1, :2].tolist() == [tokenizer.start_id, tokenizer.end_id] and (ids[1, 2:] == tokenizer.pad_id).all()
+    # The encoder's ids for <pad> and <end> are the tokenizer's, by name.
+    assert (tokenizer.pad_id, tokenizer.start_id, tokenizer.end_id) == (PAD_ID, START_ID, END_ID)
+    assert [tokenizer.token_to_id[t] for t in ("<pad>", "<start>", "<end>")] == [PAD_ID, START_ID, END_ID]
     assert tokenizer.decode(ids[:1])[0][:5] == ["<start>", "a", "red", "circle", "<end>"]
 
 

@@ -43,12 +43,15 @@ from sdedu.nn.attention import SelfAttention
 
 PAD, START, END = "<pad>", "<start>", "<end>"
 SPECIAL_TOKENS = (PAD, START, END)
+#: The special tokens' ids: they come first in every Tokenizer's table, in this order.
+PAD_ID, START_ID, END_ID = (SPECIAL_TOKENS.index(token) for token in (PAD, START, END))
 
 
 class Tokenizer:
     """Word-level tokenizer over a closed vocabulary, padded to `max_length` tokens.
 
-    ids: <pad> = 0, <start> = 1, <end> = 2, then the vocabulary words in order.
+    ids: the special tokens first (<pad> = PAD_ID = 0, <start> = START_ID = 1, <end> = END_ID = 2),
+    then the vocabulary words in order.
 
     Args:
         vocabulary: the words (default: the shapes world's `VOCABULARY`).
@@ -64,7 +67,7 @@ class Tokenizer:
         self.max_length = int(max_length)
         self.tokens = SPECIAL_TOKENS + self.vocabulary
         self.token_to_id = {token: i for i, token in enumerate(self.tokens)}
-        self.pad_id, self.start_id, self.end_id = 0, 1, 2
+        self.pad_id, self.start_id, self.end_id = (self.token_to_id[token] for token in (PAD, START, END))
 
     def __len__(self) -> int:
         """Number of distinct ids (vocabulary + special tokens)."""
@@ -173,7 +176,7 @@ class TextEncoder(nn.Module):
         # 1. Embed tokens and positions.
         x = self.token_embedding(ids) + self.position_embedding  # (B, L, D)
         # 2. Transformer layers; padding keys are masked out.
-        mask = ids != 0  # (B, L) True for real tokens (<pad> has id 0)
+        mask = ids != PAD_ID  # (B, L) True for real tokens
         for layer in self.layers:
             x = layer(x, mask)
         # 3. Final LayerNorm: these per-token states are SD's "last_hidden_state".
@@ -182,7 +185,7 @@ class TextEncoder(nn.Module):
     def pooled(self, ids: torch.Tensor) -> torch.Tensor:
         """One vector per prompt (B, embed_dim): the <end> token's state, projected (as in CLIP)."""
         states = self(ids)  # (B, L, D)
-        end = (ids == 2).float().argmax(dim=1)  # (B,) position of <end>
+        end = (ids == END_ID).float().argmax(dim=1)  # (B,) position of <end>
         return self.text_projection(states[torch.arange(ids.shape[0]), end])  # (B, embed_dim)
 
 
