@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import re
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sdedu._checks import describe
@@ -29,6 +33,7 @@ from sdedu.schedules import NoiseSchedule, ScheduleConfig
 
 SHIPPED = Path(__file__).with_name("weights")
 MANIFEST = "manifest.json"
+BARE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a component's name: no folders, no ".."
 
 
 class WeightsError(ValueError):
@@ -45,18 +50,34 @@ def sha256_file(path) -> str:
 
 
 def read_manifest(directory=None) -> dict:
-    """The manifest of `directory` (default: the shipped weights); {} when there is none."""
+    """The manifest of `directory` (default: the shipped weights); {} when there is none.
+
+    Raises WeightsError when the file is not a JSON object (the error names the file and the place).
+    """
     path = Path(directory or SHIPPED) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise WeightsError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(manifest, dict):
+        raise WeightsError(f"{path} must hold a JSON object; got {describe(manifest)}")
+    return manifest
 
 
 def update_manifest(directory, **fields) -> dict:
-    """Merge top-level fields (recipe, seed, metrics, ...) into the manifest; returns it."""
+    """Merge top-level fields (recipe, seed, metrics, ...) into the manifest; returns it.
+
+    The new manifest is written beside the old one and swapped in, so a crash never leaves half a file.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(directory)
     manifest.update(fields)
-    (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, directory / MANIFEST)
     return manifest
 
 
@@ -75,6 +96,8 @@ def save_component(module: torch.nn.Module, name: str, directory, metadata: dict
         raise TypeError(f"module must be a torch.nn.Module; got {describe(module)}")
     if not is_dataclass(getattr(module, "config", None)):
         raise TypeError(f"module must have a dataclass `config` (VAE, TextEncoder, UNet); got {type(module).__name__}")
+    if not isinstance(name, str) or not BARE_NAME.fullmatch(name):
+        raise ValueError(f"name must be a bare component name of letters, digits, '_' or '-'; got {describe(name)}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.safetensors"
@@ -97,7 +120,34 @@ def save_component(module: torch.nn.Module, name: str, directory, metadata: dict
     return entry
 
 
-def _build(name: str, entry: dict) -> torch.nn.Module:
+# ---- reading: every field checked, every failure a WeightsError naming it ----------------------
+
+ENTRY_FIELDS = {"file": str, "sha256": str, "class": str, "config": dict}  # required in every component
+
+
+def _fail(directory: Path, field_name: str, problem: str):
+    raise WeightsError(f"{directory / MANIFEST}: field {field_name!r} {problem}")
+
+
+def check_entry(name: str, entry, directory: Path) -> dict:
+    """A component's manifest entry, its required fields and types checked; its file a bare name."""
+    where = f"components.{name}"
+    if not isinstance(entry, dict):
+        _fail(directory, where, f"must be an object; got {describe(entry)}")
+    for key, kind in ENTRY_FIELDS.items():
+        if key not in entry:
+            _fail(directory, f"{where}.{key}", "is missing")
+        if not isinstance(entry[key], kind):
+            _fail(directory, f"{where}.{key}", f"must be a {kind.__name__}; got {describe(entry[key])}")
+    file = entry["file"]
+    if not (file.endswith(".safetensors") and BARE_NAME.fullmatch(file.removesuffix(".safetensors"))):
+        _fail(directory, f"{where}.file", f"must be a bare <name>.safetensors in the weights folder; got {file!r}")
+    if not re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]):
+        _fail(directory, f"{where}.sha256", f"must be 64 lowercase hex digits; got {entry['sha256']!r}")
+    return entry
+
+
+def _build(name: str, entry: dict, directory: Path) -> torch.nn.Module:
     """An untrained module of the class and config the manifest names (a closed list: no imports by string)."""
     from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig
     from sdedu.models.unet import UNet, UNetConfig
@@ -108,28 +158,17 @@ def _build(name: str, entry: dict) -> torch.nn.Module:
         "sdedu.models.text_encoder.TextEncoder": (TextEncoder, TextEncoderConfig),
         "sdedu.models.unet.UNet": (UNet, UNetConfig),
     }
-    if entry.get("class") not in classes:
-        raise WeightsError(
-            f"manifest entry {name!r} names class {entry.get('class')!r}; expected one of {sorted(classes)}"
-        )
+    if entry["class"] not in classes:
+        _fail(directory, f"components.{name}.class", f"names {entry['class']!r}; expected one of {sorted(classes)}")
     cls, config_cls = classes[entry["class"]]
-    return cls(config_cls(**entry["config"]))
+    try:
+        return cls(config_cls(**entry["config"]))
+    except (TypeError, ValueError) as error:
+        _fail(directory, f"components.{name}.config", f"does not build {cls.__name__}: {error}")
 
 
-def load_component(name: str, directory=None, device="cpu") -> torch.nn.Module:
-    """Build component `name` from the manifest, verify its file's sha256, load its tensors.
-
-    Raises:
-        WeightsError: no manifest entry, a missing file, a hash mismatch (naming the file, the
-            expected and the actual hash) or tensors that do not fit the module.
-    """
-    directory = Path(directory or SHIPPED)
-    manifest = read_manifest(directory)
-    entry = manifest.get("components", {}).get(name)
-    if entry is None:
-        raise WeightsError(
-            f"{directory / MANIFEST} has no component {name!r}; it lists {sorted(manifest.get('components', {}))}"
-        )
+def _load_tensors(name: str, module: torch.nn.Module, entry: dict, directory: Path, device) -> torch.nn.Module:
+    """Verify the file's sha256, load its tensors into `module` (strict), refuse non-finite ones."""
     path = directory / entry["file"]
     if not path.is_file():
         raise WeightsError(f"weights file {path} is missing (listed in {directory / MANIFEST})")
@@ -139,14 +178,39 @@ def load_component(name: str, directory=None, device="cpu") -> torch.nn.Module:
             f"weights file {path} does not match the manifest: expected sha256 {entry['sha256']}, "
             f"got {actual}. The file is corrupt or was replaced; retrain or restore it."
         )
-    module = _build(name, entry)
     try:
-        module.load_state_dict(load_file(str(path), device="cpu"), strict=True)
-    except RuntimeError as error:
-        raise WeightsError(
-            f"weights file {path} does not fit {entry['class']} with config {entry['config']}: {error}"
-        ) from None
+        tensors = load_file(str(path), device="cpu")
+        module.load_state_dict(tensors, strict=True)
+    except (SafetensorError, RuntimeError) as error:  # an unreadable file, or tensors that do not fit
+        message = str(error).replace("\n", " ")
+        _fail(directory, f"components.{name}.config", f"does not fit the tensors in {path.name}: {message}")
+    bad = [key for key, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise WeightsError(f"weights file {path} holds inf or NaN in {bad[:3]}")
     return module.to(device).eval()
+
+
+def load_component(name: str, directory=None, device="cpu") -> torch.nn.Module:
+    """Build component `name` from the manifest, verify its file's sha256, load its tensors.
+
+    Raises:
+        WeightsError: no manifest entry, a missing or ill-typed field, a file name that is not
+            bare, a missing file, a hash mismatch (naming the file, the expected and the actual
+            hash) or tensors that do not fit the module.
+    """
+    directory = Path(directory or SHIPPED)
+    components = _components(read_manifest(directory), directory)
+    if name not in components:
+        raise WeightsError(f"{directory / MANIFEST} has no component {name!r}; it lists {sorted(components)}")
+    entry = check_entry(name, components[name], directory)
+    return _load_tensors(name, _build(name, entry, directory), entry, directory, device)
+
+
+def _components(manifest: dict, directory: Path) -> dict:
+    components = manifest.get("components", {})
+    if not isinstance(components, dict):
+        _fail(directory, "components", f"must be an object; got {describe(components)}")
+    return components
 
 
 @dataclass
@@ -163,16 +227,60 @@ class Pretrained:
 
 def schedule_from_settings(settings) -> NoiseSchedule:
     """The NoiseSchedule a manifest's "schedule" entry (a dict) or a `ScheduleConfig` describes."""
+    return _schedule_config(settings).build()
+
+
+def _schedule_config(settings, directory: Path | None = None) -> ScheduleConfig:
     if isinstance(settings, ScheduleConfig):
-        return settings.build()
+        return settings
     try:
-        return ScheduleConfig.from_dict(settings).build()
+        return ScheduleConfig.from_dict(settings)
     except (TypeError, ValueError) as error:
-        raise WeightsError(f"manifest field 'schedule': {error}") from None
+        raise WeightsError(f"{directory / MANIFEST if directory else 'manifest'}: field 'schedule': {error}") from None
+
+
+def _tokenizer(settings, directory: Path):
+    from sdedu.models.text_encoder import Tokenizer
+
+    if not isinstance(settings, dict) or set(settings) - {"max_length"}:
+        _fail(directory, "tokenizer", f'must be {{"max_length": <int>}}; got {describe(settings)}')
+    if "max_length" in settings:
+        value = settings["max_length"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 3 <= value <= 1024:
+            _fail(directory, "tokenizer.max_length", f"must be an int in [3, 1024]; got {describe(value)}")
+    return Tokenizer(**settings)
+
+
+def _cross_check(directory: Path, schedule: ScheduleConfig, tokenizer, configs: dict) -> None:
+    """Settings that must agree across components: each failure names both fields and values."""
+    text, vae, unet = configs["text_encoder"], configs["vae"], configs["unet"]
+    for field_name, value, other_name, other in [
+        ("schedule.T", schedule.T, "components.unet.config.num_train_timesteps", unet["num_train_timesteps"]),
+        ("tokenizer.max_length", tokenizer.max_length, "components.text_encoder.config.max_length", text["max_length"]),
+        ("components.text_encoder.config.vocab_size", text["vocab_size"], "the tokenizer's vocabulary", len(tokenizer)),
+        (
+            "components.unet.config.context_dim",
+            unet["context_dim"],
+            "components.text_encoder.config.width",
+            text["width"],
+        ),
+        (
+            "components.unet.config.in_channels",
+            unet["in_channels"],
+            "components.vae.config.latent_channels",
+            vae["latent_channels"],
+        ),
+    ]:
+        if value != other:
+            _fail(directory, field_name, f"is {value} but {other_name} is {other}: they must agree")
 
 
 def load_pretrained(path=None, device="cpu") -> Pretrained:
-    """Load a trained tiny Stable Diffusion, verifying every file against the manifest.
+    """Load a trained tiny Stable Diffusion, verifying the manifest and every file against it.
+
+    The manifest's fields are checked for presence and type, the schedule, tokenizer and configs
+    against each other (e.g. schedule.T against the UNet's num_train_timesteps) and the configs
+    against the tensors (strict loading); every failure is a WeightsError naming the field.
 
     Args:
         path: a weights folder (with manifest.json); None loads the weights shipped with sdedu.
@@ -180,8 +288,8 @@ def load_pretrained(path=None, device="cpu") -> Pretrained:
     Returns:
         `Pretrained` with tokenizer, text_encoder, vae, unet (eval mode), schedule, manifest.
     """
-    from sdedu.models.text_encoder import Tokenizer
-
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a folder (str or Path) or None; got {describe(path)}")
     directory = Path(path) if path is not None else SHIPPED
     if not (directory / MANIFEST).is_file():
         raise WeightsError(
@@ -189,13 +297,22 @@ def load_pretrained(path=None, device="cpu") -> Pretrained:
             + (" (the shipped weights are missing: reinstall sdedu)" if path is None else "")
         )
     manifest = read_manifest(directory)
-    tokenizer_settings = manifest.get("tokenizer", {})
-    tokenizer = Tokenizer(**tokenizer_settings) if tokenizer_settings else Tokenizer()
-    return Pretrained(
-        tokenizer=tokenizer,
-        text_encoder=load_component("text_encoder", directory, device),
-        vae=load_component("vae", directory, device),
-        unet=load_component("unet", directory, device),
-        schedule=schedule_from_settings(manifest.get("schedule", {})),
-        manifest=manifest,
-    )
+    components = _components(manifest, directory)
+    for name in ("text_encoder", "vae", "unet"):
+        if name not in components:
+            _fail(directory, f"components.{name}", "is missing")
+        check_entry(name, components[name], directory)
+    if "schedule" not in manifest:
+        _fail(directory, "schedule", 'is missing (e.g. {"kind": "scaled_linear", "T": 1000})')
+    schedule = _schedule_config(manifest["schedule"], directory)
+    tokenizer = _tokenizer(manifest.get("tokenizer", {}), directory)
+    modules = {name: _build(name, components[name], directory) for name in ("text_encoder", "vae", "unet")}
+    _cross_check(directory, schedule, tokenizer, {name: asdict(m.config) for name, m in modules.items()})
+    for name, module in modules.items():
+        _load_tensors(name, module, components[name], directory, device)
+    scale = float(modules["vae"].scale_factor)
+    if not (math.isfinite(scale) and scale > 0):
+        raise WeightsError(
+            f"weights file {directory / components['vae']['file']}: the VAE's scale_factor is {scale}; expected > 0"
+        )
+    return Pretrained(tokenizer=tokenizer, schedule=schedule.build(), manifest=manifest, **modules)

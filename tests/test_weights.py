@@ -101,3 +101,98 @@ def test_shipped_files_are_safetensors_matching_the_manifest():
         total += path.stat().st_size
     assert total <= 15 * 2**20
     assert {"recipe", "seed", "training_seconds", "metrics", "schedule"} <= set(manifest)
+
+
+# ---- the manifest is checked, not trusted (issue 13.4) -----------------------------------------
+
+
+def _edit(folder, change):
+    manifest = json.loads((folder / MANIFEST).read_text())
+    change(manifest)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def _set(*path_and_value):
+    *path, value = path_and_value
+
+    def change(manifest):
+        node = manifest
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+
+    return change
+
+
+def _drop(*path):
+    def change(manifest):
+        node = manifest
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+
+    return change
+
+
+BAD_MANIFESTS = {
+    "schedule T = 50": (_set("schedule", {"kind": "scaled_linear", "T": 50}), "'schedule.T' is 50"),
+    "file outside the folder": (_set("components", "vae", "file", "../vae.safetensors"), "'components.vae.file'"),
+    "file in a subfolder": (_set("components", "unet", "file", "sub/unet.safetensors"), "'components.unet.file'"),
+    "absolute file": (_set("components", "unet", "file", "/etc/passwd"), "'components.unet.file'"),
+    "missing sha256": (_drop("components", "unet", "sha256"), "'components.unet.sha256' is missing"),
+    "sha256 not a string": (_set("components", "vae", "sha256", 5), "'components.vae.sha256' must be a str"),
+    "sha256 not hex": (_set("components", "vae", "sha256", "z" * 64), "'components.vae.sha256' must be 64"),
+    "config not an object": (_set("components", "unet", "config", [1, 2]), "'components.unet.config' must be a dict"),
+    "unknown config key": (_set("components", "unet", "config", "size", 3), "'components.unet.config' does not build"),
+    "missing component": (_drop("components", "text_encoder"), "'components.text_encoder' is missing"),
+    "components not an object": (_set("components", []), "'components' must be an object"),
+    "missing schedule": (_drop("schedule"), "'schedule' is missing"),
+    "unknown schedule kind": (_set("schedule", {"kind": "sigmoid"}), "'schedule': kind must be one of"),
+    "schedule not an object": (_set("schedule", "scaled_linear"), "'schedule': schedule settings must be a dict"),
+    "tokenizer length": (_set("tokenizer", {"max_length": 20}), "'tokenizer.max_length' is 20"),
+    "tokenizer not an int": (_set("tokenizer", {"max_length": "12"}), "'tokenizer.max_length' must be an int"),
+    "tokenizer unknown key": (_set("tokenizer", {"lowercase": True}), "'tokenizer' must be"),
+    "config vs tensors": (
+        _set("components", "unet", "config", "channels", [16, 32]),
+        "'components.unet.config' does not fit the tensors in unet.safetensors",
+    ),
+    "context width": (_set("components", "unet", "config", "context_dim", 32), "'components.unet.config.context_dim'"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MANIFESTS))
+def test_bad_manifest_is_a_weights_error_naming_the_field(folder, case):
+    change, expected = BAD_MANIFESTS[case]
+    _edit(folder, change)
+    with pytest.raises(WeightsError) as info:
+        load_pretrained(folder)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, expected", [("{not json", "not valid JSON"), ("[1, 2]", "must hold a JSON object")])
+def test_manifest_that_is_not_a_json_object_is_a_weights_error(folder, text, expected):
+    (folder / MANIFEST).write_text(text)
+    with pytest.raises(WeightsError, match=expected):
+        load_pretrained(folder)
+    with pytest.raises(WeightsError, match=expected):
+        load_component("vae", folder)
+
+
+def test_non_finite_tensors_and_bad_scale_factor_are_refused(tmp_path):
+    vae = VAE(VAEConfig(channels=(8, 8, 8), norm_groups=4))
+    with torch.no_grad():
+        vae.decoder.conv_out.weight[0, 0, 0, 0] = float("nan")
+    save_component(vae, "vae", tmp_path)
+    with pytest.raises(WeightsError, match="inf or NaN.*decoder.conv_out.weight"):
+        load_component("vae", tmp_path)
+
+
+def test_save_component_names_must_be_bare(tmp_path):
+    with pytest.raises(ValueError, match="name must be a bare component name"):
+        save_component(VAE(VAEConfig(channels=(8, 8, 8), norm_groups=4)), "../vae", tmp_path)
+
+
+def test_the_shipped_manifest_passes_every_check():
+    bundle = load_pretrained()
+    assert bundle.schedule.T == bundle.unet.config.num_train_timesteps == 1000
+    assert bundle.tokenizer.max_length == bundle.text_encoder.config.max_length
