@@ -15,10 +15,11 @@ TEST_WORKERS ?= 2
 NBVAL_NOTEBOOKS := $(wildcard notebooks/*.ipynb solutions/*.ipynb)
 ALL_NOTEBOOKS   := $(wildcard notebooks/*.ipynb solutions/*.ipynb exercises/*.ipynb)
 
-.PHONY: help setup browser course lint test test-lib strip exercises bench
+.PHONY: help setup browser course workspace lint test test-lib strip exercises bench
 
 help:
-	@echo "make course     set up if needed, then open the course in JupyterLab"
+	@echo "make course     set up if needed, copy new exercises into workspace/, then open the course in JupyterLab"
+	@echo "make workspace  copy exercises that workspace/ lacks into it (never overwrites your work)"
 	@echo "make test       set up if needed, then run every test and every notebook (quick mode)"
 	@echo "make lint       ruff (lint + format check) and import-linter (the layers of docs/DESIGN.md)"
 	@echo "make test-lib   only the library tests (fast)"
@@ -33,9 +34,22 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-course: setup
-	@echo "Opening the course. On a machine without a screen, open the http://127.0.0.1:8888/lab?token=... URL printed below."
-	$(VENV)/bin/jupyter lab notebooks/00_start_here.ipynb --ip=127.0.0.1 $(ROOT_FLAG) $(if $(DISPLAY),,--no-browser)
+# The course's JupyterLab configuration is jupyter/ (added to Jupyter's config path, the learner's own config
+# still applies): the server's root is this repository, the browser opens notebook 00, and nothing asks the
+# internet for news, updates or extensions.
+COURSE_ENV := JUPYTER_CONFIG_PATH="$(CURDIR)/jupyter$(if $(JUPYTER_CONFIG_PATH),:$(JUPYTER_CONFIG_PATH))"
+# A browser opens where there is a screen; elsewhere (Linux without a display) JupyterLab prints the URL.
+NO_BROWSER   := $(if $(or $(DISPLAY),$(WAYLAND_DISPLAY),$(filter Darwin,$(shell uname -s))),,--no-browser)
+
+course: workspace
+	@echo "Opening the course at notebooks/00_start_here.ipynb; your exercises are in workspace/."
+	@echo "On a machine without a screen, open the http://127.0.0.1:8888/lab/tree/notebooks/00_start_here.ipynb?token=... URL printed below."
+	$(COURSE_ENV) $(VENV)/bin/jupyter lab --ip=127.0.0.1 $(ROOT_FLAG) $(NO_BROWSER)
+
+# Your answers live in workspace/ (git-ignored): exercises are copied there once, an existing copy is never touched,
+# so `make exercises` (which rewrites exercises/) and `git pull` cannot overwrite your work.
+workspace: setup
+	$(PY) -m sdedu.workspace --exercises exercises --workspace workspace
 
 # The browser test drives Debian's Chromium; install it where we may (root + apt-get, as in CI).
 browser:
