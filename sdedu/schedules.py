@@ -217,3 +217,37 @@ class ScheduleConfig:
         make = NoiseSchedule.linear if self.kind == "linear" else NoiseSchedule.scaled_linear
         betas = {k: v for k, v in (("beta_start", self.beta_start), ("beta_end", self.beta_end)) if v is not None}
         return make(T=self.T, **betas)
+
+
+# ---- zero terminal SNR ----------------------------------------------------------------------
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Rescale betas so that the last step reaches pure noise, SNR(T) = 0 (Lin et al. 2024, Algorithm 1).
+
+    The usual schedules end with alpha_bar_T > 0 (scaled_linear: 0.0047), so a model never sees pure
+    noise in training but starts from it at sampling, and cannot make very bright or dark images
+    (Lin et al. 2024, section 3.1). Algorithm 1 shifts sqrt(alpha_bar) so that its last value is 0
+    and scales it so that its first value is unchanged:
+
+        s = sqrt(alpha_bar);  s <- (s - s_T) s_1 / (s_1 - s_T);  alpha_bar = s^2;  beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}
+
+    The last beta becomes exactly 1: x_T carries no signal, sigma_T is infinite, and eps cannot be
+    learned there (x_T = eps), so the paper pairs it with v-prediction and "trailing" timesteps
+    (sections 3.2-3.3). `NoiseSchedule` requires betas < 1 and does not accept the result as it is;
+    diffusers' schedulers replace alpha_bar_T by 2^-24 to sample with it.
+
+    Args:
+        betas: (T,) floating tensor, T >= 2.
+    Returns:
+        (T,) the rescaled betas, in betas' dtype. Equals diffusers' `rescale_zero_terminal_snr`.
+    """
+    check_tensor("betas", betas, ndim=1, floating=True)
+    if betas.numel() < 2:
+        raise ValueError(f"betas must hold at least two values (T >= 2); got {describe(betas)}")
+    sqrt_alpha_bar = torch.cumprod(1 - betas, dim=0) ** 0.5  # (T,)
+    first, last = sqrt_alpha_bar[0].clone(), sqrt_alpha_bar[-1].clone()
+    sqrt_alpha_bar = (sqrt_alpha_bar - last) * (first / (first - last))
+    alpha_bar = sqrt_alpha_bar**2
+    alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])  # undo the cumulative product
+    return 1 - alphas

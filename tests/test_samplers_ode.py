@@ -3,6 +3,7 @@
 import diffusers  # noqa: E402  (a dependency: the test oracle)
 import pytest
 import torch
+from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr as reference_rescale
 
 from sdedu.diffusion import predict_x0_from_eps, q_sample, velocity
 from sdedu.samplers import (
@@ -15,7 +16,7 @@ from sdedu.samplers import (
     SamplerStep,
 )
 from sdedu.samplers.sigmas import trailing_timesteps
-from sdedu.schedules import NoiseSchedule
+from sdedu.schedules import NoiseSchedule, rescale_zero_terminal_snr
 
 SHAPE = (2, 3, 4, 4)
 SCHEDULES = {
@@ -335,6 +336,26 @@ def test_every_option_runs(sampler_class, prediction_type, n):
         x = out.x_prev
     assert not isinstance(sampler, torch.nn.Module) and not hasattr(sampler, "parameters")
     assert "steps=" in repr(sampler) and prediction_type in repr(sampler)
+
+
+# ---- zero terminal SNR (Lin et al. 2024, Algorithm 1) ------------------------------------
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_rescale_zero_terminal_snr_equals_diffusers(name):
+    betas = SCHEDULES[name][0]().betas
+    rescaled = rescale_zero_terminal_snr(betas)
+    assert torch.equal(rescaled, reference_rescale(betas.clone()))
+    alpha_bar, old_alpha_bar = torch.cumprod(1 - rescaled, 0), torch.cumprod(1 - betas, 0)
+    assert rescaled[-1] == 1 and alpha_bar[-1] == 0  # SNR(T) = 0: x_T is pure noise
+    torch.testing.assert_close(alpha_bar[0], old_alpha_bar[0])  # the first step is unchanged
+    assert (alpha_bar.diff() < 0).all() and (alpha_bar <= old_alpha_bar + 1e-6).all()  # only more noise
+    with pytest.raises(ValueError, match=r"betas must all lie in the open interval \(0, 1\)"):
+        NoiseSchedule(rescaled)  # beta_T = 1 is not a NoiseSchedule (the docstring says why)
+    with pytest.raises(ValueError, match=r"betas must hold at least two values \(T >= 2\)"):
+        rescale_zero_terminal_snr(betas[:1])
+    with pytest.raises(TypeError, match="betas must be a torch.Tensor"):
+        rescale_zero_terminal_snr(betas.tolist())
 
 
 # ---- bad input ----------------------------------------------------------------------------
