@@ -1,6 +1,5 @@
 """The checker's mechanics, the exercise builder, and the grader's pieces (no kernels here)."""
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -9,8 +8,20 @@ import nbformat
 import pytest
 import torch
 
-from sdedu.grading import ExerciseFailed, ExerciseIncomplete, builder, check, grader, item_ids, when_implemented
-from sdedu.grading.checker import ITEMS, is_stub
+from sdedu.grading import (
+    ExerciseFailed,
+    ExerciseIncomplete,
+    builder,
+    check,
+    grader,
+    item_ids,
+    masters,
+    plan,
+    reports,
+    when_implemented,
+)
+from sdedu.grading.calling import is_stub
+from sdedu.grading.catalogue import ITEMS
 from sdedu.grading.checks_diffusion import forward_reference, reverse_reference
 from sdedu.schedules import NoiseSchedule
 
@@ -127,19 +138,6 @@ def test_the_time_limit_also_works_off_the_main_thread():
     assert errors and "did not return" in errors[0]
 
 
-def test_check_appends_to_the_grading_log(tmp_path, monkeypatch):
-    log = tmp_path / "log.jsonl"
-    monkeypatch.setenv("SDEDU_GRADING_LOG", str(log))
-    check("interview_architecture", 48)
-    with pytest.raises(ExerciseFailed):
-        check("interview_architecture", 12)
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [(x["item"], x["status"]) for x in lines] == [
-        ("interview_architecture", "passed"),
-        ("interview_architecture", "failed"),
-    ]
-
-
 def test_checks_leave_the_global_random_state_alone():
     import torch.nn.functional as F
 
@@ -197,7 +195,7 @@ def test_every_item_is_documented_and_has_a_check_cell():
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
             if builder.is_check_cell(cell):
-                for item in grader.check_items(cell):
+                for item in masters.check_items(cell):
                     checked[item] = path.stem
     for item in ids:
         assert f"`{item}`" in docs, f"{item} is not listed in docs/GRADING.md"
@@ -322,41 +320,80 @@ def test_notebooks_are_committed_without_outputs():
 
 
 def test_identify_by_metadata_name_or_number(tmp_path):
-    solutions = REPO / "solutions"
+    stems = [p.stem for p in (REPO / "solutions").glob("*.ipynb")]
     exercise = nbformat.read(REPO / "exercises" / "01_forward_diffusion.ipynb", as_version=4)
-    assert grader.identify(exercise, tmp_path / "whatever.ipynb", solutions) == "01_forward_diffusion"
+    assert masters.identify(exercise, tmp_path / "whatever.ipynb", stems) == "01_forward_diffusion"
     bare = nbformat.v4.new_notebook()
-    assert grader.identify(bare, tmp_path / "alice_04_training.ipynb", solutions) == "04_training"
-    assert grader.identify(bare, tmp_path / "02_mine.ipynb", solutions) == "02_reverse_diffusion"
-    assert grader.identify(bare, tmp_path / "homework.ipynb", solutions) is None
+    assert masters.identify(bare, tmp_path / "alice_04_training.ipynb", stems) == "04_training"
+    assert masters.identify(bare, tmp_path / "02_mine.ipynb", stems) == "02_reverse_diffusion"
+    assert masters.identify(bare, tmp_path / "homework.ipynb", stems) is None
 
 
-def test_restore_check_cells_undoes_edits_and_deletions():
+def test_plan_runs_setup_from_the_master_and_only_the_learners_solution_and_added_cells():
+    from nbformat.v4 import new_code_cell
+
     master = nbformat.read(REPO / "solutions" / "04_training.ipynb", as_version=4)
     submission = nbformat.read(REPO / "exercises" / "04_training.ipynb", as_version=4)
     ids = [c.id for c in submission.cells]
-    step_index = ids.index("check-training-step")
-    submission.cells[step_index].source = 'print("\u2714 training_step: passed")'
-    del submission.cells[ids.index("check-training-loop")]
-    notes = grader.restore_check_cells(submission, master)
-    assert len(notes) == 2 and "edited" in notes[0] and "missing" in notes[1]
-    new_ids = [c.id for c in submission.cells]
-    assert new_ids == ids
-    assert submission.cells[step_index].source == 'check("training_step", training_step)'
+    submission.cells[ids.index("check-training-step")].source = 'print("\u2714 training_step: passed")'
+    submission.cells[ids.index("04-02")].source = "import os; os.remove('x')"  # a setup cell: the master's runs
+    submission.cells.insert(1, new_code_cell("from sdedu.grading import checker\ncheck = print"))
+    the_plan = plan.make_plan(master, submission)
+    sources = [source for _, source in the_plan.cells]
+    assert not any("os.remove" in s or "print(" in s for s in sources)
+    assert "import torch" in sources[0] and any("def training_step" in s for s in sources)
+    assert any("check = print" in s for s in sources)  # an added cell runs (in the sandbox) ...
+    assert any("imports the checker" in f for f in the_plan.flags)  # ... and is flagged
+    assert any("rebinds `check`" in f for f in the_plan.flags)
+    assert the_plan.answers == {"training_step": "training_step", "training_loop": "train"}
+    assert any("was edited" in note for note in the_plan.notes)
 
 
-def test_csv_is_rewritten_atomically_keeping_other_submissions(tmp_path):
+def test_reports_are_written_atomically_and_sorted(tmp_path):
+    result = reports.ItemResult("x", 0.5, 1, ("passed", 1.0, ""), ("failed", 0.5, "case 2: wrong"))
+    later = reports.Report("b/01.ipynb", "01_forward_diffusion", items=[result])
+    earlier = reports.Report("a/01.ipynb", None, status="not graded")
     out = tmp_path / "grades.csv"
-    grader.write_csv(out, [{"submission": "a.ipynb", "item": "x", "points": 1, "max": 1}])
-    rows = grader.read_csv(out)
-    assert rows == [{"submission": "a.ipynb", "item": "x", "points": "1", "max": "1"}]
-    assert [p.name for p in tmp_path.iterdir()] == ["grades.csv"]  # no temporary file left behind
+    reports.write_tables(out, [later, earlier], [{"submission": "old.ipynb", "item": "x", "points": "1", "max": "1"}])
+    lines = out.read_text().splitlines()
+    assert lines == [
+        "submission,item,points,max",
+        "a/01.ipynb,(not graded),0,0",
+        "b/01.ipynb,x,0.5,1",
+        "old.ipynb,x,1,1",
+    ]
+    wide = (tmp_path / "grades_wide.csv").read_text().splitlines()
+    assert wide[0] == "submission,exercise,status,x,total,max,flags" and wide[2].startswith("b/01.ipynb,01_forward")
+    book = (tmp_path / "grades_gradebook.csv").read_text().splitlines()
+    assert book[0] == "Student,ID,SIS User ID,Section,01_forward_diffusion" and book[2] == "b,,b,,0.5"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grades.csv", "grades_gradebook.csv", "grades_wide.csv"]
+    reports.write_report(later, tmp_path / "fb")
+    assert reports.read_reports(tmp_path / "fb")[0] == reports.Report.from_dict(
+        {**reports.asdict(later), "seconds": 0.0}
+    )
+    assert "case 2: wrong" in (tmp_path / "fb" / "b__01.html").read_text()
 
 
 def test_feedback_names_are_unique_per_path():
-    assert grader.feedback_name(Path("alice/01_forward_diffusion.ipynb")) != grader.feedback_name(
+    assert reports.feedback_name(Path("alice/01_forward_diffusion.ipynb")) != reports.feedback_name(
         Path("bob/01_forward_diffusion.ipynb")
     )
+
+
+def test_a_trial_scores_every_case_when_grading_and_stops_at_the_first_in_a_notebook():
+    from sdedu.grading.trial import Trial
+
+    def wrong_at_t0(x0, t, alpha_bar, noise):
+        ab = alpha_bar[t].reshape(-1, 1, 1, 1)
+        return ab.sqrt() * x0 + (1 - ab).sqrt() * noise + (t == 0).float().reshape(-1, 1, 1, 1)
+
+    trial = Trial(partial=True)
+    ITEMS["forward_diffusion"].run(wrong_at_t0, trial)
+    assert [message is None for _, message in trial.cases] == [True, False, False, True]
+    with pytest.raises(ExerciseFailed):
+        ITEMS["forward_diffusion"].run(wrong_at_t0, Trial())
+    public, hidden = Trial().generator(0), Trial(seed=3).generator(0)
+    assert not torch.equal(torch.rand(4, generator=public), torch.rand(4, generator=hidden))
 
 
 def test_grade_command_rejects_bad_arguments(tmp_path, capsys):
@@ -364,4 +401,6 @@ def test_grade_command_rejects_bad_arguments(tmp_path, capsys):
         grader.main([str(tmp_path / "missing.ipynb"), "--out", str(tmp_path / "g.csv")])
     assert info.value.code == 2 and "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        grader.main([str(tmp_path), "--cell-timeout", "0"])
+        grader.main([str(tmp_path), "--call-timeout", "0"])
+    with pytest.raises(SystemExit):
+        grader.main([str(tmp_path), "--shard", "3/2"])

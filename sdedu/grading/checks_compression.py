@@ -16,7 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sdedu.grading.checker import call_learner, describe, fail, register
+from sdedu.grading.errors import describe, fail
+from sdedu.grading.registry import register
+from sdedu.grading.trial import Trial
 
 ZERO_ROW_HINT = (
     "a row of zeros (a pruned neuron) has max |W| = 0, so its scale is 0 and W / scale is 0/0 "
@@ -30,8 +32,8 @@ def quantize_reference(weight: torch.Tensor):
     return q, scale
 
 
-def _quantize_cases():
-    g = torch.Generator().manual_seed(0)
+def _quantize_cases(trial: Trial):
+    g = trial.generator(0)
     w1 = torch.randn(8, 16, generator=g) * torch.logspace(-3, 0, 8).reshape(8, 1)  # rows of very different sizes
     w2 = torch.randn(6, 10, generator=g) * 0.2
     w2[2] = 0.0  # a pruned neuron
@@ -70,74 +72,86 @@ def _quantize_hint(weight, q, scale) -> str:
 
 
 @register("quantize_int8", "quantize_int8(weight) -> (q, scale): symmetric per-channel int8", "08_model_compression")
-def check_quantize_int8(quantize_int8) -> str:
+def check_quantize_int8(quantize_int8, trial: Trial) -> str:
     item = "quantize_int8"
-    for case, weight in _quantize_cases():
-        out = call_learner(
-            item,
-            quantize_int8,
-            [("weight", weight)],
-            case=case,
-            name="quantize_int8",
-            error_hints={
-                "must match the size": "the scale has one value per row: keep its shape (out_features, 1) "
-                "(keepdim=True) so that it broadcasts along each row."
-            },
-        )
-        if not (isinstance(out, tuple) and len(out) == 2):
-            fail(item, case, f"quantize_int8 should return a pair (q, scale); got {describe(out)}.", "return q, scale")
-        q, scale = out
-        rows = weight.shape[0]
-        if not isinstance(q, torch.Tensor) or q.dtype != torch.int8:
-            fail(
+    for case, weight in _quantize_cases(trial):
+        with trial.case(case):
+            out = trial.call(
                 item,
-                case,
-                f"q should be a torch.int8 tensor; got {describe(q)}.",
-                "round, clamp, then convert with .to(torch.int8): one byte per weight is what makes it 4x smaller than float32.",
+                quantize_int8,
+                [("weight", weight)],
+                case=case,
+                name="quantize_int8",
+                error_hints={
+                    "must match the size": "the scale has one value per row: keep its shape (out_features, 1) "
+                    "(keepdim=True) so that it broadcasts along each row."
+                },
             )
-        if tuple(q.shape) != tuple(weight.shape):
-            fail(item, case, f"q should have the weight's shape {tuple(weight.shape)}; got {tuple(q.shape)}.", None)
-        if not isinstance(scale, torch.Tensor) or not scale.is_floating_point() or scale.numel() not in (1, rows):
-            fail(
-                item,
-                case,
-                f"scale should be a float tensor of shape ({rows}, 1), one per output row; got {describe(scale)}.",
-                "scale = weight.abs().amax(dim=1, keepdim=True) / ...",
-            )
-        row_max = weight.abs().amax(dim=1, keepdim=True)  # (out, 1)
-        s = scale.detach().reshape(-1, 1).to(torch.float32).expand(rows, 1)  # (out, 1)
-        zero_rows = (row_max == 0).flatten()
-        if not torch.isfinite(s).all() or (s <= 0).any() or (q[zero_rows] != 0).any():
-            fail(
-                item,
-                case,
-                "scale has zero, NaN or inf values, or an all-zero row was not quantised to zeros.",
-                ZERO_ROW_HINT,
-            )
-        if int(q.min()) < -127:
-            fail(
-                item,
-                case,
-                f"q reaches {int(q.min())}; the symmetric range is -127 .. 127.",
-                _quantize_hint(weight, q, scale)
-                + " (Values beyond the int8 range wrap around when cast: clamp first.)",
-            )
-        ref_q, ref_scale = quantize_reference(weight)
-        restored = q.to(torch.float32) * s
-        error = (restored - weight).abs()
-        bad = error > s / 2 * (1 + 1e-3) + 1e-12
-        if scale.numel() != rows or not torch.allclose(s[~zero_rows], ref_scale[~zero_rows], rtol=1e-4) or bad.any():
-            detail = ""
-            if bad.any():
-                where = tuple(int(i) for i in bad.nonzero()[0])
-                detail = f" At {list(where)}: W = {weight[where].item():.6g}, q * scale = {restored[where].item():.6g}."
-            fail(
-                item,
-                case,
-                "q * scale should reproduce W to within half a quantisation step (scale / 2) with the "
-                f"finest scale per row; largest error {error.max().item():.3g}.{detail}",
-                _quantize_hint(weight, q, scale),
-            )
+            if not (isinstance(out, tuple) and len(out) == 2):
+                fail(
+                    item,
+                    case,
+                    f"quantize_int8 should return a pair (q, scale); got {describe(out)}.",
+                    "return q, scale",
+                )
+            q, scale = out
+            rows = weight.shape[0]
+            if not isinstance(q, torch.Tensor) or q.dtype != torch.int8:
+                fail(
+                    item,
+                    case,
+                    f"q should be a torch.int8 tensor; got {describe(q)}.",
+                    "round, clamp, then convert with .to(torch.int8): one byte per weight is what makes it 4x smaller than float32.",
+                )
+            if tuple(q.shape) != tuple(weight.shape):
+                fail(item, case, f"q should have the weight's shape {tuple(weight.shape)}; got {tuple(q.shape)}.", None)
+            if not isinstance(scale, torch.Tensor) or not scale.is_floating_point() or scale.numel() not in (1, rows):
+                fail(
+                    item,
+                    case,
+                    f"scale should be a float tensor of shape ({rows}, 1), one per output row; got {describe(scale)}.",
+                    "scale = weight.abs().amax(dim=1, keepdim=True) / ...",
+                )
+            row_max = weight.abs().amax(dim=1, keepdim=True)  # (out, 1)
+            s = scale.detach().reshape(-1, 1).to(torch.float32).expand(rows, 1)  # (out, 1)
+            zero_rows = (row_max == 0).flatten()
+            if not torch.isfinite(s).all() or (s <= 0).any() or (q[zero_rows] != 0).any():
+                fail(
+                    item,
+                    case,
+                    "scale has zero, NaN or inf values, or an all-zero row was not quantised to zeros.",
+                    ZERO_ROW_HINT,
+                )
+            if int(q.min()) < -127:
+                fail(
+                    item,
+                    case,
+                    f"q reaches {int(q.min())}; the symmetric range is -127 .. 127.",
+                    _quantize_hint(weight, q, scale)
+                    + " (Values beyond the int8 range wrap around when cast: clamp first.)",
+                )
+            ref_q, ref_scale = quantize_reference(weight)
+            restored = q.to(torch.float32) * s
+            error = (restored - weight).abs()
+            bad = error > s / 2 * (1 + 1e-3) + 1e-12
+            if (
+                scale.numel() != rows
+                or not torch.allclose(s[~zero_rows], ref_scale[~zero_rows], rtol=1e-4)
+                or bad.any()
+            ):
+                detail = ""
+                if bad.any():
+                    where = tuple(int(i) for i in bad.nonzero()[0])
+                    detail = (
+                        f" At {list(where)}: W = {weight[where].item():.6g}, q * scale = {restored[where].item():.6g}."
+                    )
+                fail(
+                    item,
+                    case,
+                    "q * scale should reproduce W to within half a quantisation step (scale / 2) with the "
+                    f"finest scale per row; largest error {error.max().item():.3g}.{detail}",
+                    _quantize_hint(weight, q, scale),
+                )
     # The size and the effect on a small model's outputs.
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8))
@@ -166,8 +180,8 @@ def check_quantize_int8(quantize_int8) -> str:
     )
 
 
-def _prune_cases():
-    g = torch.Generator().manual_seed(2)
+def _prune_cases(trial: Trial):
+    g = trial.generator(2)
     return [
         ("1 (a (16, 32) weight, sparsity 0.5)", torch.randn(16, 32, generator=g), 0.5),
         ("2 (a (10, 10) weight, sparsity 0.3)", torch.randn(10, 10, generator=g) * 0.1, 0.3),
@@ -177,61 +191,65 @@ def _prune_cases():
 
 
 @register("magnitude_prune", "magnitude_prune(weight, sparsity): zero the smallest |W|", "08_model_compression")
-def check_magnitude_prune(magnitude_prune) -> str:
+def check_magnitude_prune(magnitude_prune, trial: Trial) -> str:
     item = "magnitude_prune"
-    for case, weight, sparsity in _prune_cases():
-        got = call_learner(
-            item,
-            magnitude_prune,
-            [("weight", weight), ("sparsity", sparsity)],
-            case=case,
-            name="magnitude_prune",
-            error_hints={
-                "kthvalue": "with sparsity 0 there is nothing to prune: k = 0 is a special case.",
-                "selected index k out of range": "with sparsity 0 there is nothing to prune: k = 0 is a special case.",
-            },
-        )
-        if not isinstance(got, torch.Tensor):
-            fail(
+    for case, weight, sparsity in _prune_cases(trial):
+        with trial.case(case):
+            got = trial.call(
                 item,
-                case,
-                f"magnitude_prune should return a tensor; got {describe(got)}.",
-                "return the pruned copy of the weight.",
+                magnitude_prune,
+                [("weight", weight), ("sparsity", sparsity)],
+                case=case,
+                name="magnitude_prune",
+                error_hints={
+                    "kthvalue": "with sparsity 0 there is nothing to prune: k = 0 is a special case.",
+                    "selected index k out of range": "with sparsity 0 there is nothing to prune: k = 0 is a special case.",
+                },
             )
-        if tuple(got.shape) != tuple(weight.shape) or got.dtype != weight.dtype:
-            fail(
-                item,
-                case,
-                f"the result should be a {weight.dtype} tensor of shape {tuple(weight.shape)}; got {describe(got)}.",
-                "keep the weight's shape and dtype: multiply by a mask or use torch.where.",
-            )
-        n = weight.numel()
-        allowed = {int(sparsity * n), round(sparsity * n)}
-        zeros = int((got == 0).sum())
-        kept = got != 0
-        if not torch.equal(got[kept], weight[kept]):
-            fail(
-                item,
-                case,
-                "some weights that were kept changed value.",
-                "pruning only sets weights to zero; the others stay exactly as they were.",
-            )
-        if zeros not in allowed:
-            hint = "sparsity is the fraction of weights set to zero: k = round(sparsity * numel) of them."
-            if n - zeros in allowed:
-                hint = "you kept the fraction `sparsity` and pruned the rest: sparsity is the fraction set to zero."
-            fail(
-                item, case, f"{zeros} of {n} weights are zero; expected {' or '.join(map(str, sorted(allowed)))}.", hint
-            )
-        if zeros and kept.any() and weight[~kept].abs().max() > weight[kept].abs().min():
-            hint = "prune by magnitude |W|: the smallest in absolute value go, large negative weights stay."
-            if weight[~kept].abs().min() >= weight[kept].abs().max():
-                hint = "the weights with the *smallest* magnitude are the ones to remove."
-            fail(
-                item,
-                case,
-                "a pruned weight is larger in magnitude than a kept one "
-                f"({weight[~kept].abs().max().item():.4g} pruned, {weight[kept].abs().min().item():.4g} kept).",
-                hint,
-            )
+            if not isinstance(got, torch.Tensor):
+                fail(
+                    item,
+                    case,
+                    f"magnitude_prune should return a tensor; got {describe(got)}.",
+                    "return the pruned copy of the weight.",
+                )
+            if tuple(got.shape) != tuple(weight.shape) or got.dtype != weight.dtype:
+                fail(
+                    item,
+                    case,
+                    f"the result should be a {weight.dtype} tensor of shape {tuple(weight.shape)}; got {describe(got)}.",
+                    "keep the weight's shape and dtype: multiply by a mask or use torch.where.",
+                )
+            n = weight.numel()
+            allowed = {int(sparsity * n), round(sparsity * n)}
+            zeros = int((got == 0).sum())
+            kept = got != 0
+            if not torch.equal(got[kept], weight[kept]):
+                fail(
+                    item,
+                    case,
+                    "some weights that were kept changed value.",
+                    "pruning only sets weights to zero; the others stay exactly as they were.",
+                )
+            if zeros not in allowed:
+                hint = "sparsity is the fraction of weights set to zero: k = round(sparsity * numel) of them."
+                if n - zeros in allowed:
+                    hint = "you kept the fraction `sparsity` and pruned the rest: sparsity is the fraction set to zero."
+                fail(
+                    item,
+                    case,
+                    f"{zeros} of {n} weights are zero; expected {' or '.join(map(str, sorted(allowed)))}.",
+                    hint,
+                )
+            if zeros and kept.any() and weight[~kept].abs().max() > weight[kept].abs().min():
+                hint = "prune by magnitude |W|: the smallest in absolute value go, large negative weights stay."
+                if weight[~kept].abs().min() >= weight[kept].abs().max():
+                    hint = "the weights with the *smallest* magnitude are the ones to remove."
+                fail(
+                    item,
+                    case,
+                    "a pruned weight is larger in magnitude than a kept one "
+                    f"({weight[~kept].abs().max().item():.4g} pruned, {weight[kept].abs().min().item():.4g} kept).",
+                    hint,
+                )
     return "4 cases: exact sparsity, smallest magnitudes removed, the rest unchanged"

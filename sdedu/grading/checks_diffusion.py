@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from sdedu.grading.checker import call_learner, expect_tensor, fail, register
+from sdedu.grading.errors import fail
+from sdedu.grading.expect import expect_tensor
+from sdedu.grading.registry import register
+from sdedu.grading.trial import Trial
 from sdedu.schedules import NoiseSchedule
 
 BROADCAST_HINT = (
@@ -98,8 +101,8 @@ def forward_mistakes(x0, t, alpha_bar, noise):
     ]
 
 
-def _forward_cases():
-    g = torch.Generator().manual_seed(0)
+def _forward_cases(trial: Trial):
+    g = trial.generator(0)
     linear = NoiseSchedule.linear(1000).alpha_bar
     cosine = NoiseSchedule.cosine(1000).alpha_bar
     short = NoiseSchedule.linear(10, 0.05, 0.5).alpha_bar
@@ -123,29 +126,30 @@ def _forward_cases():
 @register(
     "forward_diffusion", "q_sample(x0, t, alpha_bar, noise): the forward process in one jump", "01_forward_diffusion"
 )
-def check_forward_diffusion(q_sample) -> str:
+def check_forward_diffusion(q_sample, trial: Trial) -> str:
     item = "forward_diffusion"
     count = 0
-    for case, x0, t, alpha_bar, noise in _forward_cases():
-        args = [("x0", x0), ("t", t), ("alpha_bar", alpha_bar), ("noise", noise)]
-        errors = {
-            "must match the size": BROADCAST_HINT,
-            "out of bounds": "off by one: t is already a valid index into alpha_bar (values 0 .. T-1).",
-            "IndexError": "off by one: t is already a valid index into alpha_bar.",
-        }
-        got = call_learner(item, q_sample, args, case=case, name="q_sample", error_hints=errors)
-        _expect_deterministic(item, case, got, call_learner(item, q_sample, args, case=case, name="q_sample"))
-        expect_tensor(
-            item,
-            case,
-            got,
-            forward_reference(x0, t, alpha_bar, noise),
-            name="x_t",
-            mistakes=forward_mistakes(x0, t, alpha_bar, noise),
-            default_hint="x_t = (coefficient) * x0 + (coefficient) * noise, with both coefficients "
-            "read from alpha_bar at each image's own t.",
-        )
-        count += 1
+    for case, x0, t, alpha_bar, noise in _forward_cases(trial):
+        with trial.case(case):
+            args = [("x0", x0), ("t", t), ("alpha_bar", alpha_bar), ("noise", noise)]
+            errors = {
+                "must match the size": BROADCAST_HINT,
+                "out of bounds": "off by one: t is already a valid index into alpha_bar (values 0 .. T-1).",
+                "IndexError": "off by one: t is already a valid index into alpha_bar.",
+            }
+            got = trial.call(item, q_sample, args, case=case, name="q_sample", error_hints=errors)
+            _expect_deterministic(item, case, got, trial.call(item, q_sample, args, case=case, name="q_sample"))
+            expect_tensor(
+                item,
+                case,
+                got,
+                forward_reference(x0, t, alpha_bar, noise),
+                name="x_t",
+                mistakes=forward_mistakes(x0, t, alpha_bar, noise),
+                default_hint="x_t = (coefficient) * x0 + (coefficient) * noise, with both coefficients "
+                "read from alpha_bar at each image's own t.",
+            )
+            count += 1
     return f"{count} cases"
 
 
@@ -232,8 +236,8 @@ def reverse_mistakes(x_t, t, eps_pred, betas, alpha_bar, noise):
     ]
 
 
-def _reverse_cases():
-    g = torch.Generator().manual_seed(1)
+def _reverse_cases(trial: Trial):
+    g = trial.generator(1)
     linear = NoiseSchedule.linear(1000)
     short = NoiseSchedule.linear(10, 0.05, 0.5)
     specs = [
@@ -256,33 +260,34 @@ def _reverse_cases():
     "ddpm_step(x_t, t, eps_pred, betas, alpha_bar, noise): one DDPM ancestral step",
     "02_reverse_diffusion",
 )
-def check_reverse_diffusion(ddpm_step) -> str:
+def check_reverse_diffusion(ddpm_step, trial: Trial) -> str:
     item = "reverse_diffusion"
     count = 0
-    for case, x_t, t, eps_pred, betas, alpha_bar, noise in _reverse_cases():
-        args = [
-            ("x_t", x_t),
-            ("t", t),
-            ("eps_pred", eps_pred),
-            ("betas", betas),
-            ("alpha_bar", alpha_bar),
-            ("noise", noise),
-        ]
-        errors = {
-            "out of bounds": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1).",
-            "IndexError": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1).",
-        }
-        got = call_learner(item, ddpm_step, args, case=case, name="ddpm_step", error_hints=errors)
-        _expect_deterministic(item, case, got, call_learner(item, ddpm_step, args, case=case, name="ddpm_step"))
-        expect_tensor(
-            item,
-            case,
-            got,
-            reverse_reference(x_t, t, eps_pred, betas, alpha_bar, noise),
-            name="x_{t-1}",
-            mistakes=reverse_mistakes(x_t, t, eps_pred, betas, alpha_bar, noise),
-            default_hint="compare your line with Algorithm 2 of Ho et al. 2020 term by term: which "
-            "quantities are one step's (alpha_t, beta_t) and which are cumulative (alpha_bar_t)?",
-        )
-        count += 1
+    for case, x_t, t, eps_pred, betas, alpha_bar, noise in _reverse_cases(trial):
+        with trial.case(case):
+            args = [
+                ("x_t", x_t),
+                ("t", t),
+                ("eps_pred", eps_pred),
+                ("betas", betas),
+                ("alpha_bar", alpha_bar),
+                ("noise", noise),
+            ]
+            errors = {
+                "out of bounds": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1).",
+                "IndexError": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1).",
+            }
+            got = trial.call(item, ddpm_step, args, case=case, name="ddpm_step", error_hints=errors)
+            _expect_deterministic(item, case, got, trial.call(item, ddpm_step, args, case=case, name="ddpm_step"))
+            expect_tensor(
+                item,
+                case,
+                got,
+                reverse_reference(x_t, t, eps_pred, betas, alpha_bar, noise),
+                name="x_{t-1}",
+                mistakes=reverse_mistakes(x_t, t, eps_pred, betas, alpha_bar, noise),
+                default_hint="compare your line with Algorithm 2 of Ho et al. 2020 term by term: which "
+                "quantities are one step's (alpha_t, beta_t) and which are cumulative (alpha_bar_t)?",
+            )
+            count += 1
     return f"{count} cases"

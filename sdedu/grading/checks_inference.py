@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import torch
 
-from sdedu.grading.checker import call_learner, describe, expect_tensor, fail, register
+from sdedu.grading.errors import describe, fail
+from sdedu.grading.expect import expect_tensor
+from sdedu.grading.registry import register
+from sdedu.grading.trial import Trial
 from sdedu.schedules import NoiseSchedule
 
 PROMPT = "a large red circle in the top left"
@@ -106,39 +109,40 @@ SAMPLING_ERRORS = {
     "generate(pipe, prompts, steps, guidance_scale, seed): the guided loop equals the pipeline",
     "05_inference",
 )
-def check_guided_sampling(generate) -> str:
+def check_guided_sampling(generate, trial: Trial) -> str:
     item = "guided_sampling"
     pipe = tiny_pipeline()
     for case, prompts, steps, scale, seed in SAMPLING_CASES:
-        got = call_learner(
-            item,
-            generate,
-            [
-                ("pipe", pipe),
-                ("prompts", prompts),
-                ("num_inference_steps", steps),
-                ("guidance_scale", scale),
-                ("seed", seed),
-            ],
-            case=case,
-            name="generate",
-            frozen=(),
-            error_hints=SAMPLING_ERRORS,
-        )
-        expected = pipe(prompts, num_inference_steps=steps, guidance_scale=scale, seed=seed)
-        expect_tensor(
-            item,
-            case,
-            got,
-            expected,
-            name="the images",
-            atol=1e-4,
-            rtol=1e-3,
-            mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
-            shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
-            default_hint="start from torch.randn((B, 4, 8, 8), generator=torch.Generator(device=pipe.device)"
-            ".manual_seed(seed)) and pass the same generator to sampler.step.",
-        )
+        with trial.case(case):
+            got = trial.call(
+                item,
+                generate,
+                [
+                    ("pipe", pipe),
+                    ("prompts", prompts),
+                    ("num_inference_steps", steps),
+                    ("guidance_scale", scale),
+                    ("seed", seed),
+                ],
+                case=case,
+                name="generate",
+                frozen=(),
+                error_hints=SAMPLING_ERRORS,
+            )
+            expected = pipe(prompts, num_inference_steps=steps, guidance_scale=scale, seed=seed)
+            expect_tensor(
+                item,
+                case,
+                got,
+                expected,
+                name="the images",
+                atol=1e-4,
+                rtol=1e-3,
+                mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
+                shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
+                default_hint="start from torch.randn((B, 4, 8, 8), generator=torch.Generator(device=pipe.device)"
+                ".manual_seed(seed)) and pass the same generator to sampler.step.",
+            )
     return f"{len(SAMPLING_CASES)} cases equal to TinyStableDiffusion.__call__"
 
 
@@ -164,7 +168,7 @@ class _Counter:
 @register(
     "embedding_cache", "encode_cached(pipe, prompts, cache): each distinct prompt is encoded once", "06_performance"
 )
-def check_embedding_cache(encode_cached) -> str:
+def check_embedding_cache(encode_cached, trial: Trial) -> str:
     item = "embedding_cache"
     pipe = tiny_pipeline()
     cache: dict = {}
@@ -173,7 +177,7 @@ def check_embedding_cache(encode_cached) -> str:
     try:
         for i, prompts in enumerate(calls):
             case = f"{i + 1} (call {i + 1} of {len(calls)} with the same cache: {prompts})"
-            got = call_learner(
+            got = trial.call(
                 item,
                 encode_cached,
                 [("pipe", pipe), ("prompts", prompts), ("cache", cache)],
@@ -220,50 +224,51 @@ def check_embedding_cache(encode_cached) -> str:
     "generate_fast(pipe, prompts, steps, guidance_scale, seed, cache): one batched UNet call per step",
     "06_performance",
 )
-def check_fast_sampling(generate_fast) -> str:
+def check_fast_sampling(generate_fast, trial: Trial) -> str:
     item = "fast_sampling"
     pipe = tiny_pipeline()
     cache: dict = {}
     for case, prompts, steps, scale, seed in SAMPLING_CASES[:2]:
-        unet = _Counter(pipe.unet)
-        try:
-            got = call_learner(
-                item,
-                generate_fast,
-                [
-                    ("pipe", pipe),
-                    ("prompts", prompts),
-                    ("num_inference_steps", steps),
-                    ("guidance_scale", scale),
-                    ("seed", seed),
-                    ("cache", cache),
-                ],
-                case=case,
-                name="generate_fast",
-                frozen=(),
-                error_hints=SAMPLING_ERRORS,
-            )
-        finally:
-            unet.restore()
-        expected = pipe(prompts, num_inference_steps=steps, guidance_scale=scale, seed=seed)
-        expect_tensor(
-            item,
-            case,
-            got,
-            expected,
-            name="the images",
-            atol=1e-4,
-            rtol=1e-3,
-            mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
-            shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
-            default_hint="the result must equal pipe(prompts, num_inference_steps, guidance_scale, seed=seed).",
-        )
-        if unet.calls != steps:
-            fail(
+        with trial.case(case):
+            unet = _Counter(pipe.unet)
+            try:
+                got = trial.call(
+                    item,
+                    generate_fast,
+                    [
+                        ("pipe", pipe),
+                        ("prompts", prompts),
+                        ("num_inference_steps", steps),
+                        ("guidance_scale", scale),
+                        ("seed", seed),
+                        ("cache", cache),
+                    ],
+                    case=case,
+                    name="generate_fast",
+                    frozen=(),
+                    error_hints=SAMPLING_ERRORS,
+                )
+            finally:
+                unet.restore()
+            expected = pipe(prompts, num_inference_steps=steps, guidance_scale=scale, seed=seed)
+            expect_tensor(
                 item,
                 case,
-                f"the UNet was called {unet.calls} times for {steps} steps.",
-                "batch the conditional and unconditional inputs into one call per step: torch.cat([z, z]) with "
-                "torch.cat([uncond, cond]), then .chunk(2).",
+                got,
+                expected,
+                name="the images",
+                atol=1e-4,
+                rtol=1e-3,
+                mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
+                shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
+                default_hint="the result must equal pipe(prompts, num_inference_steps, guidance_scale, seed=seed).",
             )
+            if unet.calls != steps:
+                fail(
+                    item,
+                    case,
+                    f"the UNet was called {unet.calls} times for {steps} steps.",
+                    "batch the conditional and unconditional inputs into one call per step: torch.cat([z, z]) with "
+                    "torch.cat([uncond, cond]), then .chunk(2).",
+                )
     return "equal to the pipeline, one UNet call per step"

@@ -12,7 +12,10 @@ import math
 
 import torch
 
-from sdedu.grading.checker import call_learner, describe, expect_number, expect_tensor, fail, register
+from sdedu.grading.errors import describe, fail
+from sdedu.grading.expect import expect_number, expect_tensor
+from sdedu.grading.registry import register
+from sdedu.grading.trial import Trial
 
 NOTEBOOK = "11_interview_questions"
 
@@ -47,7 +50,7 @@ def _multiple_choice(item: str, answer, valid: str, right: set[str], why: dict[s
 
 
 @register("interview_what_is_sd", "Q1 what Stable Diffusion is and where it is used (multiple choice)", NOTEBOOK)
-def check_what_is_sd(answer) -> str:
+def check_what_is_sd(answer, trial: Trial) -> str:
     return _multiple_choice(
         "interview_what_is_sd",
         answer,
@@ -66,7 +69,7 @@ def check_what_is_sd(answer) -> str:
 
 
 @register("interview_architecture", "Q2 architecture: how much smaller is the latent? (a number)", NOTEBOOK)
-def check_architecture(answer) -> str:
+def check_architecture(answer, trial: Trial) -> str:
     expect_number(
         "interview_architecture",
         "1 (512 x 512 x 3 pixels vs a 64 x 64 x 4 latent)",
@@ -83,7 +86,7 @@ def check_architecture(answer) -> str:
     "Q3 the diffusion process: x_t for given alpha_bar_t, x0 and eps (a number)",
     NOTEBOOK,
 )
-def check_diffusion_process(answer) -> str:
+def check_diffusion_process(answer, trial: Trial) -> str:
     expect_number(
         "interview_diffusion_process",
         "1 (alpha_bar_t = 0.64, x0 = 1.0, eps = 0.5)",
@@ -98,7 +101,7 @@ def check_diffusion_process(answer) -> str:
 
 
 @register("interview_unet_role", "Q4 the generation network's role: what the UNet predicts (multiple choice)", NOTEBOOK)
-def check_unet_role(answer) -> str:
+def check_unet_role(answer, trial: Trial) -> str:
     return _multiple_choice(
         "interview_unet_role",
         answer,
@@ -120,7 +123,7 @@ def check_unet_role(answer) -> str:
     "Q5 training and inference: UNet evaluations for 50 steps with CFG (a number)",
     NOTEBOOK,
 )
-def check_training_inference(answer) -> str:
+def check_training_inference(answer, trial: Trial) -> str:
     expect_number(
         "interview_training_inference",
         "1 (50 DDIM steps, classifier-free guidance, no batching)",
@@ -138,7 +141,7 @@ def check_training_inference(answer) -> str:
     "Q6 performance: growth of the attention matrix from a 32x32 to a 64x64 latent (a number)",
     NOTEBOOK,
 )
-def check_performance(answer) -> str:
+def check_performance(answer, trial: Trial) -> str:
     expect_number(
         "interview_performance",
         "1 (self-attention over 32 x 32 vs 64 x 64 latent positions)",
@@ -152,7 +155,7 @@ def check_performance(answer) -> str:
 
 
 @register("interview_challenges", "Q7 real-world challenges (multiple choice)", NOTEBOOK)
-def check_challenges(answer) -> str:
+def check_challenges(answer, trial: Trial) -> str:
     return _multiple_choice(
         "interview_challenges",
         answer,
@@ -176,8 +179,8 @@ def frechet_reference(mu1, cov1, mu2, cov2) -> float:
     return float(((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * eigenvalues.sqrt().sum())
 
 
-def _frechet_cases():
-    g = torch.Generator().manual_seed(5)
+def _frechet_cases(trial: Trial):
+    g = trial.generator(5)
 
     def spd(d):
         a = torch.randn(d, d, generator=g, dtype=torch.float64)
@@ -205,36 +208,39 @@ def _frechet_cases():
 
 
 @register("interview_quality", "Q8 image quality: the Frechet distance behind FID (small code)", NOTEBOOK)
-def check_quality(frechet_distance) -> str:
+def check_quality(frechet_distance, trial: Trial) -> str:
     item = "interview_quality"
-    for case, mu1, cov1, mu2, cov2 in _frechet_cases():
-        got = call_learner(
-            item,
-            frechet_distance,
-            [("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)],
-            case=case,
-            name="frechet_distance",
-        )
-        expected = frechet_reference(mu1, cov1, mu2, cov2)
-        mean_term = float(((mu1 - mu2) ** 2).sum())
-        hint = "FID = ||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2)); Tr((C1 C2)^(1/2)) is the sum of the square roots of the eigenvalues of C1 C2."
-        if isinstance(got, (int, float)) and math.isfinite(got):
-            if math.isclose(got, expected - mean_term + math.sqrt(mean_term), rel_tol=1e-4) and mean_term > 0:
-                hint = "the mean term is the *squared* distance between the means."
-            elif math.isclose(
-                got,
-                float(((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * torch.trace(cov1 @ cov2)),
-                rel_tol=1e-4,
-            ):
-                hint = "the cross term needs the matrix square root of C1 C2, not C1 C2 itself."
-        expect_number(item, case, got, expected, name="the distance", rel=1e-4, abs_tol=1e-6, hint=hint)
+    for case, mu1, cov1, mu2, cov2 in _frechet_cases(trial):
+        with trial.case(case):
+            got = trial.call(
+                item,
+                frechet_distance,
+                [("mu1", mu1), ("cov1", cov1), ("mu2", mu2), ("cov2", cov2)],
+                case=case,
+                name="frechet_distance",
+            )
+            expected = frechet_reference(mu1, cov1, mu2, cov2)
+            mean_term = float(((mu1 - mu2) ** 2).sum())
+            hint = "FID = ||mu1 - mu2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2)); Tr((C1 C2)^(1/2)) is the sum of the square roots of the eigenvalues of C1 C2."
+            if isinstance(got, (int, float)) and math.isfinite(got):
+                if math.isclose(got, expected - mean_term + math.sqrt(mean_term), rel_tol=1e-4) and mean_term > 0:
+                    hint = "the mean term is the *squared* distance between the means."
+                elif math.isclose(
+                    got,
+                    float(
+                        ((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * torch.trace(cov1 @ cov2)
+                    ),
+                    rel_tol=1e-4,
+                ):
+                    hint = "the cross term needs the matrix square root of C1 C2, not C1 C2 itself."
+            expect_number(item, case, got, expected, name="the distance", rel=1e-4, abs_tol=1e-6, hint=hint)
     return "3 cases"
 
 
 @register(
     "interview_generative_families", "Q9 diffusion vs GAN vs VAE (match each family to its description)", NOTEBOOK
 )
-def check_generative_families(answer) -> str:
+def check_generative_families(answer, trial: Trial) -> str:
     item = "interview_generative_families"
     right = {"gan": "a", "vae": "b", "diffusion": "c"}
     if not isinstance(answer, dict):
@@ -272,21 +278,21 @@ def guided_loop_reference(model, sampler, x_T, cond, uncond, guidance_scale):
 
 
 @register("interview_minimal_code", "Q10 a minimal sampling loop with classifier-free guidance (small code)", NOTEBOOK)
-def check_minimal_code(sample) -> str:
+def check_minimal_code(sample, trial: Trial) -> str:
     item = "interview_minimal_code"
     from sdedu.samplers import DDIMSampler
     from sdedu.schedules import NoiseSchedule
 
     sampler = DDIMSampler(NoiseSchedule.linear(100))
     sampler.set_timesteps(10)
-    g = torch.Generator().manual_seed(7)
+    g = trial.generator(7)
     cond, uncond = torch.full((1, 4, 8), 0.5), torch.zeros(1, 4, 8)
     for case, scale in [
         ("1 (guidance_scale 7.5, 10 DDIM steps)", 7.5),
         ("2 (guidance_scale 1.0: the plain conditional model)", 1.0),
     ]:
         x_T = torch.randn(2, 4, 8, 8, generator=g)
-        got = call_learner(
+        got = trial.call(
             item,
             sample,
             [

@@ -17,7 +17,9 @@ import time
 import torch
 from torch import nn
 
-from sdedu.grading.checker import call_learner, describe, fail, register
+from sdedu.grading.errors import describe, fail
+from sdedu.grading.registry import register
+from sdedu.grading.trial import Trial
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype:
@@ -43,17 +45,17 @@ def _devices():
     "autocast_inference(model, x): inference under autocast (bf16 on CPU, fp16 on GPU)",
     "09_mixed_precision",
 )
-def check_autocast_inference(autocast_inference) -> str:
+def check_autocast_inference(autocast_inference, trial: Trial) -> str:
     item = "autocast_inference"
     errors = []
     for device in _devices():
         case = f"{device.type} (an MLP 64 -> 256 -> 64 on a batch of 32, on {device.type})"
         model = small_model().to(device)
-        x = torch.randn(32, 64, generator=torch.Generator().manual_seed(1)).to(device)
+        x = torch.randn(32, 64, generator=trial.generator(1)).to(device)
         with torch.no_grad():
             expected = model(x)
         want = autocast_dtype(device)
-        got = call_learner(
+        got = trial.call(
             item,
             autocast_inference,
             [("model", model), ("x", x)],
@@ -131,7 +133,7 @@ def _close(got: float, expected: float) -> bool:
     "median_time(fn, repeats, warmup): warm up, then the median seconds per call",
     "09_mixed_precision",
 )
-def check_benchmark_timing(median_time) -> str:
+def check_benchmark_timing(median_time, trial: Trial) -> str:
     item = "benchmark_timing"
     cases = [
         ("1 (fn sleeps 20 ms per call; repeats=5, warmup=2)", [0.02] * 7, 5, 2),
@@ -143,44 +145,45 @@ def check_benchmark_timing(median_time) -> str:
         ),
     ]
     for case, durations, repeats, warmup in cases:
-        fn = _Sleeper(durations)
-        got = call_learner(
-            item, median_time, [("fn", fn), ("repeats", repeats), ("warmup", warmup)], case=case, name="median_time"
-        )
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = got.item()
-        if isinstance(got, bool) or not isinstance(got, (int, float)):
-            fail(
-                item,
-                case,
-                f"median_time should return a float (seconds); got {describe(got)}.",
-                "return one number: the median, in seconds.",
+        with trial.case(case):
+            fn = _Sleeper(durations)
+            got = trial.call(
+                item, median_time, [("fn", fn), ("repeats", repeats), ("warmup", warmup)], case=case, name="median_time"
             )
-        if fn.calls != warmup + repeats:
-            fail(
-                item,
-                case,
-                f"fn was called {fn.calls} times; expected warmup + repeats = {warmup + repeats}.",
-                "call fn `warmup` times without timing it, then `repeats` times, timing each call.",
-            )
-        timed = fn.actual[warmup:]
-        expected = statistics.median(timed)
-        if not _close(got, expected):
-            hint = "time each call with time.perf_counter() and return the median of the `repeats` timings, in seconds."
-            if _close(got / 1000, expected):
-                hint = "return seconds, not milliseconds."
-            elif _close(got, sum(timed)) or _close(got, sum(fn.actual)):
-                hint = "return the time of one call (the median of the timings), not the total."
-            elif got > expected:
-                hint = (
-                    "one slow call should not move the result: use the median of the timings, not the mean, and "
-                    "do not time the warm-up calls."
+            if isinstance(got, torch.Tensor) and got.numel() == 1:
+                got = got.item()
+            if isinstance(got, bool) or not isinstance(got, (int, float)):
+                fail(
+                    item,
+                    case,
+                    f"median_time should return a float (seconds); got {describe(got)}.",
+                    "return one number: the median, in seconds.",
                 )
-            fail(
-                item,
-                case,
-                f"median_time returned {got:.4g} s; the median of the timed calls, measured by the check, "
-                f"was {expected:.4g} s.",
-                hint,
-            )
+            if fn.calls != warmup + repeats:
+                fail(
+                    item,
+                    case,
+                    f"fn was called {fn.calls} times; expected warmup + repeats = {warmup + repeats}.",
+                    "call fn `warmup` times without timing it, then `repeats` times, timing each call.",
+                )
+            timed = fn.actual[warmup:]
+            expected = statistics.median(timed)
+            if not _close(got, expected):
+                hint = "time each call with time.perf_counter() and return the median of the `repeats` timings, in seconds."
+                if _close(got / 1000, expected):
+                    hint = "return seconds, not milliseconds."
+                elif _close(got, sum(timed)) or _close(got, sum(fn.actual)):
+                    hint = "return the time of one call (the median of the timings), not the total."
+                elif got > expected:
+                    hint = (
+                        "one slow call should not move the result: use the median of the timings, not the mean, and "
+                        "do not time the warm-up calls."
+                    )
+                fail(
+                    item,
+                    case,
+                    f"median_time returned {got:.4g} s; the median of the timed calls, measured by the check, "
+                    f"was {expected:.4g} s.",
+                    hint,
+                )
     return "warm-up skipped, median per call in seconds"

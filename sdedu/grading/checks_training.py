@@ -21,7 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdedu.grading.checker import call_learner, describe, fail, register
+from sdedu.grading.errors import describe, fail
+from sdedu.grading.registry import register
+from sdedu.grading.trial import Trial
 from sdedu.schedules import NoiseSchedule
 
 T_TOY = 20  # a short chain, so that a batch visits every timestep
@@ -113,14 +115,14 @@ def _params_grads(inner, params_before, x_t, t, target):
 @register(
     "training_step", "training_step(model, x0, alpha_bar, optimizer, generator): one step of Algorithm 1", "04_training"
 )
-def check_training_step(training_step) -> str:
+def check_training_step(training_step, trial: Trial) -> str:
     item = "training_step"
     schedule = toy_schedule()
     alpha_bar = schedule.alpha_bar
     inner = toy_denoiser()
     model = _SpyModel(inner)
     optimizer = _SpyOptimizer(model.parameters(), lr=0.05)
-    data_gen = torch.Generator().manual_seed(3)
+    data_gen = trial.generator(3)
     B = 256
     seen_t = []
     previous_grads = None
@@ -133,7 +135,7 @@ def check_training_step(training_step) -> str:
         params_before = [p.detach().clone() for p in inner.parameters()]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(200 + call_index)
-            loss = call_learner(
+            loss = trial.call(
                 item,
                 training_step,
                 [
@@ -275,7 +277,7 @@ def check_training_step(training_step) -> str:
 @register(
     "training_loop", "train(model, data, alpha_bar, steps, batch_size, lr, generator): the loss falls", "04_training"
 )
-def check_training_loop(train) -> str:
+def check_training_loop(train, trial: Trial) -> str:
     item = "training_loop"
     from sdedu.data.toy2d import make_moons
 
@@ -287,7 +289,7 @@ def check_training_loop(train) -> str:
     before = [p.detach().clone() for p in model.parameters()]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        losses = call_learner(
+        losses = trial.call(
             item,
             train,
             [

@@ -16,7 +16,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from sdedu.grading.checker import call_learner, expect_tensor, register
+from sdedu.grading.expect import expect_tensor
+from sdedu.grading.registry import register
+from sdedu.grading.trial import Trial
 
 NOTEBOOK = "03_unet_parts"
 
@@ -36,7 +38,7 @@ def _embedding(t, dim, *, sin_first=False, over_dim=False, positive=False, inter
 
 
 @register("timestep_embedding", "timestep_embedding(t, dim): sinusoidal features of the timestep", NOTEBOOK)
-def check_timestep_embedding(timestep_embedding) -> str:
+def check_timestep_embedding(timestep_embedding, trial: Trial) -> str:
     from sdedu.nn.embeddings import timestep_embedding as reference
 
     item = "timestep_embedding"
@@ -46,37 +48,38 @@ def check_timestep_embedding(timestep_embedding) -> str:
         ("3 (t = [123], dim 64)", torch.tensor([123]), 64),
     ]
     for case, t, dim in cases:
-        got = call_learner(item, timestep_embedding, [("t", t), ("dim", dim)], case=case, name="timestep_embedding")
-        mistakes = [
-            (
-                lambda: _embedding(t, dim, sin_first=True),
-                "this code base puts the cosines first, then the sines (Stable Diffusion's order).",
-            ),
-            (
-                lambda: _embedding(t, dim, interleave=True),
-                "concatenate all the cosines, then all the sines; do not interleave them.",
-            ),
-            (
-                lambda: _embedding(t, dim, over_dim=True),
-                "the exponent is i / half, with half = dim // 2 frequencies, not i / dim.",
-            ),
-            (
-                lambda: _embedding(t, dim, positive=True),
-                "the frequencies must fall from 1 to 1/10000: the exponent is negative.",
-            ),
-        ]
-        expect_tensor(
-            item,
-            case,
-            got,
-            reference(t, dim),
-            name="the embedding",
-            atol=1e-4,
-            rtol=1e-4,
-            mistakes=mistakes,
-            shape_hint="the embedding has `dim` features per timestep: dim // 2 cosines and dim // 2 sines.",
-            default_hint="emb = [cos(t * f), sin(t * f)] with f_i = 10000 ** (-i / half), i = 0 .. half-1.",
-        )
+        with trial.case(case):
+            got = trial.call(item, timestep_embedding, [("t", t), ("dim", dim)], case=case, name="timestep_embedding")
+            mistakes = [
+                (
+                    lambda: _embedding(t, dim, sin_first=True),
+                    "this code base puts the cosines first, then the sines (Stable Diffusion's order).",
+                ),
+                (
+                    lambda: _embedding(t, dim, interleave=True),
+                    "concatenate all the cosines, then all the sines; do not interleave them.",
+                ),
+                (
+                    lambda: _embedding(t, dim, over_dim=True),
+                    "the exponent is i / half, with half = dim // 2 frequencies, not i / dim.",
+                ),
+                (
+                    lambda: _embedding(t, dim, positive=True),
+                    "the frequencies must fall from 1 to 1/10000: the exponent is negative.",
+                ),
+            ]
+            expect_tensor(
+                item,
+                case,
+                got,
+                reference(t, dim),
+                name="the embedding",
+                atol=1e-4,
+                rtol=1e-4,
+                mistakes=mistakes,
+                shape_hint="the embedding has `dim` features per timestep: dim // 2 cosines and dim // 2 sines.",
+                default_hint="emb = [cos(t * f), sin(t * f)] with f_i = 10000 ** (-i / half), i = 0 .. half-1.",
+            )
     return "3 cases, equal to sdedu.nn.embeddings.timestep_embedding"
 
 
@@ -98,12 +101,12 @@ def _resblock(block, x, temb, *, silu_temb=True, time_after=False, skip=True, ac
 
 
 @register("resblock", "resblock_forward(block, x, temb): the residual block with time conditioning", NOTEBOOK)
-def check_resblock(resblock_forward) -> str:
+def check_resblock(resblock_forward, trial: Trial) -> str:
     from sdedu.nn.blocks import ResBlock
 
     item = "resblock"
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(1)
+    g = trial.generator(1)
     cases = [
         (
             "1 (16 -> 32 channels, an 8 x 6 feature map, batch 2)",
@@ -117,53 +120,54 @@ def check_resblock(resblock_forward) -> str:
         ),
     ]
     for case, block, shape in cases:
-        block.eval()
-        x = torch.randn(shape, generator=g)
-        temb = torch.randn(shape[0], 24, generator=g)
-        got = call_learner(
-            item,
-            resblock_forward,
-            [("block", block), ("x", x), ("temb", temb)],
-            case=case,
-            name="resblock_forward",
-            error_hints={
-                "must match the size": "the time shift has shape (B, C): index it with [:, :, None, None] "
-                "to add it to every pixel; and when the channels change, the skip path goes "
-                "through block.conv_shortcut."
-            },
-        )
-        with torch.no_grad():
-            expected = block(x, temb)
-            mistakes = [
-                (
-                    lambda: _resblock(block, x, temb, silu_temb=False),
-                    "the timestep embedding goes through SiLU before time_emb_proj.",
-                ),
-                (
-                    lambda: _resblock(block, x, temb, time_after=True),
-                    "add the time shift between the two convolutions, after conv1.",
-                ),
-                (
-                    lambda: _resblock(block, x, temb, skip=False),
-                    "a residual block adds its input back: out = skip(x) + h.",
-                ),
-                (
-                    lambda: _resblock(block, x, temb, act_before_norm=True),
-                    "normalise first, then SiLU: conv(SiLU(GroupNorm(x))).",
-                ),
-            ]
-            expect_tensor(
+        with trial.case(case):
+            block.eval()
+            x = torch.randn(shape, generator=g)
+            temb = torch.randn(shape[0], 24, generator=g)
+            got = trial.call(
                 item,
-                case,
-                got,
-                expected,
-                name="the output",
-                atol=1e-4,
-                rtol=1e-4,
-                mistakes=mistakes,
-                default_hint="h = conv1(SiLU(norm1(x))) + time_emb_proj(SiLU(temb))[:, :, None, None]; "
-                "h = conv2(SiLU(norm2(h))); return skip(x) + h.",
+                resblock_forward,
+                [("block", block), ("x", x), ("temb", temb)],
+                case=case,
+                name="resblock_forward",
+                error_hints={
+                    "must match the size": "the time shift has shape (B, C): index it with [:, :, None, None] "
+                    "to add it to every pixel; and when the channels change, the skip path goes "
+                    "through block.conv_shortcut."
+                },
             )
+            with torch.no_grad():
+                expected = block(x, temb)
+                mistakes = [
+                    (
+                        lambda: _resblock(block, x, temb, silu_temb=False),
+                        "the timestep embedding goes through SiLU before time_emb_proj.",
+                    ),
+                    (
+                        lambda: _resblock(block, x, temb, time_after=True),
+                        "add the time shift between the two convolutions, after conv1.",
+                    ),
+                    (
+                        lambda: _resblock(block, x, temb, skip=False),
+                        "a residual block adds its input back: out = skip(x) + h.",
+                    ),
+                    (
+                        lambda: _resblock(block, x, temb, act_before_norm=True),
+                        "normalise first, then SiLU: conv(SiLU(GroupNorm(x))).",
+                    ),
+                ]
+                expect_tensor(
+                    item,
+                    case,
+                    got,
+                    expected,
+                    name="the output",
+                    atol=1e-4,
+                    rtol=1e-4,
+                    mistakes=mistakes,
+                    default_hint="h = conv1(SiLU(norm1(x))) + time_emb_proj(SiLU(temb))[:, :, None, None]; "
+                    "h = conv2(SiLU(norm2(h))); return skip(x) + h.",
+                )
     return "2 blocks, equal to sdedu.nn.blocks.ResBlock"
 
 
@@ -184,12 +188,12 @@ def _cross_attention(attn, x, cond, *, scale=None, softmax_dim=-1, heads=None):
 
 
 @register("cross_attention", "cross_attention(attn, x, cond): pixels attend to the words", NOTEBOOK)
-def check_cross_attention(cross_attention) -> str:
+def check_cross_attention(cross_attention, trial: Trial) -> str:
     from sdedu.nn.attention import CrossAttention
 
     item = "cross_attention"
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(2)
+    g = trial.generator(2)
     cases = [
         (
             "1 (4 heads of 8, 12 pixels of width 24 attend to 5 tokens of width 40, batch 2)",
@@ -205,48 +209,49 @@ def check_cross_attention(cross_attention) -> str:
         ),
     ]
     for case, attn, x_shape, cond_shape in cases:
-        x = torch.randn(x_shape, generator=g)
-        cond = torch.randn(cond_shape, generator=g) * 2
-        got = call_learner(
-            item,
-            cross_attention,
-            [("attn", attn), ("x", x), ("cond", cond)],
-            case=case,
-            name="cross_attention",
-            error_hints={
-                "mat1 and mat2": "queries come from the pixels x (attn.to_q), keys and values from "
-                "the text cond (attn.to_k, attn.to_v): the two have different widths."
-            },
-        )
-        with torch.no_grad():
-            expected = attn(x, cond)
-            mistakes = [
-                (
-                    lambda: _cross_attention(attn, x, cond, scale=lambda d, h: 1.0),
-                    "scale the scores by 1/sqrt(d_head) before the softmax, or it saturates.",
-                ),
-                (
-                    lambda: _cross_attention(attn, x, cond, scale=lambda d, h: math.sqrt(d * h)),
-                    "scale by the square root of one head's width d_head, not of the whole width.",
-                ),
-                (
-                    lambda: _cross_attention(attn, x, cond, softmax_dim=-2),
-                    "the softmax runs over the keys (the text tokens, the last axis): each pixel's weights over the words sum to 1.",
-                ),
-                (
-                    lambda: _cross_attention(attn, x, cond, heads=1),
-                    "split the width into attn.num_heads heads and attend in each head separately.",
-                ),
-            ]
-            expect_tensor(
+        with trial.case(case):
+            x = torch.randn(x_shape, generator=g)
+            cond = torch.randn(cond_shape, generator=g) * 2
+            got = trial.call(
                 item,
-                case,
-                got,
-                expected,
-                name="the output",
-                atol=1e-4,
-                rtol=1e-4,
-                mistakes=mistakes,
-                default_hint="per head: softmax(Q K^T / sqrt(d_head)) V, then merge the heads and apply attn.to_out.",
+                cross_attention,
+                [("attn", attn), ("x", x), ("cond", cond)],
+                case=case,
+                name="cross_attention",
+                error_hints={
+                    "mat1 and mat2": "queries come from the pixels x (attn.to_q), keys and values from "
+                    "the text cond (attn.to_k, attn.to_v): the two have different widths."
+                },
             )
+            with torch.no_grad():
+                expected = attn(x, cond)
+                mistakes = [
+                    (
+                        lambda: _cross_attention(attn, x, cond, scale=lambda d, h: 1.0),
+                        "scale the scores by 1/sqrt(d_head) before the softmax, or it saturates.",
+                    ),
+                    (
+                        lambda: _cross_attention(attn, x, cond, scale=lambda d, h: math.sqrt(d * h)),
+                        "scale by the square root of one head's width d_head, not of the whole width.",
+                    ),
+                    (
+                        lambda: _cross_attention(attn, x, cond, softmax_dim=-2),
+                        "the softmax runs over the keys (the text tokens, the last axis): each pixel's weights over the words sum to 1.",
+                    ),
+                    (
+                        lambda: _cross_attention(attn, x, cond, heads=1),
+                        "split the width into attn.num_heads heads and attend in each head separately.",
+                    ),
+                ]
+                expect_tensor(
+                    item,
+                    case,
+                    got,
+                    expected,
+                    name="the output",
+                    atol=1e-4,
+                    rtol=1e-4,
+                    mistakes=mistakes,
+                    default_hint="per head: softmax(Q K^T / sqrt(d_head)) V, then merge the heads and apply attn.to_out.",
+                )
     return "2 cases, equal to sdedu.nn.attention.CrossAttention"

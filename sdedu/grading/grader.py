@@ -1,295 +1,94 @@
-"""The teacher's grader: run submitted notebooks, score every check, write a CSV and feedback.
+"""The teacher's grader: judge every submission from outside it, and write the class's reports.
 
-    sdedu grade SUBMISSION.ipynb... --out grades.csv        (a folder of notebooks works too)
-    python -m sdedu.grading grade submissions/ --out grades.csv
+    sdedu grade submissions/ --out grades.csv [--jobs 2] [--shard 1/4]
+    sdedu grade merge shard1/grades.csv shard2/grades.csv ... --out grades.csv
 
-For each submission:
+1. The masters (solutions/) are read once, before any submission runs (`masters.read_masters`).
+2. For each submission: which exercise it is (`masters.identify`); what of it runs (`plan`); the
+   verdict of every item, public and hidden cases, from a judge outside the submission's sandboxed
+   process (`judge`); flags for the teacher (`plan`, and masters changed on disk).
+3. After each submission, its report and the class's CSVs are rewritten atomically (`reports`),
+   so an interrupted batch loses nothing already graded, and a re-run replaces a submission's rows.
 
-1. Find its master in solutions/ (the `sdedu.exercise` entry the builder writes into every
-   exercise notebook's metadata, else the file name).
-2. Restore the master's check cells (matched by cell id, else by the item they check; a deleted
-   check cell is put back after the cell that preceded it), so that an edited check cannot pass.
-3. Run the notebook from a clean state in its own kernel (nbclient), in a fresh temporary folder,
-   with OMP_NUM_THREADS=1 and a time limit per cell. A cell that times out is interrupted; if the
-   kernel no longer answers, or dies (os._exit, a segfault, out of memory), the run stops there.
-4. Score each item: its points if its check cell printed "✔ <item>: passed", else 0.
-5. Rewrite the CSV (submission, item, points, max) atomically (a temporary file, then a rename)
-   and write a feedback file, before moving to the next submission, so a crash of the grader
-   loses nothing already graded. Rows of submissions not in this batch are kept.
-
-**Security.** Submissions are programs, and they run with the grader's rights: they can read and
-write your files and use the network. Restoring the check cells stops accidental edits, not a
-determined cheat (code in an earlier cell can replace the checker). Grade untrusted submissions
-inside a container or a throw-away virtual machine.
+`--jobs N` grades N submissions at a time (each worker, and the sandboxes it starts, with its
+share of the CPU's threads); `--shard i/n` grades every n-th submission starting at the i-th, to
+split a class across machines; `merge` joins the shards' outputs. All give the same CSVs.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import hashlib
 import os
-import re
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
 from pathlib import Path
 
 import nbformat
 
-from sdedu.grading import builder
+from sdedu.grading import builder, masters, reports, sandbox
+from sdedu.grading.catalogue import ITEMS
 
-CHECK_ITEM = re.compile(r"""check\(\s*["']([A-Za-z0-9_\-]+)["']""")
-CSV_FIELDS = ["submission", "item", "points", "max"]
-DEFAULT_CELL_TIMEOUT_S = 600
-
-
-@dataclass
-class ItemResult:
-    item: str
-    points: int
-    max: int
-    status: str  # passed / failed / incomplete / not run
-    message: str = ""
+__all__ = ["grade_one", "grade", "merge", "find_submissions", "main"]
 
 
-@dataclass
-class Report:
-    submission: str
-    exercise: str | None
-    items: list[ItemResult] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+def _seed(submission: str, salt: str) -> int:
+    """The hidden cases' seed: fixed for a submission (re-grading gives the same result), unknown to it."""
+    return int.from_bytes(hashlib.sha256(f"{salt}:{submission}".encode()).digest()[:4], "big")
 
 
-# ---- finding the master ---------------------------------------------------------------------
+def _status(report: reports.Report) -> str:
+    if report.exercise is None or not report.items:
+        return "not graded"
+    if report.flags:
+        return "flagged"
+    statuses = {status for r in report.items for status, _, _ in (r.public, r.hidden)}
+    text = " ".join(report.notes)
+    if "in time" in text or "timeout" in text:
+        return "timeout"
+    if "crashed" in statuses or "stopped answering" in text or "printed more than" in text:
+        return "crashed"
+    return "ok"
 
 
-def identify(nb, path: Path, solutions_dir: Path) -> str | None:
-    """The stem of the solution notebook a submission belongs to, or None."""
-    masters = sorted(p.stem for p in Path(solutions_dir).glob("*.ipynb"))
-    declared = nb.get("metadata", {}).get("sdedu", {}).get("exercise")
-    if declared in masters:
-        return declared
-    by_name = [m for m in masters if m in path.stem]
-    if by_name:
-        return max(by_name, key=len)
-    number = re.match(r"(\d\d)_", path.stem)
-    by_number = [m for m in masters if number and m.startswith(number.group(1) + "_")]
-    return by_number[0] if len(by_number) == 1 else None
+def grade_one(path: Path, known: dict, limits: sandbox.Limits, hide: list[Path], salt: str = "") -> reports.Report:
+    """Grade one submission against the masters `known`; never raises for a bad submission."""
+    from sdedu.grading import judge, plan
 
-
-def check_items(cell) -> list[str]:
-    """The item ids a check cell checks."""
-    return CHECK_ITEM.findall(cell.source)
-
-
-def restore_check_cells(submission, master) -> list[str]:
-    """Put the master's check cells into `submission` (in place); returns notes on what was changed."""
-    notes = []
-    by_id = {cell.get("id"): i for i, cell in enumerate(submission.cells)}
-    previous_id = None
-    for master_cell in master.cells:
-        if builder.is_check_cell(master_cell):
-            restored = nbformat.from_dict(master_cell)
-            restored.outputs, restored.execution_count = [], None
-            index = by_id.get(master_cell.get("id"))
-            if index is None:
-                items = set(check_items(master_cell))
-                index = next(
-                    (
-                        i
-                        for i, c in enumerate(submission.cells)
-                        if c.cell_type == "code" and items & set(check_items(c))
-                    ),
-                    None,
-                )
-            if index is not None:
-                if submission.cells[index].source != master_cell.source:
-                    notes.append(
-                        f"the check cell for {', '.join(check_items(master_cell))} was edited; "
-                        "the original was restored"
-                    )
-                submission.cells[index] = restored
-            else:
-                after = by_id.get(previous_id)
-                position = len(submission.cells) if after is None else after + 1
-                submission.cells.insert(position, restored)
-                notes.append(
-                    f"the check cell for {', '.join(check_items(master_cell))} was missing; the original was put back"
-                )
-            by_id = {cell.get("id"): i for i, cell in enumerate(submission.cells)}
-        previous_id = master_cell.get("id")
-    return notes
-
-
-# ---- running ------------------------------------------------------------------------------
-
-
-def _error_line(output) -> str:
-    return f"{output.get('ename', 'Error')}: {str(output.get('evalue', '')).strip()}"
-
-
-def run_notebook(nb, cell_timeout: float, kernel_name: str = "python3") -> list[str]:
-    """Execute `nb` in place in a fresh kernel; returns notes (timeouts, a dead kernel)."""
-    from nbclient import NotebookClient
-    from nbclient.exceptions import DeadKernelError
-
-    notes = []
-    index = -1
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    env.pop("SDEDU_GRADING_LOG", None)
-    timeout_error = {
-        "ename": "CellTimeout",
-        "evalue": f"the cell did not finish within {cell_timeout:g} s",
-        "traceback": [f"CellTimeout: the cell did not finish within {cell_timeout:g} s"],
-    }
-    with tempfile.TemporaryDirectory(prefix="sdedu-grade-") as workdir:
-        client = NotebookClient(
-            nb,
-            timeout=int(cell_timeout),
-            kernel_name=kernel_name,
-            allow_errors=True,
-            interrupt_on_timeout=True,
-            error_on_timeout=timeout_error,
-            shutdown_kernel="immediate",
-            resources={"metadata": {"path": workdir}},
-        )
-        try:
-            with client.setup_kernel(env=env, cwd=workdir):
-                for index, cell in enumerate(nb.cells):
-                    if cell.cell_type != "code":
-                        continue
-                    start = time.monotonic()
-                    client.execute_cell(cell, index)
-                    if time.monotonic() - start >= cell_timeout:
-                        cell.metadata["sdedu_timed_out"] = True
-                        notes.append(f"cell {index} did not finish within {cell_timeout:g} s and was interrupted")
-                        if not _responsive(client):
-                            notes.append(
-                                "the kernel stopped answering after the interrupt; the cells after it did not run"
-                            )
-                            break
-        except DeadKernelError:
-            notes.append(
-                f"the kernel died while running cell {index} (os._exit, a crash or out of memory?); "
-                "the cells after it did not run"
-            )
-        except Exception as err:  # noqa: BLE001 - one broken submission must never stop the batch
-            notes.append(f"the grader could not run the notebook: {type(err).__name__}: {err}")
-    return notes
-
-
-def _responsive(client, timeout: float = 15.0) -> bool:
-    from nbclient.util import run_sync
-
-    try:
-        reply = run_sync(client.kc.execute_interactive)("pass", timeout=timeout, store_history=False)
-        return reply["content"]["status"] in ("ok", "error")
-    except Exception:  # noqa: BLE001 - a TimeoutError or a dead channel both mean "no"
-        return False
-
-
-def score(nb, master, notes: list[str]) -> list[ItemResult]:
-    """One ItemResult per item checked by the master, from the executed check cells' outputs."""
-    from sdedu.grading.checker import ITEMS, _load_all
-
-    _load_all()
-    check_cells = {cell.get("id"): cell for cell in nb.cells if builder.is_check_cell(cell)}
-    results = []
-    for master_cell in master.cells:
-        if not builder.is_check_cell(master_cell):
-            continue
-        cell = check_cells.get(master_cell.get("id"))
-        for item in check_items(master_cell):
-            points = ITEMS[item].points if item in ITEMS else 1
-            outputs = cell.get("outputs", []) if cell is not None else []
-            text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
-            errors = [o for o in outputs if o.get("output_type") == "error"]
-            if cell is None or (not outputs and cell.get("execution_count") is None):
-                results.append(ItemResult(item, 0, points, "not run", "its check cell did not run"))
-            elif cell.metadata.get("sdedu_timed_out"):
-                results.append(ItemResult(item, 0, points, "failed", "its check cell did not finish in time"))
-            elif errors:
-                status = "incomplete" if errors[0].get("ename") == "ExerciseIncomplete" else "failed"
-                results.append(ItemResult(item, 0, points, status, _error_line(errors[0])))
-            elif f"\u2714 {item}: passed" in text:
-                results.append(ItemResult(item, points, points, "passed", text.strip()))
-            else:
-                results.append(ItemResult(item, 0, points, "failed", "the check printed no success line"))
-    return results
-
-
-def grade_one(path: Path, solutions_dir: Path, cell_timeout: float, kernel_name: str = "python3") -> Report:
-    """Grade one submission; never raises for a bad submission."""
-    report = Report(str(path), None)
+    start = time.monotonic()
+    report = reports.Report(str(path), None, isolation=sandbox.isolation())
     try:
         nb = nbformat.read(str(path), as_version=4)
-    except Exception as err:  # noqa: BLE001
+        report.exercise = masters.identify(nb, path, known)
+        if report.exercise is None:
+            report.notes.append("cannot tell which exercise this is (no sdedu metadata, no exercise name in the name)")
+    except Exception as err:  # noqa: BLE001 - one broken file must never stop the batch
         report.notes.append(f"the file is not a readable notebook: {type(err).__name__}: {err}")
-        return report
-    report.exercise = identify(nb, path, solutions_dir)
-    if report.exercise is None:
-        report.notes.append("cannot tell which exercise this is (no sdedu metadata, no exercise name in the file name)")
-        return report
-    master = nbformat.read(str(Path(solutions_dir) / f"{report.exercise}.ipynb"), as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    report.notes += restore_check_cells(nb, master)
-    report.notes += run_notebook(nb, cell_timeout, kernel_name)
-    report.items = score(nb, master, report.notes)
-    check_ids = {cell.get("id") for cell in master.cells if builder.is_check_cell(cell)}
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and cell.get("id") not in check_ids and not cell.metadata.get("sdedu_timed_out"):
-            for output in cell.get("outputs", []):
-                if output.get("output_type") == "error" and output.get("ename") != "CellTimeout":
-                    report.notes.append(f"cell {index} raised {_error_line(output).splitlines()[0][:200]}")
+    if report.exercise is not None:
+        master = known[report.exercise].notebook
+        the_plan = plan.make_plan(master, nb)
+        items = [item for cell in masters.check_cells(master) for item in masters.check_items(cell)]
+        verdicts, notes = judge.judge(the_plan, items, limits, hide, _seed(str(path), salt))
+        report.notes += the_plan.notes + notes
+        report.flags += the_plan.flags
+        for v in verdicts:
+            points = ITEMS[v.item].points if v.item in ITEMS else 1
+            fraction = min(v.public[1], v.hidden[1])
+            report.items.append(reports.ItemResult(v.item, points * fraction, points, v.public, v.hidden, v.inside))
+            if v.inside:
+                report.notes.append(f"{v.item} was judged inside the submission's process (see docs/GRADING.md)")
+        moved = masters.changed(known)
+        if moved:
+            report.flags.append(f"the master notebooks changed on disk while it ran: {', '.join(moved)}")
+            for name in moved:
+                known_master = next(m for m in known.values() if str(m.path) == name)
+                known_master.path.write_bytes(known_master.data)
+    report.status = _status(report)
+    report.seconds = time.monotonic() - start
     return report
-
-
-# ---- writing ------------------------------------------------------------------------------
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    _atomic_write(path, buffer.getvalue())
-
-
-def read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with open(path, newline="", encoding="utf-8") as f:
-        return [row for row in csv.DictReader(f) if set(CSV_FIELDS) <= set(row)]
-
-
-def feedback_text(report: Report) -> str:
-    got = sum(r.points for r in report.items)
-    total = sum(r.max for r in report.items)
-    lines = [f"# Feedback: {report.submission}", ""]
-    lines.append(f"Exercise: {report.exercise or 'unknown'}. Score: {got} / {total}.")
-    for result in report.items:
-        lines += ["", f"## {result.item}: {result.status} ({result.points}/{result.max})", "", result.message.strip()]
-    if report.notes:
-        lines += ["", "## Notes", ""] + [f"- {note}" for note in report.notes]
-    return "\n".join(lines) + "\n"
-
-
-def feedback_name(submission: Path) -> str:
-    """A file name for a submission's feedback, unique per path (alice/01.ipynb -> alice__01.md)."""
-    parts = [p for p in submission.with_suffix("").parts if p not in ("/", "..", ".")]
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", "__".join(parts[-3:])) + ".md"
 
 
 def find_submissions(paths: list[Path]) -> list[Path]:
@@ -302,69 +101,147 @@ def find_submissions(paths: list[Path]) -> list[Path]:
     return found
 
 
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def grade(
     submissions: list[Path],
     out: Path,
     feedback_dir: Path | None = None,
     solutions_dir: Path = builder.SOLUTIONS_DIR,
-    cell_timeout: float = DEFAULT_CELL_TIMEOUT_S,
-    kernel_name: str = "python3",
+    limits: sandbox.Limits | None = None,
+    jobs: int = 1,
+    shard: tuple[int, int] = (1, 1),
     progress=print,
-) -> list[Report]:
-    """Grade `submissions` into the CSV `out` and one feedback file each; returns the reports."""
+) -> list[reports.Report]:
+    """Grade `submissions` (files or folders) into `out` and the feedback folder; returns the reports."""
+    out, limits = Path(out), limits or sandbox.Limits()
+    feedback_dir = Path(feedback_dir) if feedback_dir is not None else out.with_name(out.stem + "_feedback")
+    known = masters.read_masters(solutions_dir)
+    paths = find_submissions([Path(p) for p in submissions])
+    index, count = shard
+    paths = paths[index - 1 :: count]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    feedback_dir.mkdir(parents=True, exist_ok=True)
+    hide = _hidden_folders([Path(solutions_dir), out.parent, feedback_dir, *[Path(p) for p in submissions]])
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    limits = replace(limits, threads=threads)
+    kept = reports.read_long(out)
+    everyone = {report.submission: report for report in reports.read_reports(feedback_dir)}
+    done: list[reports.Report] = []
+
+    def record(report: reports.Report) -> None:
+        done.append(report)
+        everyone[report.submission] = report
+        reports.write_report(report, feedback_dir)
+        reports.write_tables(out, sorted(everyone.values(), key=lambda r: r.submission), kept)
+        progress(
+            f"{report.submission}: {reports.number(report.total)}/{reports.number(report.max)} {report.status} "
+            f"({report.seconds:.1f} s, isolation: {report.isolation})"
+        )
+
+    if jobs == 1:
+        _worker_init(threads)
+        for path in paths:
+            record(grade_one(path, known, limits, hide))
+    else:
+        with ProcessPoolExecutor(
+            jobs, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(threads,)
+        ) as pool:
+            futures = [pool.submit(grade_one, path, known, limits, hide) for path in paths]
+            for future in futures:
+                record(future.result())
+    if not paths:
+        reports.write_tables(out, list(everyone.values()), kept)
+    return done
+
+
+def _hidden_folders(paths: list[Path]) -> list[Path]:
+    """Folders to hide from submissions: never one that holds the Python environment or sdedu itself."""
+    needed = [Path(sys.prefix).resolve(), Path(builder.__file__).resolve().parents[2]]
+    folders = sorted({path.resolve() if path.is_dir() else path.resolve().parent for path in paths})
+    folders = [f for f in folders if not any(n == f or f in n.parents for n in needed)]
+    return [f for f in folders if not any(other in f.parents for other in folders)]  # the outermost only
+
+
+def merge(shard_outputs: list[Path], out: Path, feedback_dir: Path | None = None) -> list[Path]:
+    """Join the shards' outputs (each a CSV with its feedback folder beside it) into `out`."""
     out = Path(out)
     feedback_dir = Path(feedback_dir) if feedback_dir is not None else out.with_name(out.stem + "_feedback")
-    rows = read_csv(out)
-    reports = []
-    for path in find_submissions([Path(p) for p in submissions]):
-        report = grade_one(path, Path(solutions_dir), cell_timeout, kernel_name)
-        reports.append(report)
-        rows = [row for row in rows if row["submission"] != report.submission]
-        rows += [
-            {"submission": report.submission, "item": r.item, "points": r.points, "max": r.max} for r in report.items
-        ]
-        if not report.items:
-            rows.append({"submission": report.submission, "item": "(not graded)", "points": 0, "max": 0})
-        write_csv(out, rows)
-        _atomic_write(feedback_dir / feedback_name(path), feedback_text(report))
-        got, total = sum(r.points for r in report.items), sum(r.max for r in report.items)
-        progress(f"{report.submission}: {got}/{total}" + (f" ({len(report.notes)} notes)" if report.notes else ""))
-    return reports
+    for shard_out in shard_outputs:
+        shard_out = Path(shard_out)
+        folder = shard_out.with_name(shard_out.stem + "_feedback")
+        if not folder.is_dir():
+            raise ValueError(f"each shard output needs its feedback folder beside it; {folder} is missing")
+        for report in reports.read_reports(folder):
+            reports.write_report(report, feedback_dir)
+    return reports.write_tables(out, reports.read_reports(feedback_dir))
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard must be i/n with 1 <= i <= n (e.g. 3/8); got {text!r}") from None
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"--shard must be i/n with 1 <= i <= n (e.g. 3/8); got {text!r}")
+    return index, count
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`sdedu grade SUBMISSION.ipynb... --out grades.csv` (returns the exit status)."""
+    """`sdedu grade SUBMISSION... --out grades.csv` or `sdedu grade merge SHARD.csv... --out grades.csv`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["merge"]:
+        parser = argparse.ArgumentParser(prog="sdedu grade merge", description="Join the outputs of --shard runs.")
+        parser.add_argument(
+            "shards", nargs="+", type=Path, help="each shard's --out CSV (its feedback folder beside it)"
+        )
+        parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the merged CSV (default grades.csv)")
+        args = parser.parse_args(argv[1:])
+        try:
+            written = merge(args.shards, args.out)
+        except ValueError as err:
+            parser.error(str(err))
+        print("wrote " + ", ".join(str(p) for p in written))
+        return 0
     parser = argparse.ArgumentParser(
         prog="sdedu grade",
-        description="Run submitted exercise notebooks, score every check, write a CSV and feedback files. "
-        "Submissions run with your rights: grade untrusted work inside a container.",
+        description="Judge submitted exercise notebooks from outside them (sandboxed where the OS allows), "
+        "and write the class's CSVs and one feedback page per submission. See docs/GRADING.md.",
     )
     parser.add_argument("submissions", nargs="+", type=Path, help="notebooks, or folders searched for *.ipynb")
-    parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the CSV to write (default grades.csv)")
-    parser.add_argument(
-        "--feedback",
-        type=Path,
-        default=None,
-        help="folder for one feedback file per submission (default: <out>_feedback next to the CSV)",
-    )
+    parser.add_argument("--out", type=Path, default=Path("grades.csv"), help="the long CSV (default grades.csv)")
+    parser.add_argument("--feedback", type=Path, default=None, help="feedback folder (default <out>_feedback)")
     parser.add_argument("--solutions", type=Path, default=builder.SOLUTIONS_DIR, help="folder of the master notebooks")
+    defaults = sandbox.Limits()
     parser.add_argument(
-        "--cell-timeout",
-        type=float,
-        default=DEFAULT_CELL_TIMEOUT_S,
-        help=f"seconds a cell may run before it is interrupted (default {DEFAULT_CELL_TIMEOUT_S})",
+        "--call-timeout", type=float, default=defaults.call_s, help="seconds per call of a learner's function"
     )
-    parser.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
+    parser.add_argument(
+        "--wall-timeout", type=float, default=defaults.wall_s, help="seconds for a submission's cells to run"
+    )
+    parser.add_argument("--memory-mb", type=int, default=defaults.memory_mb, help="address space per submission (MB)")
+    parser.add_argument("--cpu-s", type=int, default=defaults.cpu_s, help="CPU seconds per submission process")
+    parser.add_argument("--output-mb", type=int, default=defaults.output_mb, help="printed output per submission (MB)")
+    parser.add_argument("--jobs", type=int, default=1, help="submissions graded at a time (default 1)")
+    parser.add_argument("--shard", type=_shard, default=(1, 1), help="grade only shard i of n (i/n), then `merge`")
     args = parser.parse_args(argv)
     if not Path(args.solutions).is_dir():
         parser.error(f"--solutions must be a folder of solution notebooks; got {args.solutions}")
     missing = [str(p) for p in args.submissions if not p.exists()]
     if missing:
         parser.error(f"SUBMISSION must be existing notebooks or folders; not found: {', '.join(missing)}")
-    if args.cell_timeout <= 0:
-        parser.error(f"--cell-timeout must be a positive number of seconds; got {args.cell_timeout}")
-    grade(args.submissions, args.out, args.feedback, args.solutions, args.cell_timeout, args.kernel)
-    print(f"wrote {args.out}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be a positive number of workers; got {args.jobs}")
+    try:
+        limits = sandbox.Limits(args.memory_mb, args.cpu_s, args.output_mb, args.wall_timeout, args.call_timeout)
+    except ValueError as err:
+        parser.error(str(err))
+    grade(args.submissions, args.out, args.feedback, args.solutions, limits, args.jobs, args.shard)
+    print(f"wrote {args.out} (isolation: {sandbox.isolation()})")
     return 0
 
 

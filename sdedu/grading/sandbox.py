@@ -1,0 +1,159 @@
+"""Where a submission's code runs: a sandbox when the OS offers one, resource limits always.
+
+`start(argv, limits, hide, pass_fds, log)` starts `argv` in a new session (its own process group)
+with these limits (setrlimit, inherited by everything it starts):
+
+- memory: RLIMIT_AS (address space), `limits.memory_mb`;
+- CPU time: RLIMIT_CPU, `limits.cpu_s`;
+- output: RLIMIT_FSIZE, `limits.output_mb` (stdout and stderr go to a file; a process that writes
+  more is killed by SIGXFSZ);
+- wall time: the judge's own clock (`limits.wall_s` per submission, `limits.call_s` per call).
+
+Isolation, best first (`isolation()` says which one this machine gives):
+
+- "namespaces": `unshare` with new network, mount and PID namespaces (as root, or in a user
+  namespace): no network; fresh empty /tmp, /var/tmp and /dev/shm; the masters, the submissions
+  and the output folder (`hide`) mounted over by empty folders; the code runs as the user
+  `nobody` (65534), so it cannot write anywhere else; PID 1 of the namespace is the submission's
+  process, so when it ends the kernel kills every process it started, detached or not.
+- "none": a plain child process with the limits above; the judge kills its process group and
+  every process that carries its token, and checks afterwards that the masters are unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import resource
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Limits", "isolation", "start", "stop"]
+
+NOBODY = 65534
+TOKEN_ENV = "SDEDU_GRADE_TOKEN"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one submission (see the module docstring)."""
+
+    memory_mb: int = 6144
+    cpu_s: int = 900
+    output_mb: int = 20
+    wall_s: float = 900.0
+    call_s: float = 60.0
+    threads: int = 1  # OMP threads of the submission's process (the grader gives each worker its share)
+
+    def __post_init__(self):
+        for name in ("memory_mb", "cpu_s", "output_mb", "wall_s", "call_s", "threads"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Limits.{name} must be positive; got {getattr(self, name)!r}")
+
+
+@functools.cache
+def isolation() -> str:
+    """ "namespaces" if unshare can make a network + mount + PID namespace here, else "none"."""
+    unshare, setpriv = shutil.which("unshare"), shutil.which("setpriv")
+    if not (unshare and setpriv) or os.name != "posix":
+        return "none"
+    probe = [unshare, *_unshare_flags(), "sh", "-c", "mount -t tmpfs none /tmp && echo ok"]
+    try:
+        done = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+    return "namespaces" if done.returncode == 0 and done.stdout.strip() == "ok" else "none"
+
+
+def _unshare_flags() -> list[str]:
+    as_root = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    return [*as_root, "--net", "--mount", "--pid", "--fork", "--kill-child"]
+
+
+def _set_limits(limits: Limits):
+    def apply():
+        memory = limits.memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
+        size = limits.output_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return apply
+
+
+def _sandbox_script(hide: list[Path], as_nobody: bool) -> str:
+    lines = ["set -e"]
+    lines += [f"mount -t tmpfs -o size=1m,mode=755 none '{path}'" for path in hide]
+    lines += [
+        "mount -t tmpfs -o size=512m,mode=1777 none /tmp",
+        "mount -t tmpfs -o size=256m,mode=1777 none /dev/shm",
+        "mount -t tmpfs -o size=16m,mode=1777 none /var/tmp",
+    ]
+    lines += ["mkdir -m 777 /tmp/work", "cd /tmp/work"]
+    drop = f"setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups --no-new-privs -- " if as_nobody else ""
+    lines.append(f'exec {drop}"$@"')
+    return "\n".join(lines)
+
+
+def start(argv: list[str], limits: Limits, hide: list[Path], pass_fds, log, token: str, workdir: Path):
+    """Start `argv` under `limits` in the best isolation available; returns the Popen."""
+    env = {key: value for key, value in os.environ.items() if key in ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "HOME")}
+    env.update(
+        {
+            TOKEN_ENV: token,
+            "OMP_NUM_THREADS": str(limits.threads),
+            "MKL_NUM_THREADS": str(limits.threads),
+            "MPLBACKEND": "Agg",
+            "SDEDU_QUICK": "1",
+        }
+    )
+    if isolation() == "namespaces":
+        hidden = [Path(p).resolve() for p in hide if Path(p).exists()]
+        env["HOME"] = "/tmp/work"
+        argv = [
+            shutil.which("unshare"),
+            *_unshare_flags(),
+            "sh",
+            "-c",
+            _sandbox_script(hidden, as_nobody=os.geteuid() == 0),
+            "sandbox",
+            *argv,
+        ]
+        cwd = "/"
+    else:
+        env["HOME"] = str(workdir)
+        cwd = str(workdir)
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        pass_fds=pass_fds,
+        start_new_session=True,
+        preexec_fn=_set_limits(limits),
+    )
+
+
+def stop(process: subprocess.Popen, token: str) -> None:
+    """Kill `process`, its process group and (without namespaces) every process carrying `token`."""
+    for target in (process.pid,):
+        try:
+            os.killpg(target, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    marker = f"{TOKEN_ENV}={token}".encode()
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), 9)
+        except (OSError, ValueError):
+            continue
