@@ -22,9 +22,13 @@ taking `prediction_type` "eps", "x0" or "v" (`prediction`):
 - `EulerAncestralSampler`: Euler plus fresh noise at each step; DDIM with eta=1 in sigma.
 - `HeunSampler`: Heun's method (Karras et al. 2022, Algorithm 1), two model calls per step.
 - `DPMSolverMultistepSampler`: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2).
+
+- `DDIMInverseSampler`: deterministic DDIM run from data to noise (DDIM inversion), the inverse of
+  `DDIMSampler` at the same number of steps.
 """
 
 from sdedu.samplers.ddim import DDIMSampler
+from sdedu.samplers.ddim_inverse import DDIMInverseSampler
 from sdedu.samplers.ddpm import DDPMSampler
 from sdedu.samplers.dpm_solver import DPMSolverMultistepSampler
 from sdedu.samplers.euler import EulerSampler
@@ -37,6 +41,7 @@ __all__ = [
     "SamplerStep",
     "DDPMSampler",
     "DDIMSampler",
+    "DDIMInverseSampler",
     "EulerSampler",
     "EulerAncestralSampler",
     "HeunSampler",

@@ -1,4 +1,4 @@
-"""What the network predicts: eps, x0 or v, and the x_0 estimate every ODE sampler needs from it.
+"""What the network predicts: eps, x0 or v, and the x_0 (and eps) estimates the samplers need from it.
 
     "eps": the noise, eps_theta(x_t, t)                                  (Ho et al. 2020)
     "x0":  the clean sample itself
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from sdedu._checks import check_same_shape, check_tensor, describe
-from sdedu.diffusion import predict_x0_from_eps, predict_x0_from_v
+from sdedu.diffusion import predict_eps_from_v, predict_eps_from_x0, predict_x0_from_eps, predict_x0_from_v
 from sdedu.schedules import NoiseSchedule
 
 PREDICTION_TYPES = ("eps", "x0", "v")
@@ -44,3 +44,12 @@ def predict_x0(model_output: torch.Tensor, x_t: torch.Tensor, t: int, schedule: 
     if prediction_type == "v":
         return predict_x0_from_v(x_t, model_output, t, schedule)
     return model_output
+
+
+def predict_eps(model_output: torch.Tensor, x_t: torch.Tensor, t: int, schedule: NoiseSchedule, prediction_type: str):
+    """eps_pred from the model's output at (x_t, t), both (B, ...), for prediction_type eps, x0 or v."""
+    if prediction_type == "eps":
+        return model_output
+    if prediction_type == "v":
+        return predict_eps_from_v(x_t, model_output, t, schedule)
+    return predict_eps_from_x0(x_t, model_output, t, schedule)
