@@ -5,7 +5,7 @@ compare the learner's loop with the library's pipeline for the same seed, and fo
 weights need not be trained, only fixed. The learner's loop must reproduce
 
     cond, uncond = pipe.encode_prompt(prompts)
-    z_T ~ N(0, I) from torch.Generator(device=pipe.device).manual_seed(seed), shape (B, 4, 8, 8)
+    z_T ~ N(0, I), shape (B, 4, 8, 8), image i from its own CPU torch.Generator().manual_seed(seed + i)
     for t in DDIM timesteps:  eps = eps_uncond + s (eps_cond - eps_uncond);  z = sampler.step(eps, t, z).x_prev
     images = pipe.decode_latents(z)
 
@@ -49,8 +49,8 @@ def tiny_pipeline(seed: int = 0):
 def reference_loop(pipe, prompts, num_inference_steps, guidance_scale, seed, *, combine=None, sampler="ddim"):
     """The guided DDIM loop, written out; `combine` and `sampler` build the known wrong versions."""
     cond, uncond = pipe.encode_prompt(prompts)
-    generator = torch.Generator(device=pipe.device).manual_seed(seed)
-    z = torch.randn((len(prompts), 4, 8, 8), generator=generator, device=pipe.device)
+    generator = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]  # one per image
+    z = torch.cat([torch.randn((1, 4, 8, 8), generator=g) for g in generator]).to(pipe.device)
     scheduler = pipe.make_sampler(sampler)
     scheduler.set_timesteps(num_inference_steps)
     combine = combine or (lambda c, u, s: u + s * (c - u))
@@ -140,8 +140,8 @@ def check_guided_sampling(generate, trial: Trial) -> str:
                 rtol=1e-3,
                 mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
                 shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
-                default_hint="start from torch.randn((B, 4, 8, 8), generator=torch.Generator(device=pipe.device)"
-                ".manual_seed(seed)) and pass the same generator to sampler.step.",
+                default_hint="start from z_T drawn image by image: image i from torch.randn((1, 4, 8, 8), "
+                "generator=torch.Generator().manual_seed(seed + i)), moved to pipe.device.",
             )
     return f"{len(SAMPLING_CASES)} cases equal to TinyStableDiffusion.__call__"
 
