@@ -1,17 +1,22 @@
 """Training checkpoints in safetensors: resume an interrupted run exactly where it stopped.
 
-A checkpoint is two files in the run's folder:
-
-    checkpoint.safetensors   every tensor: model.*, ema.*, optimizer.<param index>.<name>
-    checkpoint.json          everything else: step, EMA update count, optimizer hyper-parameters
+A checkpoint is one file in the run's folder, `checkpoint.safetensors`: every tensor (model.*,
+ema.*, optimizer.<param index>.<name>) and, in its metadata, the JSON state (step, EMA update
+count, optimizer hyper-parameters, accumulated training time, the run's settings).
 
 No pickle anywhere (a pickled checkpoint can run arbitrary code when loaded; safetensors
 holds only tensors). Together with the trainer's per-step random generators (the data and
 noise of step n depend only on (seed, n)), restoring these is all it takes for a resumed run
 to equal an uninterrupted one bit for bit.
 
-Both files are written under temporary names and renamed, so a crash mid-write leaves the
-previous checkpoint intact; the step is stored in both and checked on load.
+Crash safety: the new checkpoint is written under a temporary name, flushed to disk (fsync),
+and only then swapped in with one atomic rename (and the folder fsynced). Until that rename
+the previous checkpoint is untouched, so a crash at any instant (power cut, SIGKILL) leaves
+either the previous complete checkpoint or the new complete one, never a mixture.
+
+Resuming checks first that the checkpoint belongs to the same run: `load_checkpoint(...,
+expected=settings)` refuses one whose recorded settings (seed, steps, learning rate, the
+recipe's part...) differ, naming the first field that does.
 """
 
 from __future__ import annotations
@@ -21,16 +26,19 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-TENSORS = "checkpoint.safetensors"
-STATE = "checkpoint.json"
+CHECKPOINT = "checkpoint.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that belongs to another run."""
 
 
 def has_checkpoint(directory) -> bool:
     """True when `directory` holds a checkpoint written by `save_checkpoint`."""
-    directory = Path(directory)
-    return (directory / TENSORS).is_file() and (directory / STATE).is_file()
+    return (Path(directory) / CHECKPOINT).is_file()
 
 
 def _optimizer_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
@@ -57,8 +65,20 @@ def _optimizer_from_flat(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) from the OS cache to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(directory, step: int, model, optimizer, ema=None, extra: dict | None = None) -> Path:
-    """Write the training state after `step` completed steps; returns the tensor file's path."""
+    """Write the training state after `step` completed steps, crash-safely; returns the file's path.
+
+    extra: JSON-able facts kept with the state (the run's settings, the time spent so far).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -73,34 +93,66 @@ def save_checkpoint(directory, step: int, model, optimizer, ema=None, extra: dic
         "optimizer": optim_meta,
         "extra": extra or {},
     }
-    # Temporary names, then atomic renames: a crash never leaves a half-written checkpoint.
-    tmp_tensors, tmp_state = directory / (TENSORS + ".tmp"), directory / (STATE + ".tmp")
-    save_file(tensors, str(tmp_tensors), metadata={"step": str(int(step))})
-    tmp_state.write_text(json.dumps(state, indent=1))
-    os.replace(tmp_tensors, directory / TENSORS)
-    os.replace(tmp_state, directory / STATE)
-    return directory / TENSORS
+    # 1. Write the new checkpoint beside the old one and flush it to disk.
+    tmp = directory / (CHECKPOINT + ".tmp")
+    save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+    _fsync(tmp)
+    # 2. Swap it in with one atomic rename; then make the rename itself durable.
+    os.replace(tmp, directory / CHECKPOINT)
+    _fsync(directory)
+    return directory / CHECKPOINT
 
 
-def load_checkpoint(directory, model, optimizer=None, ema=None, device="cpu") -> dict:
+def read_state(directory) -> dict:
+    """The JSON state of the checkpoint in `directory`, without loading its tensors."""
+    path = Path(directory) / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint in {directory}: expected {CHECKPOINT}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return json.loads(metadata["state"])
+    except (SafetensorError, KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(
+            f"{path} is not a checkpoint this version of sdedu can read ({type(error).__name__}: {error}); "
+            "train again without --resume, or into another folder"
+        ) from None
+
+
+def check_same_run(directory, recorded: dict, expected: dict) -> None:
+    """Raise CheckpointError naming the first setting whose value differs between the two runs."""
+    expected = json.loads(json.dumps(expected))  # tuples -> lists, as the checkpoint stores them
+
+    def first_difference(a, b, where):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                found = first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else key)
+                if found:
+                    return found
+            return None
+        return None if a == b else (where, a, b)
+
+    found = first_difference(recorded, expected, "")
+    if found:
+        where, old, new = found
+        raise CheckpointError(
+            f"cannot resume from the checkpoint in {directory}: it was written with {where} = {old!r}, "
+            f"this run has {where} = {new!r}; resume with the same settings, or train into another folder"
+        )
+
+
+def load_checkpoint(directory, model, optimizer=None, ema=None, device="cpu", expected: dict | None = None) -> dict:
     """Restore model, optimizer and EMA from `directory` in place; returns the JSON state.
 
+    expected: the settings this run has; when given, a checkpoint whose recorded settings
+        (its state's extra["run"]) differ is refused before anything is loaded.
     The returned dict has "step" (completed steps, where training resumes) and "extra".
     """
     directory = Path(directory)
-    if not has_checkpoint(directory):
-        raise FileNotFoundError(f"no checkpoint in {directory}: expected {TENSORS} and {STATE}")
-    state = json.loads((directory / STATE).read_text())
-    tensors = load_file(str(directory / TENSORS), device=str(device))
-    from safetensors import safe_open
-
-    with safe_open(str(directory / TENSORS), framework="pt") as f:
-        tensor_step = int(f.metadata().get("step", -1))
-    if tensor_step != state["step"]:
-        raise ValueError(
-            f"checkpoint in {directory} is inconsistent: {TENSORS} is from step {tensor_step}, "
-            f"{STATE} from step {state['step']}"
-        )
+    state = read_state(directory)
+    if expected is not None:
+        check_same_run(directory, state["extra"].get("run", {}), expected)
+    tensors = load_file(str(directory / CHECKPOINT), device=str(device))
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     if ema is not None:
         ema.load_state_dict(

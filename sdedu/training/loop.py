@@ -9,8 +9,10 @@ One step (Ho et al. 2020, Algorithm 1 for the UNet; any loss for the VAE and tex
     5. append (step, loss, lr, seconds) to loss.csv; checkpoint every `checkpoint_every` steps
 
 Because step n's randomness comes from a generator seeded with (seed, n), a run that is
-interrupted (Ctrl-C saves a checkpoint before stopping) and resumed with `resume=True`
-reproduces the uninterrupted run exactly: model, EMA, optimizer and loss log.
+interrupted (Ctrl-C saves a checkpoint before stopping; a crash or SIGKILL keeps the last
+checkpoint, see `checkpoint`) and resumed with `resume=True` reproduces the uninterrupted run
+exactly: model, EMA, optimizer and loss log. A checkpoint of another run (another seed, step
+count or recipe) is refused, and the training time adds up over the segments of a resumed run.
 """
 
 from __future__ import annotations
@@ -100,8 +102,9 @@ def set_threads(threads: int | None = None) -> int:
 class TrainResult:
     """What `train` returns: the trained model, its EMA copy, and how the run went.
 
-    seconds is wall-clock time; cpu_seconds is the CPU time this process used (all threads),
-    which is what the run costs on an otherwise idle machine.
+    seconds is wall-clock time; cpu_seconds is the CPU time used (all threads), which is what
+    the run costs on an otherwise idle machine. Both add up over the segments of a resumed run
+    (up to each segment's last checkpoint: steps redone after a crash count once).
     """
 
     model: nn.Module
@@ -123,6 +126,16 @@ def _read_log(path: Path, before_step: int) -> list[list[str]]:
     return [row for row in rows[1:] if row and int(row[0]) < before_step]
 
 
+def _start_log(path: Path, rows: list[list[str]]):
+    """Write the header and the kept rows under a temporary name, swap it in, open it for appending."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows([["step", "loss", "lr", "seconds"], *rows])
+    os.replace(tmp, path)
+    log_file = path.open("a", newline="")
+    return log_file, csv.writer(log_file)
+
+
 def train(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, torch.Generator], torch.Tensor],
@@ -133,6 +146,7 @@ def train(
     progress: bool = True,
     parameters=None,
     distributed=None,
+    settings: dict | None = None,
 ) -> TrainResult:
     """Train `model` by minimising `loss_fn(model, generator)` (see the module docstring).
 
@@ -147,8 +161,12 @@ def train(
         parameters: the parameters to optimise (default: all of model's).
         distributed: a `sdedu.training.distributed.DistributedContext` to train data-parallel
             (DDP): each rank draws its batch from its own seed, only rank 0 writes files.
+        settings: JSON-able settings beyond `config` (e.g. the recipe's part) that a resumed run
+            must share with the checkpoint; `config` itself is always compared.
     Returns:
-        `TrainResult` (seconds counts only this call's steps).
+        `TrainResult` (seconds and cpu_seconds add up over resumed segments).
+    Raises:
+        CheckpointError: resume=True and the checkpoint in out_dir belongs to another run.
     """
     out_dir = Path(out_dir) if out_dir is not None else None
     params = list(parameters) if parameters is not None else list(model.parameters())
@@ -156,28 +174,39 @@ def train(
     runner = wrap(model, loss_fn, distributed)  # DDP when distributed: rank 0's weights go to every rank first
     main = distributed is None or distributed.is_main  # only rank 0 writes the log and checkpoints
     ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    start = 0
-    # 1. Resume: restore model, EMA and optimizer; keep the loss log up to the checkpoint.
+    run = {"config": {k: v for k, v in asdict(config).items() if k != "checkpoint_every"}, **(settings or {})}
+    start, before = 0, {"seconds": 0.0, "cpu_seconds": 0.0, "loss": float("nan")}
+    # 1. Resume: check the checkpoint is this run's, restore model, EMA and optimizer, the time
+    #    spent so far and the loss log up to the checkpoint.
     if resume and out_dir is not None and has_checkpoint(out_dir):
-        start = load_checkpoint(out_dir, model, optimizer, ema, device=next(model.parameters()).device)["step"]
+        device = next(model.parameters()).device
+        state = load_checkpoint(out_dir, model, optimizer, ema, device=device, expected=run)
+        start = state["step"]
+        before.update({k: state["extra"][k] for k in before if k in state["extra"]})
     rows = _read_log(out_dir / LOG, start) if out_dir is not None and start > 0 else []
     log_file = writer = None
     if out_dir is not None and main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        log_file = (out_dir / LOG).open("w", newline="")
-        writer = csv.writer(log_file)
-        writer.writerow(["step", "loss", "lr", "seconds"])
-        writer.writerows(rows)
-        log_file.flush()
+        log_file, writer = _start_log(out_dir / LOG, rows)
+
+    def spent() -> tuple[float, float]:
+        return (
+            before["seconds"] + time.perf_counter() - t_start,
+            before["cpu_seconds"] + time.process_time() - cpu_start,
+        )
 
     def checkpoint(step):
         if out_dir is not None and main:
-            save_checkpoint(out_dir, step, model, optimizer, ema, extra={"config": asdict(config), "desc": desc})
+            log_file.flush()  # the log's rows up to `step` reach the disk before the checkpoint does
+            os.fsync(log_file.fileno())
+            seconds, cpu_seconds = spent()
+            extra = {"run": run, "desc": desc, "seconds": seconds, "cpu_seconds": cpu_seconds, "loss": loss_value}
+            save_checkpoint(out_dir, step, model, optimizer, ema, extra=extra)
 
     device_type = next(model.parameters()).device.type
     autocast = torch.autocast(device_type, dtype=torch.bfloat16) if config.bf16 else nullcontext()
     model.train()
-    loss_value, t_start, cpu_start = float("nan"), time.perf_counter(), time.process_time()
+    loss_value, t_start, cpu_start = before["loss"], time.perf_counter(), time.process_time()
     completed, updating = start, False  # fully finished steps; True while weights are changing
     bar = tqdm(
         range(start, config.steps), desc=desc, initial=start, total=config.steps, disable=not (progress and main)
@@ -225,16 +254,15 @@ def train(
         bar.close()
         if log_file is not None:
             log_file.close()
-    seconds = time.perf_counter() - t_start
-    done = config.steps - start
+    seconds, cpu_seconds = spent()
     model.eval()
     return TrainResult(
         model=model,
         ema_model=ema.module if ema is not None else model,
         steps=config.steps,
         seconds=seconds,
-        seconds_per_step=seconds / max(done, 1),
-        cpu_seconds=time.process_time() - cpu_start,
+        seconds_per_step=seconds / config.steps,
+        cpu_seconds=cpu_seconds,
         final_loss=loss_value,
         log_path=out_dir / LOG if out_dir is not None else None,
     )

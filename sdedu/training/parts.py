@@ -11,6 +11,7 @@ draws every batch, caption and noise from the loop's CPU step generator, on any 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -47,6 +48,7 @@ def train_vae(
         desc="VAE",
         progress=progress,
         distributed=distributed,
+        settings={"recipe_seed": recipe.seed, "vae": asdict(recipe.vae), "vae_batch_size": recipe.vae_batch_size},
     )
     vae = run.ema_model
     # Latent scale factor, as for SD: 1 / std of sampled latents over training images.
@@ -90,6 +92,13 @@ def train_text_encoder(
         desc="text encoder",
         progress=progress,
         distributed=distributed,
+        settings={
+            "recipe_seed": recipe.seed,
+            "text": asdict(recipe.text),
+            "text_batch_size": recipe.text_batch_size,
+            "p_full": recipe.p_full,
+            "p_drop": recipe.p_drop,
+        },
     )
     info = {
         "train_seconds": run.seconds,
@@ -168,6 +177,16 @@ def train_unet(
         desc="UNet",
         progress=progress,
         distributed=distributed,
+        settings={
+            "recipe_seed": recipe.seed,
+            "unet": asdict(recipe.unet),
+            "unet_batch_size": recipe.unet_batch_size,
+            "latent_bank": recipe.latent_bank,
+            "schedule": recipe.schedule.to_dict(),
+            "p_full": recipe.p_full,
+            "p_drop": recipe.p_drop,
+            "p_uncond": recipe.p_uncond,
+        },
     )
     info = {
         "train_seconds": run.seconds + bank_seconds,
