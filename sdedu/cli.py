@@ -6,16 +6,26 @@
     sdedu --help
 
 Every subcommand is a pair of functions, `_add_<name>(subparsers)` to declare its arguments and
-`_run_<name>(args, parser)` to do the work, listed in SUBCOMMANDS. Bad input ends in argparse's
-usage message naming the argument (exit code 2), never a traceback.
+`_run_<name>(args, parser)` to do the work, listed in SUBCOMMANDS. Every error is one line,
+`sdedu <command>: error: <what, naming the argument>`, never a traceback, with exit code 2 for
+bad input (checked before any work: arguments, the output path, the weights) and 1 when the
+work itself fails (the grid cannot be written).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
+import tempfile
 from pathlib import Path
+
+from sdedu.config import OneLineParser, device_argument
+
+CHUNK = 64  # images per pipeline call: memory stays bounded whatever -n is
+MAX_GRID_PIXELS = 89_478_485  # PIL's decompression-bomb limit: a larger PNG will not open in most tools
+
 
 DESCRIPTION = """\
 sdedu: learn Stable Diffusion by building a tiny, real one.
@@ -54,22 +64,17 @@ def _non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0; got {text}")
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0; got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0; got {text}")
     return value
 
 
-def _device(text: str) -> str:
-    import torch
-
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise argparse.ArgumentTypeError(f"expected a torch device such as 'cpu' or 'cuda'; got {text!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"device {text!r} asked for, but no CUDA GPU is visible")
-    return text
+def _unit_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1]; got {text}")
+    return value
 
 
 # ---- generate ------------------------------------------------------------------------------
@@ -93,8 +98,10 @@ def _add_generate(subparsers) -> argparse.ArgumentParser:
         help="classifier-free guidance scale (default: the pipeline's default, 2.0)",
     )
     p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default ddim)")
-    p.add_argument("--eta", type=_non_negative_float, default=0.0, help="DDIM noise weight (default 0: deterministic)")
-    p.add_argument("--device", type=_device, default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--eta", type=_unit_float, default=0.0, help="DDIM noise weight in [0, 1] (default 0: deterministic)"
+    )
+    p.add_argument("--device", type=device_argument, default="cpu", help="torch device (default cpu)")
     p.add_argument("--weights", default=None, help="folder of other weights (default: the shipped ones)")
     p.add_argument("--columns", type=_positive_int, default=None, help="images per row of the grid (default: up to 8)")
     p.add_argument("--scale", type=_positive_int, default=4, help="pixel upscaling of each 32x32 image (default 4)")
@@ -102,66 +109,122 @@ def _add_generate(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _check_output(text: str, parser) -> Path:
+    """The -o path, checked before any work: a .png file name in an existing, writable folder."""
+    output = Path(text)
+    if output.is_dir():
+        parser.error(f"argument -o/--output: {text!r} is a folder; expected a .png file name")
+    if output.suffix.lower() != ".png":
+        parser.error(f"argument -o/--output: expected a .png file name; got {text!r}")
+    folder = output.parent
+    if not folder.exists():
+        parser.error(f"argument -o/--output: the folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        parser.error(f"argument -o/--output: {str(folder)!r} is not a folder")
+    try:  # the one sure test of writability: write something there
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".sdedu-", suffix=".png"):
+            pass
+        if output.exists():
+            with output.open("ab"):
+                pass
+    except OSError as error:
+        parser.error(f"argument -o/--output: cannot write {text!r}: {error.strerror}")
+    return output
+
+
+def grid_size(count: int, columns: int | None, scale: int, size: int = 32, pad: int = 2) -> tuple[int, int]:
+    """(height, width) in pixels of the grid `save_grid` draws for `count` images."""
+    columns = min(columns or 8, count)
+    rows = -(-count // columns)
+    return (rows * (size + pad) + pad) * scale, (columns * (size + pad) + pad) * scale
+
+
 def _run_generate(args, parser) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
     from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE, TinyStableDiffusion
 
-    output = Path(args.output)
-    if output.suffix.lower() != ".png":
-        parser.error(f"argument -o/--output: expected a .png file name; got {args.output!r}")
-    if not output.parent.exists():
-        parser.error(f"argument -o/--output: the folder {str(output.parent)!r} does not exist")
+    # 1. Everything that can be checked before the work: the output path, the grid's size, the weights.
+    output = _check_output(args.output, parser)
+    height, width = grid_size(args.num_images, args.columns, args.scale)
+    if height * width > MAX_GRID_PIXELS:
+        parser.error(
+            f"argument -n/--num-images: {args.num_images} images at --scale {args.scale} make a {width} x {height} "
+            f"grid, over {MAX_GRID_PIXELS:,} pixels (most tools will not open it); use a smaller --scale or -n"
+        )
     try:
         pipe = TinyStableDiffusion.from_pretrained(args.weights, device=args.device)
     except (FileNotFoundError, ValueError) as error:
         parser.error(f"argument --weights: could not load weights: {error}")
     guidance = DEFAULT_GUIDANCE_SCALE if args.guidance is None else args.guidance
+    # 2. Generate in chunks (image i always draws from seed + i, so chunks change nothing), keeping
+    #    only 8-bit images: 3 KB each.
+    chunks = []
+    with tqdm(total=args.num_images, unit="image", disable=args.num_images <= CHUNK, file=sys.stderr) as bar:
+        for start in range(0, args.num_images, CHUNK):
+            count = min(CHUNK, args.num_images - start)
+            try:
+                images = pipe(
+                    args.prompt,
+                    num_inference_steps=args.steps,
+                    guidance_scale=guidance,
+                    seed=args.seed + start,
+                    sampler=args.sampler,
+                    eta=args.eta,
+                    num_images_per_prompt=count,
+                )
+            except ValueError as error:
+                parser.error(f"argument prompt or settings: {error}")
+            chunks.append(to_uint8(images))
+            bar.update(count)
+    images = torch.cat(chunks)
+    # 3. The grid.
+    title = f'"{args.prompt}"  seed {args.seed}, {args.steps} {args.sampler} steps, guidance {guidance:g}'
     try:
-        images = pipe(
-            args.prompt,
-            num_inference_steps=args.steps,
-            guidance_scale=guidance,
-            seed=args.seed,
-            sampler=args.sampler,
-            eta=args.eta,
-            num_images_per_prompt=args.num_images,
-        )
-    except ValueError as error:
-        parser.error(f"argument prompt or settings: {error}")
-    save_grid(
-        images.cpu(),
-        output,
-        columns=args.columns,
-        scale=args.scale,
-        title=f'"{args.prompt}"  seed {args.seed}, {args.steps} {args.sampler} steps, guidance {guidance:g}'
-        if args.title
-        else None,
-    )
+        save_grid(images, output, columns=args.columns, scale=args.scale, title=title if args.title else None)
+    except OSError as error:
+        parser.exit(1, f"{parser.prog}: error: could not write {str(output)!r}: {error}\n")
     print(f"wrote {output} ({images.shape[0]} images of {args.prompt!r}, seed {args.seed})")
     return 0
 
 
+def to_uint8(images):
+    """Images (B, 3, H, W) in [0, 1] -> uint8 (B, 3, H, W) on the CPU, 0..255."""
+    import torch
+
+    return (images.detach().float().clamp(0, 1) * 255).round().to("cpu", dtype=torch.uint8)
+
+
 def save_grid(images, path, columns=None, scale: int = 4, title=None, pad: int = 2) -> None:
-    """Save images (B, 3, H, W) in [0, 1] as one PNG grid, each pixel drawn scale x scale."""
+    """Save images (B, 3, H, W) as one PNG grid, each pixel drawn scale x scale.
+
+    images: floats in [0, 1] or uint8 (see `to_uint8`); the grid is built in 8 bits, so it takes
+    3 bytes per pixel of the PNG and nothing more.
+    """
+    import numpy as np
+    import torch
+
+    if images.dtype != torch.uint8:
+        images = to_uint8(images)
+    B, C, H, W = images.shape
+    columns = min(columns or 8, B)
+    rows = -(-B // columns)
+    grid = np.full((rows * (H + pad) + pad, columns * (W + pad) + pad, C), 128, dtype=np.uint8)  # grey frame
+    for i, image in enumerate(images.permute(0, 2, 3, 1).numpy()):  # (H, W, 3) each
+        r, c = divmod(i, columns)
+        grid[pad + r * (H + pad) : pad + r * (H + pad) + H, pad + c * (W + pad) : pad + c * (W + pad) + W] = image
+    array = grid.repeat(scale, axis=0).repeat(scale, axis=1)  # (H' * scale, W' * scale, 3)
+    if title is None:
+        from PIL import Image
+
+        Image.fromarray(array).save(path, format="PNG")
+        return
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    import torch
 
-    B, C, H, W = images.shape
-    columns = min(columns or 8, B)
-    rows = -(-B // columns)
-    grid = torch.ones(C, rows * (H + pad) + pad, columns * (W + pad) + pad) * 0.5  # grey frame
-    for i in range(B):
-        r, c = divmod(i, columns)
-        grid[:, pad + r * (H + pad) : pad + r * (H + pad) + H, pad + c * (W + pad) : pad + c * (W + pad) + W] = images[
-            i
-        ]
-    grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)  # (3, rows*..*scale, ...)
-    array = grid.clamp(0, 1).permute(1, 2, 0).numpy()  # (H', W', 3)
-    if title is None:
-        plt.imsave(path, array)
-        return
     height, width = array.shape[:2]
     fig = plt.figure(figsize=(width / 100, height / 100 + 0.4), dpi=100)
     ax = fig.add_axes((0, 0, 1, height / (height + 40)))
@@ -219,9 +282,7 @@ DELEGATED = ("train", "bench", "grade")
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
-    parser = argparse.ArgumentParser(
-        prog="sdedu", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = OneLineParser(prog="sdedu", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     from sdedu import __version__
 
     parser.add_argument("--version", action="version", version=f"sdedu {__version__}")
@@ -232,6 +293,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
 
 def main(argv=None) -> int:
     """Entry point of the `sdedu` command; returns the exit code."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("sdedu: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv) -> int:
     parser, parsers = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in DELEGATED:

@@ -7,7 +7,9 @@
 Each part writes its loss log (loss.csv) and checkpoint into <out>/<part>/ and its weights into
 <out>/weights/ (safetensors + manifest.json, loadable with
 `TinyStableDiffusion.from_pretrained("<out>/weights")`). `unet` alone reuses the VAE and text
-encoder already in <out>/weights. Ctrl-C saves a checkpoint; `--resume` continues from it.
+encoder already in <out>/weights. Ctrl-C saves a checkpoint (a crash keeps the last one);
+`--resume` continues from it, and refuses a checkpoint of another run (seed, steps, recipe).
+Errors are one line (exit code 2), never a traceback.
 Threads: --threads, else $SDEDU_THREADS, else $OMP_NUM_THREADS, else 1.
 Data-parallel: `torchrun --nproc_per_node=N -m sdedu.train unet ...` trains with DDP (N must divide
 the batch sizes; each rank gets the machine's cores / N threads unless --threads says otherwise);
@@ -17,16 +19,17 @@ The same from Python: `sdedu.training.recipes.train_all(out_dir, recipe, parts=.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 
+from sdedu.config import OneLineParser, device_argument
+
 PARTS = {"vae": ("vae",), "text": ("text",), "unet": ("unet",), "all": ("vae", "text", "unet")}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sdedu.train", description=__doc__.split("\n\n")[0])
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m sdedu.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("part", choices=sorted(PARTS), help="what to train: vae, text, unet, or all three in order")
     parser.add_argument("--out", default="runs/tiny-sd", help="run folder (default: runs/tiny-sd)")
     parser.add_argument("--steps", type=int, default=None, help="override every part's step count (smoke runs)")
@@ -34,18 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast only with bf16 hardware)")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
+    parser.add_argument("--device", type=device_argument, default="cpu", help="cpu, cuda, cuda:1, ... (default: cpu)")
     parser.add_argument("--no-eval", action="store_true", help="skip the adherence evaluation after the UNet")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
-        build_parser().error(f"--steps must be >= 1; got {args.steps}")
+        parser.error(f"argument --steps: must be >= 1; got {args.steps}")
+    from sdedu.training.checkpoint import CheckpointError
     from sdedu.training.recipes import Recipe, train_all
-    from sdedu.weights import read_manifest
+    from sdedu.weights import WeightsError, read_manifest
 
     recipe = Recipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16)
     distributed, device, threads = None, args.device, args.threads
@@ -66,6 +71,12 @@ def main(argv=None) -> int:
             parts=PARTS[args.part],
             distributed=distributed,
         )
+    except CheckpointError as error:
+        parser.error(f"argument --resume: {error}")
+    except WeightsError as error:
+        parser.error(f"argument --out: the weights already in it do not load: {error}")
+    except ValueError as error:  # a setting the recipe refuses (e.g. a batch that --nproc_per_node does not divide)
+        parser.error(str(error))
     finally:
         if distributed is not None:
             cleanup()

@@ -94,13 +94,67 @@ def test_generate_writes_a_grid(tmp_path, random_pipeline, capsys):
         (["generate", "a red shape", "-o", "/no/such/folder/grid.png"], "-o/--output"),
         (["generate"], "prompt"),
         (["paint"], "invalid choice"),
+        (["generate", "a red shape", "--guidance", "inf"], "--guidance"),
+        (["generate", "a red shape", "--guidance", "nan"], "--guidance"),
+        (["generate", "a red shape", "--eta", "2"], "--eta"),
+        (["generate", "a red shape", "--device", "gpu"], "--device"),
+        (["generate", "a red shape", "-o", "/proc/grid.png"], "-o/--output: cannot write"),
+        (["generate", "a red shape", "-o", "/etc/hostname/grid.png"], "is not a folder"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_argument(argv, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
-    assert expected in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1  # one line, no usage block, no traceback
+
+
+def test_output_is_checked_before_any_work(tmp_path, random_pipeline, capsys):
+    (tmp_path / "folder.png").mkdir()
+    for argv, expected in [
+        (["-o", str(tmp_path)], "is a folder"),
+        (["-o", str(tmp_path / "folder.png")], "is a folder"),
+        (["-o", str(tmp_path / "grid")], "expected a .png file name"),
+        (["-n", "10000", "-o", str(tmp_path / "big.png")], "-n/--num-images: 10000 images at --scale 4"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["generate", "a red shape", *argv])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1
+    assert random_pipeline == []  # no weights were loaded, nothing was generated
+
+
+def test_large_n_is_generated_in_chunks_with_a_progress_bar(tmp_path, random_pipeline, monkeypatch, capsys):
+    one_call = tmp_path / "one.png"
+    assert cli.main(["generate", "a red shape", "-n", "5", "--steps", "1", "-o", str(one_call)]) == 0
+    monkeypatch.setattr(cli, "CHUNK", 2)
+    chunked = tmp_path / "chunked.png"
+    assert cli.main(["generate", "a red shape", "-n", "5", "--steps", "1", "-o", str(chunked)]) == 0
+    assert "5/5" in capsys.readouterr().err  # the bar counts images
+    # Image i draws from seed + i whatever the chunk it is in: the same grid, pixel for pixel.
+    assert (matplotlib.image.imread(one_call) == matplotlib.image.imread(chunked)).all()
+
+
+def test_weights_that_do_not_load_are_one_line(tmp_path, capsys):
+    from sdedu.weights import save_component, update_manifest
+
+    torch.manual_seed(0)
+    save_component(VAE(VAEConfig(channels=(8, 8, 8), norm_groups=4)), "vae", tmp_path)
+    save_component(TextEncoder(TextEncoderConfig(width=16, num_heads=2)), "text_encoder", tmp_path)
+    save_component(UNet(UNetConfig(channels=(16, 16), context_dim=16, head_dim=8, norm_groups=4)), "unet", tmp_path)
+    update_manifest(tmp_path, schedule={"kind": "scaled_linear", "T": 50})
+    out = tmp_path / "grid.png"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "a red shape", "--weights", str(tmp_path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "'schedule.T' is 50" in err and err.count("\n") == 1
+    (tmp_path / "manifest.json").write_text("{broken")
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "a red shape", "--weights", str(tmp_path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert "not valid JSON" in err and err.count("\n") == 1 and not out.exists()
 
 
 def test_unknown_words_exit_2_listing_the_vocabulary(tmp_path, random_pipeline, capsys):
