@@ -1,23 +1,27 @@
 """DPM-Solver++(2M): a second-order multistep solver of the ODE in the half log-SNR lambda (Lu et al. 2022).
 
-With alpha_t = sqrt(alpha_bar_t), sigma_t = sqrt(1 - alpha_bar_t) and lambda_t = log(alpha_t / sigma_t)
-(half the log-SNR; lambda = -log of the sigma of `sdedu.samplers.sigmas`), the probability-flow ODE
-has the exact solution, for the data-prediction model x0_pred (DPM-Solver++, section 4.1)
+The paper writes alpha_t and sigma_t for sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) (the mean and
+standard deviation of x_t given x_0; not DDIM's sigma_t, nor the sigma of `sdedu.samplers.sigmas`).
+With lambda_t = log(sqrt(alpha_bar_t) / sqrt(1 - alpha_bar_t)), half the log-SNR (= -log sigma of
+`sdedu.samplers.sigmas`), the probability-flow ODE has an exact solution in terms of the
+data-prediction model x0_pred, the starting point of DPM-Solver++:
 
-    x_next = (sigma_next / sigma_t) x_t + sigma_next * integral from lambda_t to lambda_next of e^lambda x0_pred dlambda.
+    x_next = (sqrt(1 - alpha_bar_next) / sqrt(1 - alpha_bar_t)) x_t
+             + sqrt(1 - alpha_bar_next) * integral from lambda_t to lambda_next of e^lambda x0_pred dlambda
 
 Holding x0_pred constant over the step gives DPM-Solver++(1), which is DDIM:
 
-    x_next = (sigma_next / sigma_t) x_t - alpha_next (e^{-h} - 1) x0_pred,        h = lambda_next - lambda_t
+    x_next = (sqrt(1 - alpha_bar_next) / sqrt(1 - alpha_bar_t)) x_t - sqrt(alpha_bar_next) (e^{-h} - 1) x0_pred,
+    h = lambda_next - lambda_t
 
 DPM-Solver++(2M) (Algorithm 2) replaces x0_pred by a linear extrapolation through the x0_pred of the
 previous step, at no extra model call (a multistep method, like Adams-Bashforth):
 
     r = h_last / h,   D = (1 + 1 / (2r)) x0_pred - (1 / (2r)) x0_pred_last,   h_last = lambda_t - lambda_last
-    x_next = (sigma_next / sigma_t) x_t - alpha_next (e^{-h} - 1) D
+    x_next = (sqrt(1 - alpha_bar_next) / sqrt(1 - alpha_bar_t)) x_t - sqrt(alpha_bar_next) (e^{-h} - 1) D
 
-The first step has no previous x0_pred and is first order. The last step goes to sigma_next = 0
-(lambda = +inf, e^{-h} = 0) and is taken first order too, so it lands on x0_pred itself.
+The first step has no previous x0_pred and is first order. The last step goes to clean data
+(alpha_bar = 1, lambda = +inf, e^{-h} = 0) and is taken first order too: it lands on x0_pred itself.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ class DPMSolverMultistepSampler:
             raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
         self.schedule = schedule
         self.prediction_type = check_prediction_type(prediction_type)
-        self.sigmas = sigmas(schedule)  # (T,) sigma of sdedu.samplers.sigmas: exp(-lambda)
+        self.sigmas = sigmas(schedule)  # (T,) sqrt((1 - alpha_bar) / alpha_bar) = exp(-lambda)
         self.set_timesteps(min(25, schedule.T))
 
     def set_timesteps(self, n: int) -> None:
@@ -83,20 +87,21 @@ class DPMSolverMultistepSampler:
         """
         check_model_output(model_output, x_t)
         t = check_step_inputs(model_output, t, x_t, self.timesteps)
-        # 1. The data prediction x0_pred, the solver's "model" (DPM-Solver++, section 4.1).
+        # 1. The data prediction x0_pred: what DPM-Solver++ integrates (where DPM-Solver used eps).
         x0_pred = predict_x0(model_output, x_t, t, self.schedule, self.prediction_type)
         last, self._last = self._last, (t, x0_pred)
 
-        # 2. The last step: lambda_next = +inf, so e^{-h} = 0 and sigma_next = 0: x_next = x0_pred.
+        # 2. The last step: lambda_next = +inf, so e^{-h} = 0 and alpha_bar_next = 1: x_next = x0_pred.
         t_next = next_timestep(self.timesteps, t)
         if t_next == CLEAN:
             return SamplerStep(x_prev=x0_pred, x0_pred=x0_pred)
 
-        # 3. alpha, sigma and lambda = log(alpha / sigma) = -log(sigma of sdedu.samplers.sigmas).
-        s, s_next = sigma_at(self.sigmas, t), sigma_at(self.sigmas, t_next)
-        alpha_next = 1 / (1 + s_next**2) ** 0.5
-        sigma_t, sigma_next = s / (1 + s**2) ** 0.5, s_next * alpha_next
-        lambda_t, lambda_next = -math.log(s), -math.log(s_next)
+        # 3. sqrt(alpha_bar), sqrt(1 - alpha_bar) and lambda, from sigma = sqrt((1 - alpha_bar) / alpha_bar)
+        #    (as diffusers computes them): sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2), lambda = -log(sigma).
+        sigma, sigma_next = sigma_at(self.sigmas, t), sigma_at(self.sigmas, t_next)
+        sqrt_alpha_bar_next = 1 / (1 + sigma_next**2) ** 0.5
+        std_ratio = (sigma_next * sqrt_alpha_bar_next) / (sigma / (1 + sigma**2) ** 0.5)  # sqrt(1 - alpha_bar) ratio
+        lambda_t, lambda_next = -math.log(sigma), -math.log(sigma_next)
         h = lambda_next - lambda_t
 
         # 4. D: x0_pred (first order), or extrapolated through the previous step's (Algorithm 2).
@@ -106,8 +111,8 @@ class DPMSolverMultistepSampler:
             r = (lambda_t + math.log(sigma_at(self.sigmas, last[0]))) / h  # h_last / h
             D = (1 + 1 / (2 * r)) * x0_pred - (1 / (2 * r)) * last[1]
 
-        # 5. x_next = (sigma_next / sigma_t) x_t - alpha_next (e^{-h} - 1) D.
-        x_next = (sigma_next / sigma_t) * x_t - alpha_next * (math.exp(-h) - 1) * D
+        # 5. x_next = (sqrt(1 - alpha_bar_next) / sqrt(1 - alpha_bar_t)) x_t - sqrt(alpha_bar_next) (e^{-h} - 1) D.
+        x_next = std_ratio * x_t - sqrt_alpha_bar_next * (math.exp(-h) - 1) * D
         return SamplerStep(x_prev=x_next, x0_pred=x0_pred)
 
     def __repr__(self) -> str:

@@ -5,7 +5,8 @@ Divide x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps by sqrt(alpha_bar
     x = x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps,   sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) = 1 / sqrt(SNR(t))
 
 (Song et al. 2021, DDIM, section 4.3; Karras et al. 2022, Table 1, the VP column, with scaling
-s = sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2)). In (sigma, x) the probability-flow ODE reads
+s = sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2)). This sigma is Karras et al.'s noise level, not DDIM's
+sigma_t of the notation table (the noise added per step). In (sigma, x) the probability-flow ODE reads
 
     dx / dsigma = (x - D(x; sigma)) / sigma          (Karras et al. 2022, eq. 1 with eq. 3 and sigma(t) = t)
 
