@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime
 import os
 import sys
+import traceback
 import warnings
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -278,11 +279,15 @@ def exit_rank(status: int = 0, timeout_s: float = 30.0) -> NoReturn:
     the kernel closes the sockets and files. Everything a rank must do is done before: `cleanup`
     waits for every rank (so none is still talking to this one) and destroys the group, and the
     Python-level output buffers are flushed here (files written with `with open(...)` are closed).
-    Not a clean-up for an exception: a script that raises ends with its traceback, as usual.
+    Not a clean-up for an exception: a script that raises ends with its traceback, as usual; if
+    leaving the group itself fails, its traceback is printed and the status is 1.
     """
     check_int_range("status", status, 0, 255)
     try:
         cleanup(timeout_s)
+    except BaseException:  # reported, then the process ends: nothing may escape os._exit
+        traceback.print_exc()
+        status = 1
     finally:
         for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
             try:
