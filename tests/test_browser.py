@@ -192,8 +192,10 @@ def test_a_learner_lands_on_notebook_00_and_opens_an_exercise_from_the_file_brow
             wait_for_session(base, token, START_HERE)
 
             browser_panel = page.locator("#filebrowser")
-            if not browser_panel.is_visible():
-                page.locator('.lm-TabBar-tab[data-id="filebrowser"]').click()
+            files_tab = page.locator('.lm-TabBar-tab[data-id="filebrowser"]')  # the folder icon on the left
+            files_tab.wait_for(timeout=60_000)
+            if "lm-mod-current" not in (files_tab.get_attribute("class") or ""):  # a click on the open one closes it
+                files_tab.click()
             browser_panel.wait_for(state="visible", timeout=60_000)
             browser_panel.locator(".jp-BreadCrumbs-home").click()  # the server's root: the repository
 
