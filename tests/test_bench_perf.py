@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from sdedu import bench, bench_perf
-from sdedu.bench_perf import common, measure, roofline, vs_diffusers
+from sdedu import bench
+from sdedu.bench import common, measure, roofline, vs_diffusers
 from sdedu.models.unet import UNetConfig
 
 
@@ -34,12 +34,12 @@ def check_rows(rows, section):
 
 def test_sections_are_registered_in_the_benchmark():
     names = [bench.section_name(s) for s in bench.SECTIONS]
-    for section in bench_perf.SECTIONS:
+    for section in bench.PERFORMANCE_SECTIONS:
         assert bench.section_name(section) in names
 
 
 def test_unet_vs_diffusers(ctx):
-    rows = bench_perf.unet_vs_diffusers_section(ctx)
+    rows = bench.unet_vs_diffusers_section(ctx)
     check_rows(rows, "unet")
     step = rows[0]
     assert step.value > 0 and step.extra["sdedu_gflop"] > 0
@@ -58,13 +58,13 @@ def test_block_pairs_take_and_give_the_same_shapes():
 
 
 def test_sampler_overhead_same_latents_as_diffusers(ctx):
-    rows = by_metric(bench_perf.sampler_overhead_section(ctx))
+    rows = by_metric(bench.sampler_overhead_section(ctx))
     check_rows(list(rows.values()), "sampler")
     assert rows["same final latents: max |sdedu - diffusers|"].passed
 
 
 def test_ddim_vs_ddpm_uses_all_T_steps(ctx):
-    rows = bench_perf.ddim_vs_ddpm_section(ctx)
+    rows = bench.ddim_vs_ddpm_section(ctx)
     check_rows(rows, "ddim_ddpm")
     metrics = [row.metric for row in rows]
     assert any(m.startswith("DDPM-100:") for m in metrics)
@@ -72,21 +72,22 @@ def test_ddim_vs_ddpm_uses_all_T_steps(ctx):
     assert ratio > 1  # 100 UNet calls against 25
 
 
-def test_generate_equals_the_pipeline(ctx):
-    prompts = ["a red circle", "a square"]
+def test_generating_in_batches_equals_one_call(ctx):
+    """Image k has seed seed + k whatever the batching (one noise stream per image)."""
+    prompts = ["a red circle", "a square", "a blue shape"]
     torch.testing.assert_close(
-        common.generate(ctx.pipe, prompts, steps=5, seed=3), ctx.pipe(prompts, num_inference_steps=5, seed=3)
+        ctx.generate(prompts, batch_size=2), ctx.pipe(prompts, num_inference_steps=bench.STEPS, seed=ctx.seed)
     )
 
 
 def test_latent_vs_pixel(ctx):
-    rows = by_metric(bench_perf.latent_vs_pixel_section(ctx))
+    rows = by_metric(bench.latent_vs_pixel_section(ctx))
     check_rows(list(rows.values()), "latent")
     assert rows["training step: pixel / latent"].value > 1  # 16x the positions, 1024-token attention
 
 
 def test_precision_sizes_and_best_variant(ctx):
-    rows = bench_perf.precision_section(ctx)
+    rows = bench.precision_section(ctx)
     check_rows(rows, "precision")
     table = by_metric(rows)
     assert 0.2 < table["int8 weights: UNet size / fp32"].value < 0.35
@@ -96,7 +97,7 @@ def test_precision_sizes_and_best_variant(ctx):
 
 
 def test_roofline_and_scaling(ctx):
-    rows = bench_perf.roofline_section(ctx)
+    rows = bench.roofline_section(ctx)
     check_rows(rows, "roofline")
     peak, eager, best, layers, *wider = rows  # quick mode: no compiled variant
     assert peak.unit == "GFLOP/s" and peak.value > 0 and 0 < eager.value
@@ -109,7 +110,7 @@ def test_roofline_and_scaling(ctx):
     assert len({tuple(w) for w in widths}) == len(widths)
     gflops = [eager.extra["gflop"]] + [row.extra["gflop"] for row in wider]
     assert gflops == sorted(gflops) and not any(row.target for row in wider)
-    scaling = bench_perf.scaling_section(ctx)
+    scaling = bench.scaling_section(ctx)
     check_rows(scaling, "scaling")
     assert all(row.value > 0 for row in scaling)
 

@@ -33,7 +33,7 @@ LIBRARY_TWINS = {
     "image_grid": [("sdedu.viz", "image_grid"), ("sdedu.viz.images", "image_grid")],
     "attention_maps": [("sdedu.attention_maps", "word_attention_maps")],
     "quantize_int8": [("sdedu.optimize.int8", "quantize_weight")],
-    "benchmark_timing": [("sdedu.bench_perf.measure", "median_time")],
+    "benchmark_timing": [("sdedu.bench.measure", "median_time")],
     "interview_quality": [("sdedu.metrics.point_clouds", "frechet_distance")],
 }
 PATCHING = ("set_custom_exc", "sys.modules", "builtins", "setattr(torch", "torch.testing", "__code__")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from sdedu._checks import check_int_range
-from sdedu.optimize.wrappers import ModuleWrapper, check_pipe, copy_pipeline, unwrap
+from sdedu.optimize.wrappers import ModuleWrapper, check_pipe, copy_pipeline
 
 
 class CompiledModule(ModuleWrapper):
@@ -98,7 +98,7 @@ def compile(
         pipe: a TinyStableDiffusion.
         backend: torch.compile backend ("inductor"; "eager" only traces, for testing).
         mode: torch.compile mode (None, "reduce-overhead", "max-autotune", ...).
-        warmup: compile now, with one call on a (batch_size, 4, 8, 8) input, so that a failure
+        warmup: compile now, with one call on a (batch_size, *pipe.latent_shape) input, so that a failure
             shows here (a warning and the eager model) rather than during the first generation.
         batch_size: the warm-up batch (use the batch you will run: 2 x images with guidance).
         compile_kwargs: passed to torch.compile (e.g. dynamic=False, fullgraph=True).
@@ -127,16 +127,9 @@ def compile(
 
 @torch.no_grad()
 def _warm_up(pipe, batch_size: int) -> None:
-    """One UNet call on a random input of the shape the pipeline feeds it."""
-    inner = unwrap(pipe.unet)
-    config = getattr(inner, "config", None)
-    channels = getattr(config, "in_channels", 4)
-    context_dim = getattr(config, "context_dim", None)
-    length = getattr(getattr(unwrap(pipe.text_encoder), "config", None), "max_length", 12)
-    if context_dim is None:
-        return
+    """One UNet call on an input of the shape the pipeline feeds it (sizes from the pipeline's configs)."""
     device = torch.device(pipe.device)
-    z = torch.zeros(batch_size, channels, 8, 8, device=device)
-    t = torch.tensor(1, device=device).expand(batch_size)  # as the pipeline passes it: guards check strides too
-    cond = torch.zeros(batch_size, length, context_dim, device=device)
+    z = torch.zeros(batch_size, *pipe.latent_shape, device=device)  # (B, 4, 8, 8) shipped
+    t = torch.tensor(1, device=device).expand(batch_size)  # as the pipeline's loop passes it: guards check strides too
+    cond = pipe.encode_prompt([""] * batch_size)[0]  # (B, L, D)
     pipe.unet(z, t, cond)

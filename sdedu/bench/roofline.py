@@ -1,4 +1,4 @@
-"""Section 6: the UNet forward's achieved FLOP/s against this machine's matmul peak, measured now.
+"""roofline: the UNet forward's achieved FLOP/s against this machine's matmul peak, measured now.
 
 Beside it: the UNet's matrix kernels alone (the most fusion could give) and wider UNets of the
 same design (how the fraction grows with the sizes of the matrices).
@@ -13,8 +13,8 @@ from dataclasses import replace
 import torch
 
 from sdedu import optimize
-from sdedu.bench_perf.common import IMAGES, bench_row, compiled_pipeline, perturb_zero_layers, unet_inputs
-from sdedu.bench_perf.measure import count_flops, interleaved_times, layer_calls, matmul_calls, matmul_flops_per_second
+from sdedu.bench.common import IMAGES, bench_row, perturb_zero_layers, unet_inputs
+from sdedu.bench.measure import count_flops, interleaved_times, layer_calls, matmul_calls, matmul_flops_per_second
 from sdedu.models.unet import UNet, UNetConfig
 
 WIDTH_FACTORS = (4 / 3, 2)  # 4/3 of (48, 96) is (64, 128), the size of the prototype #6 quotes
@@ -51,7 +51,7 @@ def roofline_section(ctx) -> list:
     wider = {pipe.unet.config.channels: pipe for pipe in (_widened_pipeline(ctx.pipe, f) for f in WIDTH_FACTORS)}
     variant = "eager" if ctx.quick else "compiled"  # the wider UNets run as the best variant does
     if not ctx.quick:  # compiling takes tens of seconds a UNet
-        candidates["compiled"] = compiled_pipeline(ctx.pipe, batch)
+        candidates["compiled"] = ctx.compiled(batch)
         wider = {c: optimize.compile(pipe, batch_size=batch) for c, pipe in wider.items()}
     z, t, cond = unet_inputs(ctx.pipe.unet, batch, device=device)
     t = t[:1].reshape(()).expand(batch)  # as the pipeline passes it (a compiled UNet is specialised to that)

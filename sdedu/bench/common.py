@@ -5,46 +5,18 @@ from __future__ import annotations
 import torch
 
 from sdedu import optimize
+from sdedu.bench.report import STEPS, Row
 from sdedu.data import shapes
-from sdedu.guidance import classifier_free_guidance
 from sdedu.models.unet import UNet, UNetConfig
 
-IMAGES, STEPS = 16, 25  # the course's speed target: 16 images x 25 steps with guidance
-_CACHE: dict = {}  # compiled pipelines, shared by the sections of one run (compiling is slow)
+IMAGES = 16  # the course's speed target: 16 images x STEPS steps with guidance
+
+__all__ = ["IMAGES", "STEPS", "bench_row", "is_trained", "sample_prompts", "unet_inputs", "adherence_of"]
 
 
 def bench_row(section, metric, value, target="", passed=None, unit="", **extra):
-    """One row of the report (sdedu.bench.Row): `extra` holds the details that go to the JSON only."""
-    from sdedu.bench import Row  # imported here: sdedu.bench imports this module
-
+    """One row of the report (`Row`): `extra` holds the details that go to the JSON only."""
     return Row(section, metric, float(value), target, passed, unit, extra)
-
-
-@torch.no_grad()
-def generate(
-    pipe, prompts, sampler: str = "ddim", steps: int = STEPS, seed: int = 0, guidance_scale: float | None = None
-):
-    """Text-to-image with any sampler and step count (DDPM may use all T steps), from the pipeline's parts.
-
-    The same loop as TinyStableDiffusion.__call__, written out so that DDPM can run n = T steps.
-    """
-    from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE
-
-    guidance_scale = DEFAULT_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
-    generator = torch.Generator(device=pipe.device).manual_seed(seed)
-    cond, uncond = pipe.encode_prompt(prompts)
-    scheduler = pipe.make_sampler(sampler)
-    scheduler.set_timesteps(steps)
-    z = torch.randn((len(prompts), 4, 8, 8), generator=generator, device=pipe.device)
-    context = torch.cat([uncond, cond])  # (2B, L, D)
-    for t in scheduler.timesteps:
-        # 1. Both branches in one UNet call; 2. guidance; 3. one sampler step.
-        eps_uncond, eps_cond = pipe.unet(torch.cat([z, z]), t.to(pipe.device).expand(2 * len(prompts)), context).chunk(
-            2
-        )
-        eps_pred = classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
-        z = scheduler.step(eps_pred, t, z, generator=generator).x_prev
-    return pipe.decode_latents(z)
 
 
 def is_trained(pipe) -> bool:
@@ -66,23 +38,18 @@ def unet_inputs(unet, batch_size: int, length: int = 12, size: int = 8, channels
     return z, t, cond
 
 
-def adherence_of(pipe, n: int, batch_size: int = 64, seed: int = 0, **kwargs) -> dict:
-    """Judge's adherence on n full prompts (held-out pairs excluded), generated in batches by `generate`."""
+def adherence_of(pipe, n: int, batch_size: int = 64, seed: int = 0, sampler="ddim", steps=STEPS) -> dict:
+    """Judge's adherence on n full prompts (held-out pairs excluded), generated in batches (image k: seed + k)."""
     from sdedu import metrics
 
     prompts, attributes = sample_prompts(n, seed=seed + 1)
     images = torch.cat(
-        [generate(pipe, prompts[i : i + batch_size], seed=seed + i, **kwargs).cpu() for i in range(0, n, batch_size)]
+        [
+            pipe(prompts[i : i + batch_size], num_inference_steps=steps, seed=seed + i, sampler=sampler).cpu()
+            for i in range(0, n, batch_size)
+        ]
     )
     return metrics.adherence(images, attributes)
-
-
-def compiled_pipeline(pipe, batch_size: int):
-    """optimize.compile(pipe), once per pipeline and run (later sections reuse it)."""
-    key = (id(pipe), batch_size)
-    if key not in _CACHE:
-        _CACHE[key] = optimize.compile(pipe, batch_size=batch_size)
-    return _CACHE[key]
 
 
 def compiled_state(module):

@@ -1,5 +1,5 @@
-"""Sections 1-2: sdedu against diffusers, on the same sizes: the UNet (whole and block for block),
-and the DDIM loop's own overhead with diffusers' DDIMScheduler on the same model."""
+"""unet_vs_diffusers and sampler_overhead: sdedu against diffusers, on the same sizes: the UNet (whole
+and block for block), and the DDIM loop's own overhead with diffusers' DDIMScheduler on the same model."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import contextlib
 import torch
 
 from sdedu import optimize
-from sdedu.bench_perf.common import IMAGES, STEPS, bench_row, sample_prompts, unet_inputs
-from sdedu.bench_perf.measure import count_flops, interleaved_times
-from sdedu.guidance import classifier_free_guidance
+from sdedu.bench.common import IMAGES, STEPS, bench_row, sample_prompts, unet_inputs
+from sdedu.bench.measure import count_flops, interleaved_times
 
 
 def _block_pairs(config, batch_size, device):
@@ -127,8 +126,8 @@ def _exact_float32():
 @torch.no_grad()
 def sampler_overhead_section(ctx) -> list:
     """sdedu's DDIM loop vs the same loop with diffusers' DDIMScheduler, with and without the UNet."""
-    from sdedu.diffusers_bridge import make_scheduler
-    from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE
+    from sdedu.diffusers_bridge import DiffusersSampler, make_scheduler
+    from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE, denoise
     from sdedu.samplers import DDIMSampler
 
     pipe, device = ctx.pipe, ctx.device
@@ -136,40 +135,23 @@ def sampler_overhead_section(ctx) -> list:
     ours, theirs = DDIMSampler(pipe.schedule), make_scheduler("ddim", pipe.schedule)
     ours.set_timesteps(STEPS)
     theirs.set_timesteps(STEPS, device=device)
-    z_T = torch.randn(n_images, 4, 8, 8, generator=torch.Generator().manual_seed(0)).to(device)
-    eps_fixed = torch.randn(n_images, 4, 8, 8, generator=torch.Generator().manual_seed(1)).to(device) * 0.1
+    samplers = {"sdedu": ours, "diffusers": DiffusersSampler(theirs)}
+    z_T = torch.randn(n_images, *pipe.latent_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    eps_fixed = torch.randn(z_T.shape, generator=torch.Generator().manual_seed(1)).to(device) * 0.1
     cond, uncond = pipe.encode_prompt(sample_prompts(n_images)[0])
-    context = torch.cat([uncond, cond])  # (2B, L, D)
 
-    def model(z, t):
-        eps_uncond, eps_cond = pipe.unet(torch.cat([z, z]), t.to(device).expand(2 * z.shape[0]), context).chunk(2)
-        return classifier_free_guidance(eps_uncond, eps_cond, DEFAULT_GUIDANCE_SCALE)
+    # Both sides run the pipeline's one loop; only the sampler differs.
+    def with_unet(name):
+        return denoise(pipe.unet, samplers[name], z_T, cond, uncond, DEFAULT_GUIDANCE_SCALE)
 
-    def loop_sdedu(eps_fn):
-        z = z_T
-        for t in ours.timesteps:
-            z = ours.step(eps_fn(z, t), t, z).x_prev
-        return z
+    def overhead_only(name):  # a free "model": only the loop's and the sampler's cost remains
+        return denoise(lambda z, t: eps_fixed, samplers[name], z_T)
 
-    def loop_diffusers(eps_fn):
-        z = z_T
-        for t in theirs.timesteps:
-            z = theirs.step(eps_fn(z, t), t, z).prev_sample
-        return z
-
-    constant = lambda z, t: eps_fixed  # noqa: E731 - a free "model": only the sampler's cost remains
     with _exact_float32():
-        same = (loop_sdedu(model) - loop_diffusers(model)).abs().max().item()
-    times = interleaved_times(
-        {"sdedu": lambda: loop_sdedu(constant), "diffusers": lambda: loop_diffusers(constant)}, 3 * repeats, 1, device
-    )
+        same = (with_unet("sdedu") - with_unet("diffusers")).abs().max().item()
+    times = interleaved_times({name: lambda n=name: overhead_only(n) for name in samplers}, 3 * repeats, 1, device)
     times.update(
-        interleaved_times(
-            {"sdedu_unet": lambda: loop_sdedu(model), "diffusers_unet": lambda: loop_diffusers(model)},
-            repeats,
-            1,
-            device,
-        )
+        interleaved_times({f"{name}_unet": lambda n=name: with_unet(n) for name in samplers}, repeats, 1, device)
     )
     per_step = {k: v / STEPS * 1e6 for k, v in times.items()}
     ratio = times["sdedu"] / times["diffusers"]

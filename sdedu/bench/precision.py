@@ -1,4 +1,4 @@
-"""Section 5: fp32 vs bf16 vs int8 vs pruned vs compiled (+ text cache, + bf16): time, size, adherence."""
+"""precision: fp32 vs bf16 vs int8 vs pruned vs compiled (+ text cache, + bf16): time, size, adherence."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import time
 import torch
 
 from sdedu import optimize
-from sdedu.bench_perf.common import (
+from sdedu.bench.common import (
     IMAGES,
     STEPS,
     adherence_of,
     bench_row,
-    compiled_pipeline,
     compiled_state,
     is_trained,
     sample_prompts,
 )
-from sdedu.bench_perf.measure import interleaved_times
+from sdedu.bench.measure import interleaved_times
 
 
 def _variants(ctx, batch):
@@ -28,8 +27,8 @@ def _variants(ctx, batch):
     yield "pruned 30%", lambda: optimize.prune(pipe, 0.3)
     yield "text cache", lambda: optimize.cache_text_embeddings(pipe)
     if not ctx.quick:  # compiling takes tens of seconds
-        yield "compiled", lambda: compiled_pipeline(pipe, batch)
-        yield "compiled + text cache", lambda: optimize.cache_text_embeddings(compiled_pipeline(pipe, batch))
+        yield "compiled", lambda: ctx.compiled(batch)
+        yield "compiled + text cache", lambda: optimize.cache_text_embeddings(ctx.compiled(batch))
         # Compiled, the casts fuse into the kernels around them: on a CPU with AMX the low precision
         # then pays (0.83x the compiled fp32 time, measured); where bf16 is emulated, expect it to
         # cost, as eager bf16 does. Against the row above, it isolates what the low precision adds.

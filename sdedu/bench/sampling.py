@@ -1,4 +1,4 @@
-"""Sections 3, 4 and 7: what sampling costs: DDIM vs DDPM, latent vs pixel space, batch and steps."""
+"""What sampling costs (ddim_vs_ddpm, latent_vs_pixel, scaling): DDIM vs DDPM, latent vs pixel, batch and steps."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from sdedu import optimize
-from sdedu.bench_perf.common import IMAGES, STEPS, adherence_of, bench_row, generate, is_trained, sample_prompts
-from sdedu.bench_perf.measure import median_time
-from sdedu.guidance import classifier_free_guidance
+from sdedu.bench.common import IMAGES, STEPS, adherence_of, bench_row, is_trained, sample_prompts
+from sdedu.bench.measure import median_time
 from sdedu.models.unet import UNet
+from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE, denoise, make_sampler
 
 
 def ddim_vs_ddpm_section(ctx) -> list:
@@ -25,7 +25,7 @@ def ddim_vs_ddpm_section(ctx) -> list:
     rows, times, adherence = [], {}, {}
     for sampler, steps in settings:
         repeats = 1 if sampler == "ddpm" else ctx.n(5, 2)
-        run = lambda: generate(pipe, prompts, sampler, steps, seed=ctx.seed)  # noqa: E731
+        run = lambda: pipe(prompts, num_inference_steps=steps, sampler=sampler, seed=ctx.seed)  # noqa: E731
         times[(sampler, steps)] = median_time(run, repeats, 0 if sampler == "ddpm" else 1, device)[0]
         extra = {}
         if trained:
@@ -75,17 +75,12 @@ def _training_step(model, x0, cond, schedule, optimizer):
 
 
 @torch.no_grad()
-def _sample(unet, shape, cond, uncond, schedule, steps, guidance_scale=3.0):
-    from sdedu.samplers import DDIMSampler
-
-    sampler = DDIMSampler(schedule)
+def _sample(unet, shape, cond, uncond, schedule, steps):
+    """Guided DDIM from noise with any UNet (latent or pixel): the pipeline's one loop, no decoding."""
+    sampler = make_sampler("ddim", schedule)
     sampler.set_timesteps(steps)
-    z = torch.randn(shape, device=cond.device)
-    context = torch.cat([uncond, cond])
-    for t in sampler.timesteps:
-        eps_uncond, eps_cond = unet(torch.cat([z, z]), t.to(z.device).expand(2 * shape[0]), context).chunk(2)
-        z = sampler.step(classifier_free_guidance(eps_uncond, eps_cond, guidance_scale), t, z).x_prev
-    return z
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(cond.device)
+    return denoise(unet, sampler, z, cond, uncond, DEFAULT_GUIDANCE_SCALE)
 
 
 def latent_vs_pixel_section(ctx) -> list:
