@@ -1,80 +1,70 @@
-"""The teacher's grader on real submissions: solved, unsolved, edited, hanging and crashing.
+"""The teacher's grader on a small class: the same CSVs from --jobs 2 as from shards merged.
 
-One batch, one test: starting kernels is the slow part. The hanging submission ignores SIGINT
-(so the interrupt cannot stop it) and the crashing one calls os._exit: neither may stop the
-batch, and both score zero for what did not run.
+One test, three real submissions (starting sandboxes is the slow part) plus a file that is not a
+notebook: solved, unsolved, and an edited check cell (the grader checks with the master's, so
+printing the success line earns nothing). Graded once with --jobs 2, and again as two shards
+merged: the long, wide and gradebook CSVs must be byte-identical, and rows of earlier
+submissions kept.
 """
 
 import copy
-import csv
 from pathlib import Path
 
 import nbformat
-from nbformat.v4 import new_code_cell
 
-from sdedu.grading import grader
+from sdedu.grading import grader, reports
 
 REPO = Path(__file__).resolve().parents[1]
+LIMITS = ["--wall-timeout=120", "--call-timeout=30"]
 
 
-# Generous enough for a busy 2-core machine to start a kernel and import torch.
-CELL_TIMEOUT_S = 60
-
-
-def _insert_before_check(nb, source):
-    nb = copy.deepcopy(nb)
-    index = next(i for i, c in enumerate(nb.cells) if c.get("id") == "check-forward-diffusion")
-    nb.cells.insert(index, new_code_cell(source))
-    return nb
-
-
-def test_grader_batch(tmp_path):
+def _class(folder: Path) -> None:
     solved = nbformat.read(REPO / "solutions" / "01_forward_diffusion.ipynb", as_version=4)
     unsolved = nbformat.read(REPO / "exercises" / "01_forward_diffusion.ipynb", as_version=4)
     edited = copy.deepcopy(unsolved)
-    check_cell = next(c for c in edited.cells if c.get("id") == "check-forward-diffusion")
-    check_cell.source = 'print("\u2714 forward_diffusion: passed")'
-    submissions = {
-        "alice/01_forward_diffusion.ipynb": solved,
-        "bob/01_forward_diffusion.ipynb": unsolved,
-        "carol/01_forward_diffusion.ipynb": edited,
-        "dave/01_forward_diffusion.ipynb": _insert_before_check(
-            solved, "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass"
-        ),
-        "erin/01_forward_diffusion.ipynb": _insert_before_check(solved, "import os\nos._exit(1)"),
-    }
-    folder = tmp_path / "submissions"
-    for name, nb in submissions.items():
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, folder / name)
+    next(
+        c for c in edited.cells if c.get("id") == "check-forward-diffusion"
+    ).source = 'print("\u2714 forward_diffusion: passed")'
+    for name, nb in {"alice": solved, "bob": unsolved, "carol": edited}.items():
+        (folder / name).mkdir(parents=True)
+        nbformat.write(nb, folder / name / "01_forward_diffusion.ipynb")
     (folder / "notes.ipynb").write_text("this is not a notebook")
-    out = tmp_path / "grades.csv"
-    grader.write_csv(out, [{"submission": "earlier.ipynb", "item": "forward_diffusion", "points": 1, "max": 1}])
 
-    status = grader.main([str(folder), "--out", str(out), "--cell-timeout", str(CELL_TIMEOUT_S)])
 
-    assert status == 0
-    with open(out, newline="") as f:
-        rows = {
-            (Path(r["submission"]).parent.name or r["submission"], r["item"]): (r["points"], r["max"])
-            for r in csv.DictReader(f)
-        }
-    assert rows[("earlier.ipynb", "forward_diffusion")] == ("1", "1")  # kept from before
-    assert rows[("alice", "forward_diffusion")] == ("1", "1")
-    assert rows[("bob", "forward_diffusion")] == ("0", "1")
-    assert rows[("carol", "forward_diffusion")] == ("0", "1")  # the edited check cell was restored
-    assert rows[("dave", "forward_diffusion")] == ("0", "1")
-    assert rows[("erin", "forward_diffusion")] == ("0", "1")
-    assert rows[("submissions", "(not graded)")] == ("0", "0")
-    feedback = {p.name: p.read_text() for p in (tmp_path / "grades_feedback").iterdir()}
-    assert len(feedback) == 6
+def _outputs(out: Path) -> dict[str, bytes]:
+    names = [out.name, out.stem + "_wide.csv", out.stem + "_gradebook.csv"]
+    return {name: (out.parent / name).read_bytes() for name in names}
 
-    def text(suffix):
-        return next(v for k, v in feedback.items() if k.endswith(suffix))
 
-    assert "Score: 1 / 1" in text("alice__01_forward_diffusion.md")
-    assert "incomplete" in text("bob__01_forward_diffusion.md")
-    assert "was edited" in text("carol__01_forward_diffusion.md")
-    assert f"did not finish within {CELL_TIMEOUT_S} s" in text("dave__01_forward_diffusion.md")
-    assert "kernel died" in text("erin__01_forward_diffusion.md")
-    assert "not a readable notebook" in text("submissions__notes.md")
+def test_jobs_and_shards_give_the_same_grades(tmp_path):
+    folder = tmp_path / "submissions"
+    _class(folder)
+    together = tmp_path / "together" / "grades.csv"
+    together.parent.mkdir()
+    earlier = {"submission": "earlier.ipynb", "item": "forward_diffusion", "points": "1", "max": "1"}
+    reports.atomic_write(together, "submission,item,points,max\nearlier.ipynb,forward_diffusion,1,1\n")
+
+    assert grader.main([str(folder), "--out", str(together), "--jobs", "2", *LIMITS]) == 0
+    shard_outs = [tmp_path / f"shard{i}" / "grades.csv" for i in (1, 2)]
+    for i, shard_out in enumerate(shard_outs, start=1):
+        assert grader.main([str(folder), "--out", str(shard_out), "--shard", f"{i}/2", *LIMITS]) == 0
+    merged = tmp_path / "merged" / "grades.csv"
+    assert grader.main(["merge", *map(str, shard_outs), "--out", str(merged)]) == 0
+
+    rows = {(Path(r["submission"]).parent.name, r["item"]): r["points"] for r in reports.read_long(together)}
+    assert rows[("alice", "forward_diffusion")] == "1"
+    assert rows[("bob", "forward_diffusion")] == "0"
+    assert rows[("carol", "forward_diffusion")] == "0"  # printing the success line earns nothing
+    assert rows[("submissions", "(not graded)")] == "0"
+    assert earlier in reports.read_long(together)  # kept from before
+    merged_out, together_out = _outputs(merged), _outputs(together)
+    assert merged_out["grades_wide.csv"] == together_out["grades_wide.csv"]
+    assert merged_out["grades_gradebook.csv"] == together_out["grades_gradebook.csv"]
+    assert merged_out["grades.csv"] + b"earlier.ipynb,forward_diffusion,1,1\r\n" == together_out["grades.csv"]
+    wide = together_out["grades_wide.csv"].decode()
+    assert "not graded" in wide and ",ok," in wide
+    feedback = together.with_name("grades_feedback")
+    carol = (feedback / "submissions__carol__01_forward_diffusion.md").read_text()
+    assert "incomplete" in carol and "was edited" in carol
+    assert "passed" in (feedback / "submissions__alice__01_forward_diffusion.html").read_text()
+    assert "not a readable notebook" in next(feedback.glob("*submissions__notes.md")).read_text()
