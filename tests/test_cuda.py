@@ -70,6 +70,15 @@ def test_pipeline_follows_prompts_on_cuda(gpu_pipe, prompts_and_attributes):
     assert torch.equal(images, gpu_pipe(prompts, num_inference_steps=10, seed=0)), "same seed, same images"
 
 
+def test_an_image_does_not_depend_on_the_device(cpu_pipe, gpu_pipe):
+    """Image i draws all its noise from a CPU stream (seed + i): the CPU's images, up to float rounding (TF32)."""
+    prompts = ["a large red circle in the top left", "a small blue square in the center"]
+    for sampler in ("ddim", "ddpm"):
+        cpu = cpu_pipe(prompts, num_inference_steps=10, sampler=sampler, seed=3)
+        gpu = gpu_pipe(prompts, num_inference_steps=10, sampler=sampler, seed=3).cpu()
+        assert (gpu - cpu).abs().mean() < 5e-3, sampler
+
+
 def test_ddpm_and_trajectory_on_cuda(gpu_pipe):
     out = gpu_pipe(
         ["a large green square in the center"] * 2,
