@@ -244,9 +244,12 @@ def test_second_order_solvers_are_closer_to_the_ode_and_converge_faster():
     euler = {n: gaussian_errors(EulerSampler, n) for n in (10, 20)}
     heun = {n: gaussian_errors(HeunSampler, n) for n in (10, 20)}
     dpm = gaussian_errors(DPMSolverMultistepSampler, 20)
+    # Measured: Euler 0.085, Heun 0.011, DPM-Solver++(2M) 0.0057 at 20 steps.
     assert heun[20] < euler[20] / 5 and dpm < euler[20] / 5
-    # Halving the step: error / 2 for a first-order method, / 4 for a second-order one.
-    assert euler[10] / euler[20] < 2.0 < 2.5 < heun[10] / heun[20]
+    # Halving the step divides the error by ~2 for a first-order method, ~4 for a second-order one
+    # (measured 1.45 and 3.4: the discrete schedule's uneven steps keep them from the ideal).
+    assert euler[10] / euler[20] < 2.0
+    assert heun[10] / heun[20] > 2.5
 
 
 def test_heun_makes_2n_minus_1_model_calls_and_corrects_its_euler_predictor(generator):
