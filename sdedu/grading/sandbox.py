@@ -44,7 +44,7 @@ class Limits:
     cpu_s: int = 900
     output_mb: int = 20
     wall_s: float = 900.0
-    call_s: float = 60.0
+    call_s: float = 120.0  # per call of a learner's function: training loops take a while on a busy CPU
     threads: int = 1  # OMP threads of the submission's process (the grader gives each worker its share)
 
     def __post_init__(self):
