@@ -36,9 +36,9 @@ Modules: `loop` (the loop, per-image generators, hooks), `registry` (samplers by
 `checks` (argument checks), `stable_diffusion` (the pipeline class).
 """
 
-from sdedu.pipeline.loop import chain, denoise, image_generators, last_timesteps
+from sdedu.pipeline.loop import Trajectory, TrajectoryRecorder, chain, denoise, image_generators, last_timesteps
 from sdedu.pipeline.registry import SAMPLER_FACTORIES, SAMPLERS, TAKES_ETA, make_sampler
-from sdedu.pipeline.stable_diffusion import DEFAULT_GUIDANCE_SCALE, TinyStableDiffusion, Trajectory
+from sdedu.pipeline.stable_diffusion import DEFAULT_GUIDANCE_SCALE, TinyStableDiffusion
 
 __all__ = [
     "DEFAULT_GUIDANCE_SCALE",
@@ -47,6 +47,7 @@ __all__ = [
     "TAKES_ETA",
     "TinyStableDiffusion",
     "Trajectory",
+    "TrajectoryRecorder",
     "chain",
     "denoise",
     "image_generators",

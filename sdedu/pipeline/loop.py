@@ -18,6 +18,7 @@ one per image (see `image_generators`): image i then draws all its noise from it
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -38,6 +39,43 @@ def image_generators(seed: int, batch_size: int) -> list[torch.Generator]:
     (up to float rounding).
     """
     return [torch.Generator().manual_seed(seed + i) for i in range(batch_size)]
+
+
+@dataclass
+class Trajectory:
+    """What a pipeline call returns with return_trajectory=True.
+
+    images: (B, 3, H, W) the final images in [0, 1].
+    latents: (N + 1, B, C, h, w) the scaled latents z before the first step and after each step.
+    x0_preds: (N, B, C, h, w) the sampler's estimate of the clean latent z_0 at each step
+        (decode one with `pipe.decode_latents(trajectory.x0_preds[i])`).
+    timesteps: (N,) the timestep t of each step.
+    """
+
+    images: torch.Tensor
+    latents: torch.Tensor
+    x0_preds: torch.Tensor
+    timesteps: torch.Tensor
+
+
+class TrajectoryRecorder:
+    """An on_step hook that keeps z before the first step and z, x0_pred after every step."""
+
+    def __init__(self, z: torch.Tensor):
+        self.latents, self.x0_preds = [z], []
+
+    def __call__(self, i, t, z, x0_pred) -> None:
+        self.latents.append(z)
+        self.x0_preds.append(x0_pred)
+
+    def trajectory(self, images: torch.Tensor, timesteps: torch.Tensor) -> Trajectory:
+        z = self.latents[-1]
+        return Trajectory(
+            images=images,
+            latents=torch.stack(self.latents),  # (N + 1, B, C, h, w)
+            x0_preds=torch.stack(self.x0_preds) if self.x0_preds else z.new_zeros((0, *z.shape)),  # (N, B, C, h, w)
+            timesteps=timesteps.clone(),
+        )
 
 
 def chain(*hooks: StepHook | None) -> StepHook | None:
@@ -82,7 +120,7 @@ def denoise(
 
     Args:
         model: eps_theta: model(z (B, C, H, W), t (B,), cond (B, L, D)) -> eps_pred (B, C, H, W),
-            or model(z, t) when cond is None (an unconditional model).
+            or model(z, t) when cond is None (an unconditional model, any z (B, ...)).
         sampler: anything with `.timesteps` and `step(eps_pred, t, z, generator) -> (z_prev, x0_pred)`.
         z: (B, C, H, W) the sample at the first timestep (z_T, or an SDEdit start).
         cond: (B, L, D) text embeddings, or None.
@@ -95,7 +133,7 @@ def denoise(
     Returns:
         z after the last step (B, C, H, W).
     """
-    check_tensor("z", z, ndim=4, floating=True)
+    check_tensor("z", z, floating=True)
     guidance_scale = check_number_range("guidance_scale", guidance_scale, 0.0)
     guided = uncond is not None and guidance_scale != 1.0
     if cond is None:

@@ -6,8 +6,6 @@ loop starts and in the hook it runs after every step (see the package docstring)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 
@@ -22,31 +20,13 @@ from sdedu.pipeline.checks import (
     match_batch,
     repeat_prompts,
 )
-from sdedu.pipeline.loop import chain, denoise, image_generators, last_timesteps
-from sdedu.pipeline.registry import check_sampler_name
+from sdedu.pipeline.loop import TrajectoryRecorder, chain, denoise, image_generators, last_timesteps
 from sdedu.pipeline.registry import make_sampler as _make_sampler
 from sdedu.schedules import NoiseSchedule
 
 # Measured on the shipped model (full prompts, 96 images): adherence is flat from 2 to 3, while
 # partial prompts ("a blue shape") lose triangles as the scale grows; 2 keeps both.
 DEFAULT_GUIDANCE_SCALE = 2.0
-
-
-@dataclass
-class Trajectory:
-    """What a pipeline call returns with return_trajectory=True.
-
-    images: (B, 3, H, W) the final images in [0, 1].
-    latents: (N + 1, B, C, h, w) the scaled latents z before the first step and after each step.
-    x0_preds: (N, B, C, h, w) the sampler's estimate of the clean latent z_0 at each step
-        (decode one with `pipe.decode_latents(trajectory.x0_preds[i])`).
-    timesteps: (N,) the timestep t of each step.
-    """
-
-    images: torch.Tensor
-    latents: torch.Tensor
-    x0_preds: torch.Tensor
-    timesteps: torch.Tensor
 
 
 class TinyStableDiffusion:
@@ -300,7 +280,6 @@ class TinyStableDiffusion:
     # ---- shared by the three modes ------------------------------------------------------------
 
     def _sampler(self, name, eta, num_inference_steps):
-        check_sampler_name(name)
         scheduler = self.make_sampler(name, eta)
         scheduler.set_timesteps(num_inference_steps)  # the sampler's own rule for the step count
         return scheduler
@@ -310,12 +289,7 @@ class TinyStableDiffusion:
     ):
         """Embeddings, the one loop (recording the trajectory with a hook when asked), decoding."""
         cond, uncond = self.encode_prompt(prompts)
-        latents, x0_preds = [z], []
-
-        def record(i, t, z, x0_pred):
-            latents.append(z)
-            x0_preds.append(x0_pred)
-
+        recorder = TrajectoryRecorder(z) if return_trajectory else None
         z = denoise(
             self.unet,
             scheduler,
@@ -325,18 +299,11 @@ class TinyStableDiffusion:
             guidance_scale,
             timesteps=timesteps,
             generator=generators,
-            on_step=chain(hook, record if return_trajectory else None),
+            on_step=chain(hook, recorder),
             progress=progress,
         )
         images = self.decode_latents(z)
-        if not return_trajectory:
-            return images
-        return Trajectory(
-            images=images,
-            latents=torch.stack(latents),  # (N + 1, B, 4, 8, 8)
-            x0_preds=torch.stack(x0_preds) if x0_preds else z.new_zeros((0, *z.shape)),  # (N, B, 4, 8, 8)
-            timesteps=timesteps.clone(),
-        )
+        return recorder.trajectory(images, timesteps) if return_trajectory else images
 
     def __repr__(self) -> str:
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
