@@ -12,8 +12,8 @@ The answer of each item is the expression its master check cell passes to `check
 
 Flags are remarks for the teacher, not verdicts (the score does not change): a learner cell that
 imports the checker (`sdedu.grading`), uses the library function it was asked to write, defines
-or rebinds `check`, or patches what the checker relies on (torch's functions, `sys.modules`,
-IPython's exception hooks).
+or rebinds `check`, patches what the checker relies on (torch's functions, `sys.modules`,
+IPython's exception hooks), or runs code from strings.
 """
 
 from __future__ import annotations
@@ -164,4 +164,8 @@ def _flags(source: str, index: int, setup_aliases: dict[str, str]) -> list[str]:
             flags.add(f"{where} touches {needle} (the checker's environment)")
     if "__import__" in text or "importlib" in text:
         flags.add(f"{where} imports modules by name (importlib / __import__)")
+    if any(
+        isinstance(node, ast.Call) and getattr(node.func, "id", None) in ("exec", "eval") for node in ast.walk(tree)
+    ):
+        flags.add(f"{where} runs code from strings (exec / eval)")
     return sorted(flags)
