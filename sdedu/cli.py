@@ -140,11 +140,6 @@ def grid_size(count: int, columns: int | None, scale: int, size: int = 32, pad: 
 
 
 def _run_generate(args, parser) -> int:
-    import torch
-    from tqdm.auto import tqdm
-
-    from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE, TinyStableDiffusion
-
     # 1. Everything that can be checked before the work: the output path, the grid's size, the weights.
     output = _check_output(args.output, parser)
     height, width = grid_size(args.num_images, args.columns, args.scale)
@@ -153,6 +148,11 @@ def _run_generate(args, parser) -> int:
             f"argument -n/--num-images: {args.num_images} images at --scale {args.scale} make a {width} x {height} "
             f"grid, over {MAX_GRID_PIXELS:,} pixels (most tools will not open it); use a smaller --scale or -n"
         )
+    import torch
+    from tqdm.auto import tqdm
+
+    from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE, TinyStableDiffusion
+
     try:
         pipe = TinyStableDiffusion.from_pretrained(args.weights, device=args.device)
     except (FileNotFoundError, ValueError) as error:

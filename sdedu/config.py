@@ -5,10 +5,14 @@ notebook finishes in about a minute on a 2-core CPU. Without it a notebook does 
 `OneLineParser` is the argparse parser of `sdedu` and `python -m sdedu.train`: one line per error.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported on use, so that `sdedu --help` stays fast
+    import torch
 
 
 def quick_mode() -> bool:
@@ -23,6 +27,8 @@ def pick(quick, full):
 
 def default_device() -> torch.device:
     """The GPU when one is visible, else the CPU."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -35,6 +41,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def device_argument(text: str) -> str:
     """argparse type of --device: a device torch knows and this machine has ('gpu' is refused by name)."""
+    if text == "cpu":  # the default, always there: no need to import torch for it
+        return text
     from sdedu._checks import check_device
 
     try:

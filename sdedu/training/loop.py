@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from sdedu._checks import check_int_range, check_number_range
+from sdedu._checks import check_int_range, check_number_range, describe
 from sdedu.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from sdedu.training.distributed import mean_over_ranks, rank_seed, wrap
 from sdedu.training.ema import EMA
@@ -66,8 +66,12 @@ class TrainConfig:
         check_number_range("lr", self.lr, 0.0)
         check_int_range("warmup_steps", self.warmup_steps, 0, 10**9)
         check_number_range("min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_number_range("weight_decay", self.weight_decay, 0.0)
         check_number_range("grad_clip", self.grad_clip, 0.0)
         check_number_range("ema_decay", self.ema_decay, 0.0, 1.0)
+        check_int_range("seed", self.seed, 0, 2**40)  # seed * 1_000_003 + step must fit a generator's 64 bits
+        if not isinstance(self.bf16, bool):
+            raise TypeError(f"bf16 must be True or False; got {describe(self.bf16)}")
         check_int_range("checkpoint_every", self.checkpoint_every, 1, 10**9)
 
 
@@ -168,6 +172,12 @@ def train(
     Raises:
         CheckpointError: resume=True and the checkpoint in out_dir belongs to another run.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module; got {describe(model)}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a function (model, generator) -> scalar loss; got {describe(loss_fn)}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig; got {describe(config)}")
     out_dir = Path(out_dir) if out_dir is not None else None
     params = list(parameters) if parameters is not None else list(model.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

@@ -56,6 +56,7 @@ class Recipe:
     p_uncond: float = 0.1
 
     def __post_init__(self):
+        check_int_range("recipe.seed", self.seed, 0, 2**40)
         if self.unet.num_train_timesteps != self.schedule.T:
             raise ValueError(
                 f"recipe.unet.num_train_timesteps ({self.unet.num_train_timesteps}) must equal recipe.schedule.T "

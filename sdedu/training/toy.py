@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from sdedu._checks import check_int_range, check_number_range, check_tensor
+from sdedu._checks import check_finite, check_int_range, check_number_range, check_tensor
 from sdedu.diffusion import noise_prediction_loss
 from sdedu.models.mlp import MLPDenoiser, MLPDenoiserConfig
 from sdedu.schedules import NoiseSchedule
@@ -54,6 +54,7 @@ def train_toy_denoiser(
         (model in eval mode, list of the per-step losses).
     """
     check_tensor("points", points, ndim=2, floating=True)
+    check_finite("points", points)
     if points.shape[0] < 1:
         raise ValueError(f"points must hold at least one point; got shape {tuple(points.shape)}")
     steps = check_int_range("steps", steps, 1, 10_000_000)
