@@ -13,6 +13,7 @@ from sdedu.diffusion import (
     predict_x0_from_v,
     q_posterior,
     q_sample,
+    randn,
     sample_timesteps,
     velocity,
 )
@@ -230,3 +231,18 @@ def test_the_core_does_not_import_diffusers():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_randn_with_one_generator_per_row_matches_diffusers_randn_tensor():
+    """Row i is drawn from generator i alone: the same whatever rows stand beside it (as diffusers' randn_tensor)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    make = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    rows = randn((3, 4, 2, 2), make([5, 6, 7]))
+    torch.testing.assert_close(rows[1:2], randn((1, 4, 2, 2), make([6])), rtol=0, atol=0)
+    torch.testing.assert_close(rows, randn_tensor((3, 4, 2, 2), generator=make([5, 6, 7])), rtol=0, atol=0)
+    torch.testing.assert_close(
+        randn((2, 3), torch.Generator().manual_seed(1)), torch.randn(2, 3, generator=torch.Generator().manual_seed(1))
+    )
+    with pytest.raises(ValueError, match="one per row"):
+        randn((2, 3), make([1, 2, 3]))
