@@ -28,7 +28,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from sdedu._checks import describe
+from sdedu._checks import check_device, describe
 from sdedu.schedules import NoiseSchedule, ScheduleConfig
 
 SHIPPED = Path(__file__).with_name("weights")
@@ -198,6 +198,7 @@ def load_component(name: str, directory=None, device="cpu") -> torch.nn.Module:
             bare, a missing file, a hash mismatch (naming the file, the expected and the actual
             hash) or tensors that do not fit the module.
     """
+    device = check_device("device", device)
     directory = Path(directory or SHIPPED)
     components = _components(read_manifest(directory), directory)
     if name not in components:
@@ -290,6 +291,7 @@ def load_pretrained(path=None, device="cpu") -> Pretrained:
     """
     if path is not None and not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a folder (str or Path) or None; got {describe(path)}")
+    device = check_device("device", device)
     directory = Path(path) if path is not None else SHIPPED
     if not (directory / MANIFEST).is_file():
         raise WeightsError(

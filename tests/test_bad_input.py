@@ -275,6 +275,8 @@ LIBRARY = [
         MANIFEST,
         id="manifest bad JSON",
     ),
+    P(lambda c, tmp: load_pretrained(device="gpu"), ValueError, "device", id="load_pretrained gpu"),
+    P(lambda c, tmp: load_component("vae", device="tpu:9"), ValueError, "device", id="load_component tpu"),
     P(lambda c, tmp: save_component(torch.nn.Linear(1, 1), "lin", tmp), TypeError, "config", id="save plain module"),
     P(lambda c, tmp: save_component(c["vae"], "../vae", tmp), ValueError, "name", id="save name ../vae"),
 ]
