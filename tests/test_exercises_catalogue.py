@@ -580,8 +580,8 @@ def generate(
     else:
         cond, uncond = encode_cached(pipe, prompts, cache)
     B = len(prompts)
-    generator = torch.Generator(device=pipe.device).manual_seed(seed)
-    z = torch.randn((B, 4, 8, 8), generator=generator, device=pipe.device)
+    generator = [torch.Generator().manual_seed(seed + i) for i in range(B)]  # one per image, as the pipeline
+    z = torch.cat([torch.randn((1, 4, 8, 8), generator=g) for g in generator]).to(pipe.device)
     scheduler = pipe.make_sampler(sampler)
     if set_steps:
         scheduler.set_timesteps(steps)
