@@ -36,10 +36,17 @@ from sdedu.grading.trial import Trial
 __all__ = ["JUDGED_INSIDE", "Verdict", "judge"]
 
 # The checks that watch the learner's code from inside: they hand it spies (a model and an optimizer
-# that record what they see, call counters on a pipeline's modules, a function to time) or copy its
-# source into other processes. Calls through a pipe cannot carry those.
+# that record what they see, call counters on a pipeline's modules, a function to time, a stand-in
+# model defined by the checker) or copy its source into other processes. A pipe cannot carry those.
 JUDGED_INSIDE = frozenset(
-    {"training_step", "embedding_cache", "fast_sampling", "benchmark_timing", "distributed_training"}
+    {
+        "training_step",
+        "embedding_cache",
+        "fast_sampling",
+        "benchmark_timing",
+        "distributed_training",
+        "interview_minimal_code",
+    }
 )
 
 

@@ -2,7 +2,8 @@
 
 Reading every master at the start (`read_masters`) means a submission that rewrites a file in
 `--solutions` changes nothing for the submissions after it; the grader also compares the files
-with these bytes when it is done (`changed`), and flags the batch if they differ.
+with these bytes after each submission (`changed`) and, without a sandbox, flags the submission
+that ran when they changed. It never writes to them.
 """
 
 from __future__ import annotations

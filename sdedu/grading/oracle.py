@@ -22,6 +22,7 @@ reports such items as judged inside the submission's process (docs/GRADING.md).
 """
 
 import io
+import linecache
 import os
 import struct
 import sys
@@ -139,8 +140,11 @@ def main(read_fd: int, write_fd: int) -> None:
     namespace = {"__name__": "__main__"}
     errors = []
     for label, source in job["cells"]:
+        source, filename = _without_magics(source), f"<{label}>"
+        # As IPython does: keep each cell's source, so tracebacks and inspect.getsource can show it.
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         try:
-            exec(compile(_without_magics(source), f"<{label}>", "exec"), namespace)
+            exec(compile(source, filename, "exec"), namespace)
         except BaseException as err:  # noqa: BLE001 - a learner's cell may raise anything, even SystemExit
             errors.append((label, f"{type(err).__name__}: {str(err)[:300]}"))
     answers, functions = {}, {}
