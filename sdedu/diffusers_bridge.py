@@ -43,6 +43,8 @@ diffusers is imported only inside these functions: the rest of sdedu never needs
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -124,6 +126,9 @@ class DiffusersSampler:
         if not hasattr(scheduler, "step") or not hasattr(scheduler, "set_timesteps"):
             raise TypeError(f"scheduler must be a diffusers scheduler (set_timesteps, step); got {describe(scheduler)}")
         self.scheduler = scheduler
+        # Not every step takes a generator (Heun's does not): diffusers' pipelines ask the same way
+        # (StableDiffusionPipeline.prepare_extra_step_kwargs).
+        self.takes_generator = "generator" in inspect.signature(scheduler.step).parameters
 
     @property
     def timesteps(self) -> torch.Tensor:
@@ -133,7 +138,8 @@ class DiffusersSampler:
         return self.scheduler.scale_model_input(z, t)
 
     def step(self, eps_pred: torch.Tensor, t, z: torch.Tensor, generator=None) -> SamplerStep:
-        out = self.scheduler.step(eps_pred, t, z, generator=generator)
+        extra = {"generator": generator} if self.takes_generator else {}
+        out = self.scheduler.step(eps_pred, t, z, **extra)
         return SamplerStep(x_prev=out.prev_sample, x0_pred=getattr(out, "pred_original_sample", None))
 
 

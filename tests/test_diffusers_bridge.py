@@ -66,6 +66,21 @@ def test_other_schedulers_run_and_are_seeded(pipe, name):
     assert a.shape == (2, 3, 32, 32) and torch.isfinite(a).all() and torch.equal(a, b)
 
 
+def test_a_scheduler_with_two_model_calls_per_step_runs_in_the_one_loop(pipe):
+    """Heun repeats timesteps (2 evaluations per step) and scales its input: the loop iterates as given."""
+    import diffusers
+
+    scheduler = diffusers.HeunDiscreteScheduler(**bridge.scheduler_config(pipe.schedule))
+    calls, unet = [], pipe.unet
+    pipe.unet = lambda z, t, cond: calls.append(int(t[0])) or unet(z, t, cond)
+    try:
+        images = bridge.sample_with_scheduler(pipe, PROMPTS, scheduler, 4, seed=0)
+    finally:
+        pipe.unet = unet
+    assert len(calls) == len(scheduler.timesteps) == 2 * 4 - 1 and len(set(calls)) == 4
+    assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
+
+
 def test_bad_scheduler_arguments():
     with pytest.raises(ValueError, match="name must be one of"):
         bridge.make_scheduler("heun", NoiseSchedule.linear())
