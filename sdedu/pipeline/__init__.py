@@ -5,7 +5,7 @@ StableDiffusionPipeline does, and runs the one denoising loop (`loop.denoise`):
 
     cond, uncond = encode_prompt(prompts)               tokenizer + text encoder, (B, L, D) each
     sampler.set_timesteps(n)                            the sampler's own rule for n
-    z = noise (B, 4, 8, 8)                              z_T, image i from its own stream (seed, i)
+    z = noise (B, 4, 8, 8)                              z_T, image i from manual_seed(seed + i)
     for t in sampler.timesteps:
         eps_uncond, eps_cond = unet([z, z], t, [uncond, cond]).chunk(2)       one batched call
         eps = classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)
@@ -23,9 +23,10 @@ Two editing modes reuse the same loop:
   its surroundings because the UNet sees both.
 
 Seeds: image i of a call draws all its noise (z_T, the sampler's noise, the SDEdit noise) from a
-CPU torch.Generator of its own, derived from (seed, i) (`loop.image_generators`), moved to the
-device: an image depends on its prompt and seed, not on its batch nor on the device (up to float
-rounding), and the same call gives bit-identical images.
+CPU torch.Generator of its own, seeded seed + i (`loop.image_generators`), moved to the device: so
+image i of a batch with seed s is the image that seed s + i gives alone, an image does not depend
+on the batch it came in nor on the device (up to float rounding), and the same call gives
+bit-identical images.
 
 Speed: the pipeline keeps the UNet's weights channels-last (NHWC). oneDNN (CPU) and cuDNN (GPU)
 convolve that layout without reordering weights on every call, which makes the small 8x8 and

@@ -137,8 +137,8 @@ class TinyStableDiffusion:
             num_inference_steps: sampler steps N >= 1, as the sampler allows (DDPM: up to T, all
                 of them being Ho et al.'s Algorithm 2; DDIM: up to T - 1).
             guidance_scale: classifier-free guidance s >= 0 (0: ignore the prompt, 1: no guidance).
-            seed: image i draws all its noise from its own stream (seed, i): the same prompt and
-                seed give the same image whatever the batch and the device.
+            seed: image i draws all its noise from its own generator, seeded seed + i: image i
+                is the image of seed + i alone, whatever the batch and the device.
             sampler: a name in `sdedu.pipeline.SAMPLERS` ("ddim", "ddpm", ...).
             eta: DDIM's noise weight in [0, 1] (0: deterministic); other samplers take no eta.
             num_images_per_prompt: images per prompt; the batch is prompt-major.
