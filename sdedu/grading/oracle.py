@@ -124,7 +124,26 @@ def _without_magics(source: str) -> str:
     return "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line for line in source.split("\n"))
 
 
+def _runnable_interpreter() -> None:
+    """Point sys.executable at an interpreter this user may start (for checks that start processes).
+
+    As `nobody`, the path Python was started by can be out of reach (a venv linking into a private
+    home folder) although the interpreter runs; the same version on PATH, given this process's
+    sys.path, runs the same code.
+    """
+    import shutil
+
+    if os.access(sys.executable, os.X_OK):
+        return
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found = next((p for p in (shutil.which(version), f"/usr/bin/{version}") if p and os.access(p, os.X_OK)), None)
+    if found:
+        sys.executable = found
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+
+
 def main(read_fd: int, write_fd: int) -> None:
+    _runnable_interpreter()
     inbox, outbox = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
     job = _read(inbox)
     run_check = None

@@ -12,7 +12,7 @@ with these limits (setrlimit, inherited by everything it starts):
 Isolation, best first (`isolation()` says which one this machine gives):
 
 - "namespaces": `unshare` with new network, mount and PID namespaces (as root, or in a user
-  namespace): no network; fresh empty /tmp, /var/tmp and /dev/shm; the masters, the submissions
+  namespace): no network but its own loopback; fresh empty /tmp, /var/tmp and /dev/shm; the masters, the submissions
   and the output folder (`hide`) mounted over by empty folders; the code runs as the user
   `nobody` (65534), so it cannot write anywhere else; PID 1 of the namespace is the submission's
   process, so when it ends the kernel kills every process it started, detached or not.
@@ -86,6 +86,8 @@ def _set_limits(limits: Limits):
 
 def _sandbox_script(hide: list[Path], as_nobody: bool) -> str:
     lines = ["set -e"]
+    # Loopback only (gloo's ranks meet on 127.0.0.1); no other interface exists in the new namespace.
+    lines.append("ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null || true")
     lines += [f"mount -t tmpfs -o size=1m,mode=755 none '{path}'" for path in hide]
     lines += [
         "mount -t tmpfs -o size=512m,mode=1777 none /tmp",
