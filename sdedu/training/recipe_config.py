@@ -67,10 +67,14 @@ class Recipe:
                 f"recipe.unet.context_dim ({self.unet.context_dim}) must equal recipe.text.width ({self.text.width}): "
                 "the UNet cross-attends to the text encoder's token embeddings"
             )
-        for name in ("vae_batch_size", "scale_factor_images", "text_batch_size", "unet_batch_size", "latent_bank"):
-            check_int_range(f"recipe.{name}", getattr(self, name), 1, 10**9)
-        for name in ("p_full", "p_drop", "p_uncond"):
-            check_number_range(f"recipe.{name}", getattr(self, name), 0.0, 1.0)
+        check_int_range("recipe.vae_batch_size", self.vae_batch_size, 1, 10**9)
+        check_int_range("recipe.scale_factor_images", self.scale_factor_images, 1, 10**9)
+        check_int_range("recipe.text_batch_size", self.text_batch_size, 1, 10**9)
+        check_int_range("recipe.unet_batch_size", self.unet_batch_size, 1, 10**9)
+        check_int_range("recipe.latent_bank", self.latent_bank, 1, 10**9)
+        check_number_range("recipe.p_full", self.p_full, 0.0, 1.0)
+        check_number_range("recipe.p_drop", self.p_drop, 0.0, 1.0)
+        check_number_range("recipe.p_uncond", self.p_uncond, 0.0, 1.0)
 
     def with_steps(self, steps: int | None = None, seed: int | None = None, bf16: bool = False) -> Recipe:
         """A copy with every part's step count set to `steps` (for smoke runs), seed and bf16 set."""
