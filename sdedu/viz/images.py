@@ -25,6 +25,10 @@ def to_numpy_images(images: torch.Tensor, value_range: tuple[float, float] = (0.
     C must be 1 (grey) or 3 (RGB). Values outside `value_range` are clipped.
     """
     check_tensor("images", images, ndim=4)
+    if images.shape[0] == 0:
+        raise ValueError(
+            f"images must hold at least one image, shape (B >= 1, 1|3, H, W); got shape {tuple(images.shape)}"
+        )
     if images.shape[1] not in (1, 3):
         raise ValueError(f"images must have 1 or 3 channels, shape (B, 1|3, H, W); got shape {tuple(images.shape)}")
     low, high = value_range
