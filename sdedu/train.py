@@ -99,4 +99,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # a torchrun rank: end without C++ teardown (see exit_rank)
+        from sdedu.training.distributed import exit_rank
+
+        exit_rank(status)
+    sys.exit(status)
