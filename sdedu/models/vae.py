@@ -37,10 +37,9 @@ from torch import nn
 
 from sdedu._checks import check_tensor, describe
 from sdedu.diffusion import randn_like
-from sdedu.metrics import psnr  # the one PSNR; importable from here for the VAE's users
 from sdedu.nn.blocks import Downsample, ResBlock, Upsample
 
-__all__ = ["VAE", "Decoder", "Encoder", "VAEConfig", "kl_divergence", "psnr"]
+__all__ = ["VAE", "Decoder", "Encoder", "VAEConfig", "kl_divergence"]
 
 
 @dataclass

@@ -12,8 +12,9 @@ import torch
 
 from sdedu import metrics
 from sdedu.data import shapes
+from sdedu.metrics import psnr
 from sdedu.models.text_encoder import ContrastiveModel, Tokenizer
-from sdedu.models.vae import VAE, psnr
+from sdedu.models.vae import VAE
 from sdedu.training.recipe_config import EVAL_SEED
 
 
