@@ -3,20 +3,23 @@
 Diffusion in pixel space spends most of its compute on detail the eye barely sees. Stable
 Diffusion first trains an autoencoder that compresses an image 8x per side (512x512x3 ->
 64x64x4), then runs diffusion on the latents. Here: 32x32x3 -> 8x8x4 (4x per side, 12x fewer
-numbers), which makes one UNet training step ~20x cheaper than in pixel space.
+numbers); notebook 08 (section 7) measures how much cheaper that makes one UNet training step.
 
 Encoder  x (B, 3, 32, 32) in [0, 1] -> mean, logvar (B, 4, 8, 8): a diagonal Gaussian q(z | x)
 Decoder  z (B, 4, 8, 8) -> x_hat (B, 3, 32, 32), approximately in [0, 1]
 
-Training loss per image (Kingma & Welling 2014, with a small KL weight as in LDM, section 3):
+Training loss per image of this VAE (Kingma & Welling 2014, with a small KL weight as in LDM, section 3.1):
     L = mean_pixels (x - x_hat)^2 + kl_weight * KL(q(z|x) || N(0, I)) / num_pixels
     KL = 0.5 * sum(mean^2 + exp(logvar) - 1 - logvar)
     z = mean + exp(logvar / 2) * eps,  eps ~ N(0, I)          (reparameterisation)
 The KL term is tiny: it only keeps the latent space from drifting to huge or degenerate values;
-reconstruction quality is what matters. LDM used an L1 (plus perceptual) loss; on the shapes
-world plain L1 is a poor choice: most pixels are black, and L1's optimum for an uncertain pixel
-is its median, black, so small shapes fade (measured: 22 dB and half the shapes misjudged, vs
-29 dB with MSE at the same cost). `reconstruction="mse"` is the default for that reason.
+reconstruction quality is what matters. This is not Stable Diffusion's full autoencoder loss:
+LDM (Rombach et al. 2022, section 3.1 and Appendix G) reconstructs with L1 plus a perceptual
+(LPIPS) loss and adds a patch-based GAN discriminator's adversarial loss, which keep natural
+images sharp; the shapes world has no texture to lose, so neither is used here. Plain L1 alone
+is a poor choice on the shapes world: most pixels are black, and L1's optimum for an uncertain
+pixel is its median, black, so small shapes fade. `reconstruction="mse"` is the default for
+that reason (`reconstruction="l1"` is kept to compare).
 
 Latent scale factor: the diffusion model expects data of roughly unit variance, so Stable
 Diffusion multiplied latents by a constant 1 / std(z) measured once over training data (0.18215
