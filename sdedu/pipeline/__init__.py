@@ -33,8 +33,11 @@ convolve that layout without reordering weights on every call, which makes the s
 4x4 convolutions of this UNet markedly faster (the benchmark's speed section measures it).
 The numbers are the same up to float rounding; the state dict saves as usual.
 
+DDIM inversion (`pipe.invert`, module `inversion`) runs the same loop with `DDIMInverseSampler`,
+from an image's latent up to its noise z_T; `pipe(prompt, latents=z_T)` starts from given noise.
+
 Modules: `loop` (the loop, per-image generators, hooks), `registry` (samplers by name),
-`checks` (argument checks), `stable_diffusion` (the pipeline class).
+`checks` (argument checks), `inversion` (DDIM inversion), `stable_diffusion` (the pipeline class).
 """
 
 from sdedu.pipeline.loop import Trajectory, TrajectoryRecorder, chain, denoise, image_generators, last_timesteps

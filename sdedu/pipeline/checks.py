@@ -40,6 +40,14 @@ def check_batch(name: str, value, shape: tuple, unit: str) -> torch.Tensor:
     return value.float()
 
 
+def check_latents(latents, shape: tuple, batch: int, device) -> torch.Tensor:
+    """Given starting latents z_T: a finite float tensor (batch, *shape) (one (*shape) is a batch of 1)."""
+    latents = check_batch("latents", latents, shape, "latent")
+    if latents.shape[0] != batch:
+        raise ValueError(f"latents must hold one latent per image ({batch}); got {describe(latents)}")
+    return latents.to(device)
+
+
 def check_images(name: str, images, channels: int, size: int) -> torch.Tensor:
     """Images (B, channels, size, size) or (channels, size, size) in [0, 1] -> float32 (B, ...)."""
     images = check_batch(name, images, (channels, size, size), "image")

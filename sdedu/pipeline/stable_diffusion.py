@@ -14,12 +14,14 @@ from sdedu.diffusion import q_sample, randn, randn_like
 from sdedu.pipeline.checks import (
     check_batch,
     check_images,
+    check_latents,
     check_mask,
     check_prompts,
     check_settings,
     match_batch,
     repeat_prompts,
 )
+from sdedu.pipeline.inversion import invert
 from sdedu.pipeline.loop import TrajectoryRecorder, chain, denoise, image_generators, last_timesteps
 from sdedu.pipeline.registry import make_sampler as _make_sampler
 from sdedu.schedules import NoiseSchedule
@@ -127,6 +129,7 @@ class TinyStableDiffusion:
         sampler: str = "ddim",
         eta: float = 0.0,
         num_images_per_prompt: int = 1,
+        latents: torch.Tensor | None = None,
         return_trajectory: bool = False,
         progress: bool = False,
     ):
@@ -142,6 +145,7 @@ class TinyStableDiffusion:
             sampler: a name in `sdedu.pipeline.SAMPLERS` ("ddim", "ddpm", ...).
             eta: DDIM's noise weight in [0, 1] (0: deterministic); other samplers take no eta.
             num_images_per_prompt: images per prompt; the batch is prompt-major.
+            latents: (B, 4, 8, 8) the z_T to start from (e.g. from `invert`) instead of seeded noise.
             return_trajectory: also return latents and x0 predictions per step.
             progress: show a progress bar.
         Returns:
@@ -151,13 +155,20 @@ class TinyStableDiffusion:
         steps, guidance_scale, seed = check_settings(num_inference_steps, guidance_scale, seed, self.schedule.T)
         # 1. The sampler chooses the timesteps (and says which step counts it allows).
         scheduler = self._sampler(sampler, eta, steps)
-        # 2. Start from pure Gaussian noise z_T in latent space, one stream per image.
+        # 2. Start from pure Gaussian noise z_T in latent space, one stream per image (or from `latents`).
         generators = image_generators(seed, len(prompts))
-        z = randn((len(prompts), *self.latent_shape), generators, self.device)
+        if latents is None:
+            z = randn((len(prompts), *self.latent_shape), generators, self.device)
+        else:
+            z = check_latents(latents, self.latent_shape, len(prompts), self.device)
         # 3. Prompt -> embeddings; 4. denoise; 5. decode.
         return self._run(
             z, scheduler, scheduler.timesteps, prompts, guidance_scale, generators, return_trajectory, progress
         )
+
+    def invert(self, images, prompt, num_inference_steps: int = 50, guidance_scale: float = 1.0, progress=False):
+        """DDIM inversion: z_T (B, 4, 8, 8) that `self(prompt, latents=z_T)` remakes images from (`inversion.invert`)."""
+        return invert(self, images, prompt, num_inference_steps, guidance_scale, progress)
 
     # ---- image to image (SDEdit) ------------------------------------------------------------
 
