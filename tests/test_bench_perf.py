@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from sdedu import bench
-from sdedu.bench import common, measure, roofline, vs_diffusers
+from sdedu.bench import common, measure, roofline, samplers, vs_diffusers
 from sdedu.models.unet import UNetConfig
+from sdedu.pipeline import SAMPLERS, TinyStableDiffusion, make_sampler
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +71,41 @@ def test_ddim_vs_ddpm_uses_all_T_steps(ctx):
     assert any(m.startswith("DDPM-100:") for m in metrics)
     ratio = by_metric(rows)["DDPM-100 time / DDIM-25 time"].value
     assert ratio > 1  # 100 UNet calls against 25
+
+
+def test_samplers_section_times_every_sampler_at_equal_nfe(ctx):
+    """Random weights: one timing row per registered sampler, each within the same NFE budget (no adherence)."""
+    rows = bench.samplers_section(ctx)
+    check_rows(rows, "samplers")
+    assert [row.metric.split(" ")[0] for row in rows] == list(SAMPLERS)
+    for row in rows:
+        assert row.unit == "s" and row.value > 0
+        assert set(row.extra) == {"steps", "nfe", "images"}
+        assert 0 < row.extra["nfe"] <= 10 and row.extra["steps"] <= row.extra["nfe"]
+
+
+@pytest.mark.parametrize("name", SAMPLERS)
+def test_steps_for_nfe_is_the_most_steps_within_the_budget(ctx, name):
+    steps, nfe = samplers.steps_for_nfe(ctx.pipe, name, 10)
+    sampler = make_sampler(name, ctx.pipe.schedule)
+    sampler.set_timesteps(steps)
+    assert len(sampler.timesteps) == nfe <= 10
+    sampler.set_timesteps(steps + 1)
+    assert len(sampler.timesteps) > 10
+
+
+def test_samplers_section_on_the_shipped_model_reports_adherence_and_the_target():
+    pipe = TinyStableDiffusion.from_pretrained()
+    rows = bench.samplers_section(bench.Context(pipe=pipe, quick=True, device=torch.device("cpu")))
+    assert all(row.section == "samplers" for row in rows)
+    adherence = [row for row in rows if row.metric.endswith("adherence (all four)")]
+    assert [row.metric.split(" ")[0] for row in adherence] == list(SAMPLERS)
+    assert all(0 <= row.value <= 1 and row.extra["n"] == 8 for row in adherence)
+    if {"ddim", "dpmpp_2m"} <= set(SAMPLERS):
+        fewest = [row for row in rows if "fewest NFE" in row.metric]
+        assert [row.metric.split(":")[0] for row in fewest[:2]] == ["ddim", "dpmpp_2m"]
+        assert all(row.extra["adherence_by_nfe"] for row in fewest[:2])
+        assert fewest[2].target == "<= 1" and isinstance(fewest[2].passed, bool)
 
 
 def test_generating_in_batches_equals_one_call(ctx):

@@ -19,6 +19,10 @@ during the run. Timings live here, never in tests.
       sampler_overhead   sdedu's DDIM loop vs the same loop with diffusers' DDIMScheduler
     sampling
       ddim_vs_ddpm       DDIM 10/25/50 steps vs DDPM 1000: time and adherence
+    samplers
+      samplers           every registered sampler at equal network evaluations (NFE): time and
+                         adherence, interleaved; the fewest NFE to 98% all-four adherence for
+                         DDIM and DPM-Solver++(2M) (target: DPM++ needs no more than DDIM)
       latent_vs_pixel    the same UNet on 8x8x4 latents vs 32x32x3 pixels: a training step, sampling
       scaling            sampling time against batch size and number of steps
     precision
@@ -43,6 +47,7 @@ from sdedu.bench.quality import adherence_section, diversity_section, held_out_s
 from sdedu.bench.report import STEPS, Context, Row, format_row, section_name
 from sdedu.bench.roofline import roofline_section
 from sdedu.bench.runner import PERFORMANCE_SECTIONS, QUALITY_SECTIONS, SECTIONS, main, run
+from sdedu.bench.samplers import samplers_section
 from sdedu.bench.sampling import ddim_vs_ddpm_section, latent_vs_pixel_section, scaling_section
 from sdedu.bench.vs_diffusers import sampler_overhead_section, unet_vs_diffusers_section
 
@@ -65,6 +70,7 @@ __all__ = [
     "unet_vs_diffusers_section",
     "sampler_overhead_section",
     "ddim_vs_ddpm_section",
+    "samplers_section",
     "latent_vs_pixel_section",
     "precision_section",
     "roofline_section",

@@ -15,6 +15,7 @@ from sdedu.bench.precision import precision_section
 from sdedu.bench.quality import adherence_section, diversity_section, held_out_section, speed_section, vae_section
 from sdedu.bench.report import STEPS, Context, format_row, section_name
 from sdedu.bench.roofline import roofline_section
+from sdedu.bench.samplers import samplers_section
 from sdedu.bench.sampling import ddim_vs_ddpm_section, latent_vs_pixel_section, scaling_section
 from sdedu.bench.vs_diffusers import sampler_overhead_section, unet_vs_diffusers_section
 from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE
@@ -26,6 +27,7 @@ PERFORMANCE_SECTIONS = [
     unet_vs_diffusers_section,
     sampler_overhead_section,
     ddim_vs_ddpm_section,
+    samplers_section,
     latent_vs_pixel_section,
     precision_section,
     roofline_section,
