@@ -9,12 +9,23 @@ here with one line; names that take DDIM's eta are listed in TAKES_ETA.
 from __future__ import annotations
 
 from sdedu._checks import check_number_range, describe
-from sdedu.samplers import DDIMSampler, DDPMSampler
+from sdedu.samplers import (
+    DDIMSampler,
+    DDPMSampler,
+    DPMSolverMultistepSampler,
+    EulerAncestralSampler,
+    EulerSampler,
+    HeunSampler,
+)
 from sdedu.schedules import NoiseSchedule
 
 SAMPLER_FACTORIES = {
     "ddim": DDIMSampler,
     "ddpm": DDPMSampler,
+    "euler": EulerSampler,
+    "euler_a": EulerAncestralSampler,
+    "heun": HeunSampler,
+    "dpmpp_2m": DPMSolverMultistepSampler,
 }
 #: The samplers whose factory takes `eta` (DDIM's noise weight, in [0, 1]); the others refuse eta != 0.
 TAKES_ETA = ("ddim",)
