@@ -26,12 +26,13 @@ class AutocastModule(ModuleWrapper):
 
 
 def autocast(pipe, dtype: torch.dtype | None = None):
-    """The pipeline with its UNet under mixed precision (Micikevicius et al. 2018).
+    """The pipeline with its UNet under mixed precision (torch.autocast's op lists; float32 islands
+    as in float16 mixed-precision training, Micikevicius et al. 2018, which also needs loss scaling).
 
     Buys: on hardware with fast bf16/fp16 arithmetic (GPU tensor cores; CPUs with AMX or
     AVX512-BF16), about 2x the matrix throughput and half the activation memory.
-    Costs: rounding. bfloat16 keeps float32's range with an 8-bit mantissa (~3 significant
-    digits); float16 has more mantissa but overflows above 65504. On a CPU without bf16
+    Costs: rounding. bfloat16 keeps float32's range with 8 significant bits (7 stored, ~2.4
+    decimal digits); float16 has more mantissa but overflows above 65504. On a CPU without bf16
     instructions the casts are emulated and the UNet gets slower: the benchmark shows which.
 
     Args:
