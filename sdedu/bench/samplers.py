@@ -69,7 +69,7 @@ def samplers_section(ctx) -> list:
             rows.append(bench_row("samplers", f"{label}: adherence (all four)", detail["all"], **extra, n=n_judged))
     if not trained or FAST not in SAMPLERS or BASELINE not in SAMPLERS:
         return rows  # adherence means nothing on random weights; the target needs both samplers
-    budgets = ctx.n((4, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50), (5, 10))
+    budgets = ctx.n((1, 2, 3, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50), (2, 4))
     fewest = {}
     for name in (BASELINE, FAST):
         fewest[name], scores = fewest_nfe(pipe, name, budgets, n_judged, ctx.seed)
