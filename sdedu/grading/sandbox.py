@@ -22,11 +22,14 @@ Isolation, best first (`isolation()` says which one this machine gives):
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import resource
 import shutil
+import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +75,16 @@ def _unshare_flags() -> list[str]:
     return [*as_root, "--net", "--mount", "--pid", "--fork", "--kill-child"]
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
 def _set_limits(limits: Limits):
     def apply():
+        # If the grader itself dies (killed, a CI timeout), the kernel kills the sandbox too: with
+        # start_new_session it would otherwise be orphaned and run on (unshare's --kill-child then
+        # takes the submission's processes with it).
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         memory = limits.memory_mb * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
@@ -96,7 +107,10 @@ def _sandbox_script(hide: list[Path], as_nobody: bool) -> str:
     ]
     lines += ["mkdir -m 777 /tmp/work", "cd /tmp/work"]
     drop = f"setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups --no-new-privs -- " if as_nobody else ""
-    lines.append(f'exec {drop}"$@"')
+    # No `exec`: this shell stays the PID namespace's init, still root. If the grader dies, unshare
+    # dies (PDEATHSIG), --kill-child kills this shell, and the kernel then kills every process of the
+    # namespace. (The learner's process, once its uid changed, no longer carries a death signal.)
+    lines.append(f'{drop}"$@"')
     return "\n".join(lines)
 
 
