@@ -97,7 +97,11 @@ def _add_generate(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="classifier-free guidance scale (default: the pipeline's default, 2.0)",
     )
-    p.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="sampler (default ddim)")
+    p.add_argument(
+        "--sampler",
+        default="ddim",
+        help="a name in sdedu.pipeline.SAMPLERS, e.g. ddim, ddpm, dpmpp_2m (default ddim; a wrong name lists them all)",
+    )
     p.add_argument(
         "--eta", type=_unit_float, default=0.0, help="DDIM noise weight in [0, 1] (default 0: deterministic)"
     )
@@ -152,6 +156,14 @@ def _run_generate(args, parser) -> int:
     from tqdm.auto import tqdm
 
     from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE, TinyStableDiffusion
+    from sdedu.pipeline.registry import SAMPLERS, TAKES_ETA
+
+    if args.sampler not in SAMPLERS:
+        parser.error(f"argument --sampler: must be one of {', '.join(SAMPLERS)}; got {args.sampler!r}")
+    if args.eta and args.sampler not in TAKES_ETA:
+        parser.error(
+            f"argument --eta: only {', '.join(TAKES_ETA)} takes eta; got --eta {args.eta:g} with {args.sampler}"
+        )
 
     try:
         pipe = TinyStableDiffusion.from_pretrained(args.weights, device=args.device)
