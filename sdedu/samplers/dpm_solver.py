@@ -30,14 +30,13 @@ import math
 
 import torch
 
-from sdedu._checks import describe
-from sdedu.samplers.prediction import check_model_output, check_prediction_type, predict_x0
-from sdedu.samplers.sigmas import CLEAN, next_timestep, sigma_at, sigmas, trailing_timesteps
+from sdedu.samplers.prediction import check_model_output, predict_x0
+from sdedu.samplers.sigma_sampler import SigmaSampler
+from sdedu.samplers.sigmas import CLEAN, next_timestep, sigma_at
 from sdedu.samplers.step import SamplerStep, check_step_inputs
-from sdedu.schedules import NoiseSchedule
 
 
-class DPMSolverMultistepSampler:
+class DPMSolverMultistepSampler(SigmaSampler):
     """DPM-Solver++(2M) (Lu et al. 2022, DPM-Solver++, Algorithm 2), one model call per step.
 
     Equals diffusers' `DPMSolverMultistepScheduler` configured with the same betas and
@@ -59,19 +58,11 @@ class DPMSolverMultistepSampler:
     """
 
     order = 1  # model evaluations per step
-
-    def __init__(self, schedule: NoiseSchedule, prediction_type: str = "eps"):
-        if not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
-        self.schedule = schedule
-        self.prediction_type = check_prediction_type(prediction_type)
-        self.sigmas = sigmas(schedule)  # (T,) sqrt((1 - alpha_bar) / alpha_bar) = exp(-lambda)
-        self.set_timesteps(min(25, schedule.T))
+    default_steps = 25
 
     def set_timesteps(self, n: int) -> None:
         """Use n timesteps with "trailing" spacing: T-1 first, then every T/n (rounded)."""
-        self.timesteps = trailing_timesteps(self.schedule.T, n)  # (n,) descending
-        self.num_inference_steps = n
+        super().set_timesteps(n)
         self._last = None  # (t, x0_pred) of the previous step
 
     def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> SamplerStep:

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import torch
 
-from sdedu._checks import describe
-from sdedu.samplers.prediction import check_model_output, check_prediction_type, predict_x0
-from sdedu.samplers.sigmas import from_sigma_space, next_timestep, sigma_at, sigmas, to_sigma_space, trailing_timesteps
+from sdedu.samplers.prediction import check_model_output, predict_x0
+from sdedu.samplers.sigma_sampler import SigmaSampler
+from sdedu.samplers.sigmas import from_sigma_space, next_timestep, sigma_at, to_sigma_space
 from sdedu.samplers.step import SamplerStep, check_step_inputs
-from sdedu.schedules import NoiseSchedule
 
 
-class EulerSampler:
+class EulerSampler(SigmaSampler):
     """Deterministic Euler sampler (Karras et al. 2022, Algorithm 1, lines 4-5).
 
     Equals diffusers' `EulerDiscreteScheduler` configured with the same betas and
@@ -38,21 +37,6 @@ class EulerSampler:
 
     After construction the sampler uses min(50, T) steps; call `set_timesteps(n)`.
     """
-
-    order = 1  # model evaluations per step
-
-    def __init__(self, schedule: NoiseSchedule, prediction_type: str = "eps"):
-        if not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
-        self.schedule = schedule
-        self.prediction_type = check_prediction_type(prediction_type)
-        self.sigmas = sigmas(schedule)  # (T,)
-        self.set_timesteps(min(50, schedule.T))
-
-    def set_timesteps(self, n: int) -> None:
-        """Use n timesteps with "trailing" spacing: T-1 first, then every T/n (rounded)."""
-        self.timesteps = trailing_timesteps(self.schedule.T, n)  # (n,) descending
-        self.num_inference_steps = n
 
     def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> SamplerStep:
         """One Euler step x_t -> x at the next timestep (x_0 after the last).

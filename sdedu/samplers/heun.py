@@ -21,22 +21,20 @@ from __future__ import annotations
 
 import torch
 
-from sdedu._checks import describe
-from sdedu.samplers.prediction import check_model_output, check_prediction_type, predict_x0
+from sdedu.samplers.prediction import check_model_output, predict_x0
+from sdedu.samplers.sigma_sampler import SigmaSampler
 from sdedu.samplers.sigmas import (
     CLEAN,
     from_sigma_space,
     next_timestep,
     sigma_at,
-    sigmas,
     to_sigma_space,
     trailing_timesteps,
 )
 from sdedu.samplers.step import SamplerStep, check_step_inputs
-from sdedu.schedules import NoiseSchedule
 
 
-class HeunSampler:
+class HeunSampler(SigmaSampler):
     """Deterministic Heun sampler (Karras et al. 2022, Algorithm 1), two model calls per step.
 
     Equals diffusers' `HeunDiscreteScheduler` configured with the same betas and
@@ -56,14 +54,7 @@ class HeunSampler:
     """
 
     order = 2  # model evaluations per step (the last step makes one)
-
-    def __init__(self, schedule: NoiseSchedule, prediction_type: str = "eps"):
-        if not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
-        self.schedule = schedule
-        self.prediction_type = check_prediction_type(prediction_type)
-        self.sigmas = sigmas(schedule)  # (T,)
-        self.set_timesteps(min(25, schedule.T))
+    default_steps = 25
 
     def set_timesteps(self, n: int) -> None:
         """Use n steps ("trailing" spacing), each timestep after the first listed twice: 2n - 1 entries."""
