@@ -104,6 +104,24 @@ SAMPLING_ERRORS = {
 }
 
 
+def _expect_pipeline_images(item: str, case: str, got, call: tuple, default_hint: str) -> None:
+    """The learner's images must equal the pipeline's for the same (pipe, prompts, steps, scale, seed)."""
+    pipe, prompts, steps, scale, seed = call
+    expected = pipe(prompts, num_inference_steps=steps, guidance_scale=scale, seed=seed)
+    expect_tensor(
+        item,
+        case,
+        got,
+        expected,
+        name="the images",
+        atol=1e-4,
+        rtol=1e-3,
+        mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
+        shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
+        default_hint=default_hint,
+    )
+
+
 @register(
     "guided_sampling",
     "generate(pipe, prompts, steps, guidance_scale, seed): the guided loop equals the pipeline",
@@ -129,17 +147,11 @@ def check_guided_sampling(generate, trial: Trial) -> str:
                 frozen=(),
                 error_hints=SAMPLING_ERRORS,
             )
-            expected = pipe(prompts, num_inference_steps=steps, guidance_scale=scale, seed=seed)
-            expect_tensor(
+            _expect_pipeline_images(
                 item,
                 case,
                 got,
-                expected,
-                name="the images",
-                atol=1e-4,
-                rtol=1e-3,
-                mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
-                shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
+                (pipe, prompts, steps, scale, seed),
                 default_hint="start from z_T drawn image by image: image i from torch.randn((1, 4, 8, 8), "
                 "generator=torch.Generator().manual_seed(seed + i)), moved to pipe.device.",
             )
@@ -250,17 +262,11 @@ def check_fast_sampling(generate_fast, trial: Trial) -> str:
                 )
             finally:
                 unet.restore()
-            expected = pipe(prompts, num_inference_steps=steps, guidance_scale=scale, seed=seed)
-            expect_tensor(
+            _expect_pipeline_images(
                 item,
                 case,
                 got,
-                expected,
-                name="the images",
-                atol=1e-4,
-                rtol=1e-3,
-                mistakes=_sampling_mistakes(pipe, prompts, steps, scale, seed),
-                shape_hint="return images: decode the final latents with pipe.decode_latents(z).",
+                (pipe, prompts, steps, scale, seed),
                 default_hint="the result must equal pipe(prompts, num_inference_steps, guidance_scale, seed=seed).",
             )
             if unet.calls != steps:
