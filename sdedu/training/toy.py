@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from sdedu._checks import check_finite, check_int_range, check_number_range, check_tensor
 from sdedu.diffusion import noise_prediction_loss
 from sdedu.models.mlp import MLPDenoiser, MLPDenoiserConfig
+from sdedu.pipeline.loop import denoise
 from sdedu.schedules import NoiseSchedule
 
 __all__ = ["train_toy_denoiser", "sample_toy"]
@@ -106,7 +107,8 @@ def sample_toy(
 ):
     """Draw `n` points by running the reverse process with `sampler` (DDPM or DDIM).
 
-    x_T ~ N(0, I); then for each t in sampler.timesteps: x_prev = sampler.step(model(x_t, t), t, x_t).
+    x_T ~ N(0, I); then the one denoising loop (`sdedu.pipeline.denoise`): for each t in
+    sampler.timesteps, x_prev = sampler.step(model(x_t, t), t, x_t).
     Call `sampler.set_timesteps(...)` first to choose the number of steps.
 
     Args:
@@ -130,13 +132,16 @@ def sample_toy(
     x_t = torch.randn(n, data_dim, generator=generator, device=draw_device).to(device)  # (n, D)
     trajectory = [x_t.cpu()]
     timesteps = torch.as_tensor(sampler.timesteps).to(torch.int64).cpu()
-    for t in timesteps:
-        # 2. Predict the noise at this level, one t per point.
-        t_batch = torch.full((n,), int(t), dtype=torch.int64, device=device)  # (n,)
-        eps_pred = model(x_t, t_batch)
-        # 3. One step of the sampler's update rule towards x_0.
-        x_t = sampler.step(eps_pred, int(t), x_t, generator=generator).x_prev
-        trajectory.append(x_t.cpu())
+    # 2-3. The one denoising loop (sdedu.pipeline.denoise): eps_pred = model(x_t, t), then the
+    #      sampler's step towards x_0; the hook records every x_t.
+    x_t = denoise(
+        model,
+        sampler,
+        x_t,
+        timesteps=timesteps,
+        generator=generator,
+        on_step=lambda i, t, x, x0_pred: trajectory.append(x.cpu()),
+    )
     if return_trajectory:
         return x_t, torch.stack(trajectory), timesteps  # (S + 1, n, D)
     return x_t
