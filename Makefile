@@ -20,7 +20,7 @@ ALL_NOTEBOOKS   := $(wildcard notebooks/*.ipynb solutions/*.ipynb exercises/*.ip
 help:
 	@echo "make course     set up if needed, copy new exercises into workspace/, then open the course in JupyterLab"
 	@echo "make workspace  copy exercises that workspace/ lacks into it (never overwrites your work)"
-	@echo "make test       set up if needed, then run every test and every notebook (quick mode)"
+	@echo "make test       set up if needed, then lint and run every test and every notebook (quick mode)"
 	@echo "make lint       ruff (lint + format check) and import-linter (the layers of docs/DESIGN.md)"
 	@echo "make test-lib   only the library tests (fast)"
 	@echo "make exercises  regenerate exercises/ from solutions/"
@@ -65,7 +65,8 @@ lint: setup
 	$(VENV)/bin/ruff format --check sdedu tests
 	$(VENV)/bin/lint-imports
 
-test: setup browser
+# Style and architecture are checked by tools first (seconds), then every test and notebook.
+test: lint browser
 	SDEDU_QUICK=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --nbval-lax --nbval-cell-timeout=900 \
 		--durations=15 tests $(NBVAL_NOTEBOOKS)
