@@ -99,7 +99,9 @@ def test_samplers_section_on_the_shipped_model_reports_adherence_and_the_target(
     rows = bench.samplers_section(bench.Context(pipe=pipe, quick=True, device=torch.device("cpu")))
     assert all(row.section == "samplers" for row in rows)
     adherence = [row for row in rows if row.metric.endswith("adherence (all four)")]
-    assert [row.metric.split(" ")[0] for row in adherence] == list(SAMPLERS)
+    assert [row.metric.split(" ")[0] for row in adherence] == list(SAMPLERS) * 2  # at 10 NFE, then at 2
+    assert [row.extra["nfe"] <= 10 for row in adherence] == [True] * len(adherence)
+    assert [row.extra["nfe"] <= 2 for row in adherence[len(SAMPLERS) :]] == [True] * len(SAMPLERS)
     assert all(0 <= row.value <= 1 and row.extra["n"] == 8 for row in adherence)
     if {"ddim", "dpmpp_2m"} <= set(SAMPLERS):
         fewest = [row for row in rows if "fewest NFE" in row.metric]

@@ -3,8 +3,9 @@
 samplers   for each name in `sdedu.pipeline.SAMPLERS`: seconds for a batch and adherence (all four
            attributes, the judge) at the same budget of network evaluations (NFE: one UNet call per
            entry of `sampler.timesteps`, guided branches batched; Heun makes two per step), timed
-           interleaved in one run; then the fewest NFE at which DDIM and DPM-Solver++(2M) reach 98%
-           all-four adherence, and the target that DPM-Solver++(2M) needs no more than DDIM.
+           interleaved in one run; adherence again at a small budget (4 NFE), where samplers differ;
+           then the fewest NFE at which DDIM and DPM-Solver++(2M) reach 98% all-four adherence, and
+           the target that DPM-Solver++(2M) needs no more than DDIM.
 """
 
 from __future__ import annotations
@@ -61,12 +62,15 @@ def samplers_section(ctx) -> list:
     rows = []
     for name in SAMPLERS:
         n_steps, evaluations = steps[name]
-        detail = adherence_of(pipe, n_judged, seed=ctx.seed, sampler=name, steps=n_steps) if trained else {}
         label = f"{name} {n_steps} steps ({evaluations} NFE)"
         extra = {"steps": n_steps, "nfe": evaluations, "images": n_images}
         rows.append(bench_row("samplers", f"{label}: {n_images} images", seconds[name], unit="s", **extra))
-        if trained:
-            rows.append(bench_row("samplers", f"{label}: adherence (all four)", detail["all"], **extra, n=n_judged))
+    for budget in (nfe, ctx.n(4, 2)) if trained else ():
+        for name in SAMPLERS:
+            n_steps, evaluations = steps_for_nfe(pipe, name, budget)
+            detail = adherence_of(pipe, n_judged, seed=ctx.seed, sampler=name, steps=n_steps)
+            label = f"{name} {n_steps} steps ({evaluations} NFE): adherence (all four)"
+            rows.append(bench_row("samplers", label, detail["all"], steps=n_steps, nfe=evaluations, n=n_judged))
     if not trained or FAST not in SAMPLERS or BASELINE not in SAMPLERS:
         return rows  # adherence means nothing on random weights; the target needs both samplers
     budgets = ctx.n((1, 2, 3, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50), (2, 4))
