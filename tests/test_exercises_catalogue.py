@@ -735,3 +735,72 @@ def test_tiny_sd_wrong_answers_are_rejected_with_a_useful_hint(item, name, answe
     assert keyword.lower() in str(info.value).lower(), (
         f"{name}: the message does not mention {keyword!r}:\n{info.value}"
     )
+
+
+# ---- 12 samplers as ODE solvers: one Euler step, one DPM-Solver++(2M) step ------------------------
+
+
+def euler_step(x_t, t, t_next, eps_pred, alpha_bar, *, std=False, scale=True, back=True, wrap=False):
+    ab = alpha_bar[t]
+    ab_next = alpha_bar[t_next] if t_next >= 0 or wrap else torch.ones(())
+    sigma = (lambda a: (1 - a).sqrt()) if std else (lambda a: ((1 - a) / a).sqrt())
+    x = x_t / ab.sqrt() if scale else x_t
+    x = x + (sigma(ab_next) - sigma(ab)) * eps_pred
+    return x * ab_next.sqrt() if scale and back else x
+
+
+def dpmpp_2m_step(
+    x_t, t, t_next, x0_pred, alpha_bar, t_prev, x0_pred_prev, *, fallback=True, last=True, karras=False,
+    no_alpha=False, first_order=False,
+):  # fmt: skip
+    if t_next == -1 and last:
+        return x0_pred
+
+    def ab_at(s):
+        return alpha_bar[s] if s >= 0 else torch.ones(())
+
+    def lam(s):
+        return (ab_at(s).sqrt() / (1 - ab_at(s)).sqrt()).log()
+
+    ab, ab_next = ab_at(t), ab_at(t_next)
+    h = lam(t_next) - lam(t)
+    std = (lambda a: ((1 - a) / a).sqrt()) if karras else (lambda a: (1 - a).sqrt())
+    D = x0_pred
+    if (x0_pred_prev is not None or not fallback) and not first_order:
+        r = (lam(t) - lam(t_prev)) / h
+        D = (1 + 1 / (2 * r)) * x0_pred - 1 / (2 * r) * x0_pred_prev
+    return std(ab_next) / std(ab) * x_t - (1 if no_alpha else ab_next.sqrt()) * (torch.exp(-h) - 1) * D
+
+
+ODE_RIGHT = [("euler_step", euler_step), ("dpmpp_2m_step", dpmpp_2m_step)]
+ODE_WRONG = {
+    "euler_step": {
+        "sqrt(1 - alpha_bar) as sigma": (lambda *a: euler_step(*a, std=True), "sigma vs alpha_bar"),
+        "no input scaling": (lambda *a: euler_step(*a, scale=False), "missing input scaling"),
+        "not scaled back": (lambda *a: euler_step(*a, back=False), "sqrt(alpha_bar_next) at the end"),
+        "alpha_bar[-1] at the last step": (lambda *a: euler_step(*a, wrap=True), "t_next = -1 is not an index"),
+    },
+    "dpmpp_2m_step": {
+        "Karras sigma in the ratio": (lambda *a: dpmpp_2m_step(*a, karras=True), "sigma vs alpha_bar"),
+        "no alpha_next on D": (lambda *a: dpmpp_2m_step(*a, no_alpha=True), "missing input scaling"),
+        "no first-order fallback": (lambda *a: dpmpp_2m_step(*a, fallback=False), "first-order step"),
+        "always first order": (lambda *a: dpmpp_2m_step(*a, first_order=True), "previous x0_pred"),
+        "no last-step special case": (lambda *a: dpmpp_2m_step(*a, last=False), "land on the denoised estimate"),
+    },
+}
+ODE_CATALOGUE = [(item, name, fn, kw) for item, wrong in ODE_WRONG.items() for name, (fn, kw) in wrong.items()]
+
+
+@pytest.mark.parametrize("item, answer", ODE_RIGHT, ids=[item for item, _ in ODE_RIGHT])
+def test_ode_sampler_right_answers_pass(item, answer, capsys):
+    check(item, answer)
+    assert f"\u2714 {item}: passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("item, name, answer, keyword", ODE_CATALOGUE, ids=[f"{c[0]}: {c[1]}" for c in ODE_CATALOGUE])
+def test_ode_sampler_wrong_answers_are_rejected_with_a_useful_hint(item, name, answer, keyword):
+    with pytest.raises(ExerciseFailed) as info:
+        check(item, answer)
+    assert keyword.lower() in str(info.value).lower(), (
+        f"{name}: the message does not mention {keyword!r}:\n{info.value}"
+    )

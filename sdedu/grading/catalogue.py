@@ -13,6 +13,7 @@ from sdedu.grading import (  # noqa: F401 - imported for their @register side ef
     checks_distributed,
     checks_inference,
     checks_interview,
+    checks_ode_samplers,
     checks_precision,
     checks_training,
     checks_unet,
