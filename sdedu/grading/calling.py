@@ -180,6 +180,13 @@ def call_learner(
         _fail_raised(item_id, case, name, err, error_hints)
     except Exception as err:  # noqa: BLE001 - the learner's code may raise anything
         _fail_raised(item_id, case, name, err, error_hints)
+    except SystemExit as err:  # sys.exit() / exit() in the learner's code: a failure, not the end of the kernel
+        fail(
+            item_id,
+            case,
+            f"{name} called sys.exit({err.code!r}) (or exit()).",
+            "return the result instead: a function that the check calls must not end the program.",
+        )
     for n, v in args:
         if n in before and not _unchanged(before[n], v):
             if isinstance(v, torch.nn.Module):
