@@ -21,6 +21,7 @@ from sdedu.grading.errors import describe, fail
 from sdedu.grading.expect import expect_tensor
 from sdedu.grading.registry import register
 from sdedu.grading.trial import Trial
+from sdedu.pipeline.loop import denoise
 from sdedu.schedules import NoiseSchedule
 
 PROMPT = "a large red circle in the top left"
@@ -47,19 +48,22 @@ def tiny_pipeline(seed: int = 0):
 
 
 def reference_loop(pipe, prompts, num_inference_steps, guidance_scale, seed, *, combine=None, sampler="ddim"):
-    """The guided DDIM loop, written out; `combine` and `sampler` build the known wrong versions."""
+    """The guided loop with a known mistake plugged in (`combine`, `sampler`), on the one denoising loop.
+
+    The right answer is `pipe(...)` itself; this builds the wrong versions a learner may write. The
+    guidance rule under test runs inside one model call, so `denoise` runs it unguided (no uncond).
+    """
     cond, uncond = pipe.encode_prompt(prompts)
     generator = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]  # one per image
     z = torch.cat([torch.randn((1, 4, 8, 8), generator=g) for g in generator]).to(pipe.device)
     scheduler = pipe.make_sampler(sampler)
     scheduler.set_timesteps(num_inference_steps)
     combine = combine or (lambda c, u, s: u + s * (c - u))
-    with torch.no_grad():
-        for t in scheduler.timesteps:
-            t_batch = t.expand(len(prompts))  # (B,)
-            eps = combine(pipe.unet(z, t_batch, cond), pipe.unet(z, t_batch, uncond), guidance_scale)
-            z = scheduler.step(eps, t, z, generator=generator).x_prev
-    return pipe.decode_latents(z)
+
+    def guided(z, t_batch, cond):
+        return combine(pipe.unet(z, t_batch, cond), pipe.unet(z, t_batch, uncond), guidance_scale)
+
+    return pipe.decode_latents(denoise(guided, scheduler, z, cond=cond, generator=generator))
 
 
 def _sampling_mistakes(pipe, prompts, steps, scale, seed):

@@ -16,6 +16,7 @@ from sdedu.grading.errors import describe, fail
 from sdedu.grading.expect import expect_number, expect_tensor
 from sdedu.grading.registry import register
 from sdedu.grading.trial import Trial
+from sdedu.pipeline.loop import denoise
 
 NOTEBOOK = "11_interview_questions"
 
@@ -270,11 +271,15 @@ def _fake_model(x, t, cond):
 
 
 def guided_loop_reference(model, sampler, x_T, cond, uncond, guidance_scale):
-    x = x_T
-    for t in sampler.timesteps:
+    """Q10's loop, run by the one denoising loop (sdedu.pipeline.denoise); the two predictions are made
+    inside one model call, as Q10 writes them, so the known mistakes can be plugged in as `model`."""
+
+    def guided(x, t_batch, c):
+        t = t_batch[0]  # Q10's model takes the loop's one timestep, not one per sample
         eps_cond, eps_uncond = model(x, t, cond), model(x, t, uncond)
-        x = sampler.step(eps_uncond + guidance_scale * (eps_cond - eps_uncond), t, x).x_prev
-    return x
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    return denoise(guided, sampler, x_T, cond=cond)
 
 
 @register("interview_minimal_code", "Q10 a minimal sampling loop with classifier-free guidance (small code)", NOTEBOOK)
