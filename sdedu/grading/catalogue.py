@@ -13,9 +13,11 @@ from sdedu.grading import (  # noqa: F401 - imported for their @register side ef
     checks_distributed,
     checks_inference,
     checks_interview,
+    checks_interview_practice,
     checks_ode_samplers,
     checks_precision,
     checks_training,
+    checks_training_loop,
     checks_unet,
     checks_visualisation,
 )
