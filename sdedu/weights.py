@@ -16,11 +16,8 @@ bytes are exactly the ones the manifest describes (a truncated or swapped file f
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
-import re
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 
@@ -29,56 +26,37 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from sdedu._checks import check_device, describe
-from sdedu.schedules import NoiseSchedule, ScheduleConfig
+from sdedu.manifest import (
+    BARE_NAME,
+    MANIFEST,
+    SHIPPED,
+    WeightsError,
+    check_entry,
+    cross_check,
+    fail_field,
+    manifest_components,
+    read_manifest,
+    schedule_config,
+    sha256_file,
+    tokenizer_from_settings,
+    update_manifest,
+)
+from sdedu.schedules import NoiseSchedule
 
-SHIPPED = Path(__file__).with_name("weights")
-MANIFEST = "manifest.json"
-BARE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a component's name: no folders, no ".."
-
-
-class WeightsError(ValueError):
-    """A weights file is missing, does not match the manifest, or does not fit its module."""
-
-
-def sha256_file(path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_manifest(directory=None) -> dict:
-    """The manifest of `directory` (default: the shipped weights); {} when there is none.
-
-    Raises WeightsError when the file is not a JSON object (the error names the file and the place).
-    """
-    path = Path(directory or SHIPPED) / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise WeightsError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(manifest, dict):
-        raise WeightsError(f"{path} must hold a JSON object; got {describe(manifest)}")
-    return manifest
-
-
-def update_manifest(directory, **fields) -> dict:
-    """Merge top-level fields (recipe, seed, metrics, ...) into the manifest; returns it.
-
-    The new manifest is written beside the old one and swapped in, so a crash never leaves half a file.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(directory)
-    manifest.update(fields)
-    tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, directory / MANIFEST)
-    return manifest
+# Re-exported: the manifest's names are part of this module's public face.
+__all__ = [
+    "MANIFEST",
+    "SHIPPED",
+    "Pretrained",
+    "WeightsError",
+    "load_component",
+    "load_pretrained",
+    "read_manifest",
+    "save_component",
+    "schedule_from_settings",
+    "sha256_file",
+    "update_manifest",
+]
 
 
 def save_component(module: torch.nn.Module, name: str, directory, metadata: dict | None = None) -> dict:
@@ -120,33 +98,6 @@ def save_component(module: torch.nn.Module, name: str, directory, metadata: dict
     return entry
 
 
-# ---- reading: every field checked, every failure a WeightsError naming it ----------------------
-
-ENTRY_FIELDS = {"file": str, "sha256": str, "class": str, "config": dict}  # required in every component
-
-
-def _fail(directory: Path, field_name: str, problem: str):
-    raise WeightsError(f"{directory / MANIFEST}: field {field_name!r} {problem}")
-
-
-def check_entry(name: str, entry, directory: Path) -> dict:
-    """A component's manifest entry, its required fields and types checked; its file a bare name."""
-    where = f"components.{name}"
-    if not isinstance(entry, dict):
-        _fail(directory, where, f"must be an object; got {describe(entry)}")
-    for key, kind in ENTRY_FIELDS.items():
-        if key not in entry:
-            _fail(directory, f"{where}.{key}", "is missing")
-        if not isinstance(entry[key], kind):
-            _fail(directory, f"{where}.{key}", f"must be a {kind.__name__}; got {describe(entry[key])}")
-    file = entry["file"]
-    if not (file.endswith(".safetensors") and BARE_NAME.fullmatch(file.removesuffix(".safetensors"))):
-        _fail(directory, f"{where}.file", f"must be a bare <name>.safetensors in the weights folder; got {file!r}")
-    if not re.fullmatch(r"[0-9a-f]{64}", entry["sha256"]):
-        _fail(directory, f"{where}.sha256", f"must be 64 lowercase hex digits; got {entry['sha256']!r}")
-    return entry
-
-
 def _build(name: str, entry: dict, directory: Path) -> torch.nn.Module:
     """An untrained module of the class and config the manifest names (a closed list: no imports by string)."""
     from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig
@@ -159,12 +110,14 @@ def _build(name: str, entry: dict, directory: Path) -> torch.nn.Module:
         "sdedu.models.unet.UNet": (UNet, UNetConfig),
     }
     if entry["class"] not in classes:
-        _fail(directory, f"components.{name}.class", f"names {entry['class']!r}; expected one of {sorted(classes)}")
+        fail_field(
+            directory, f"components.{name}.class", f"names {entry['class']!r}; expected one of {sorted(classes)}"
+        )
     cls, config_cls = classes[entry["class"]]
     try:
         return cls(config_cls(**entry["config"]))
     except (TypeError, ValueError) as error:
-        _fail(directory, f"components.{name}.config", f"does not build {cls.__name__}: {error}")
+        fail_field(directory, f"components.{name}.config", f"does not build {cls.__name__}: {error}")
 
 
 def _load_tensors(name: str, module: torch.nn.Module, entry: dict, directory: Path, device) -> torch.nn.Module:
@@ -183,7 +136,7 @@ def _load_tensors(name: str, module: torch.nn.Module, entry: dict, directory: Pa
         module.load_state_dict(tensors, strict=True)
     except (SafetensorError, RuntimeError) as error:  # an unreadable file, or tensors that do not fit
         message = str(error).replace("\n", " ")
-        _fail(directory, f"components.{name}.config", f"does not fit the tensors in {path.name}: {message}")
+        fail_field(directory, f"components.{name}.config", f"does not fit the tensors in {path.name}: {message}")
     bad = [key for key, value in tensors.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     if bad:
         raise WeightsError(f"weights file {path} holds inf or NaN in {bad[:3]}")
@@ -200,18 +153,11 @@ def load_component(name: str, directory=None, device="cpu") -> torch.nn.Module:
     """
     device = check_device("device", device)
     directory = Path(directory or SHIPPED)
-    components = _components(read_manifest(directory), directory)
+    components = manifest_components(read_manifest(directory), directory)
     if name not in components:
         raise WeightsError(f"{directory / MANIFEST} has no component {name!r}; it lists {sorted(components)}")
     entry = check_entry(name, components[name], directory)
     return _load_tensors(name, _build(name, entry, directory), entry, directory, device)
-
-
-def _components(manifest: dict, directory: Path) -> dict:
-    components = manifest.get("components", {})
-    if not isinstance(components, dict):
-        _fail(directory, "components", f"must be an object; got {describe(components)}")
-    return components
 
 
 @dataclass
@@ -228,52 +174,7 @@ class Pretrained:
 
 def schedule_from_settings(settings) -> NoiseSchedule:
     """The NoiseSchedule a manifest's "schedule" entry (a dict) or a `ScheduleConfig` describes."""
-    return _schedule_config(settings).build()
-
-
-def _schedule_config(settings, directory: Path | None = None) -> ScheduleConfig:
-    if isinstance(settings, ScheduleConfig):
-        return settings
-    try:
-        return ScheduleConfig.from_dict(settings)
-    except (TypeError, ValueError) as error:
-        raise WeightsError(f"{directory / MANIFEST if directory else 'manifest'}: field 'schedule': {error}") from None
-
-
-def _tokenizer(settings, directory: Path):
-    from sdedu.models.text_encoder import Tokenizer
-
-    if not isinstance(settings, dict) or set(settings) - {"max_length"}:
-        _fail(directory, "tokenizer", f'must be {{"max_length": <int>}}; got {describe(settings)}')
-    if "max_length" in settings:
-        value = settings["max_length"]
-        if isinstance(value, bool) or not isinstance(value, int) or not 3 <= value <= 1024:
-            _fail(directory, "tokenizer.max_length", f"must be an int in [3, 1024]; got {describe(value)}")
-    return Tokenizer(**settings)
-
-
-def _cross_check(directory: Path, schedule: ScheduleConfig, tokenizer, configs: dict) -> None:
-    """Settings that must agree across components: each failure names both fields and values."""
-    text, vae, unet = configs["text_encoder"], configs["vae"], configs["unet"]
-    for field_name, value, other_name, other in [
-        ("schedule.T", schedule.T, "components.unet.config.num_train_timesteps", unet["num_train_timesteps"]),
-        ("tokenizer.max_length", tokenizer.max_length, "components.text_encoder.config.max_length", text["max_length"]),
-        ("components.text_encoder.config.vocab_size", text["vocab_size"], "the tokenizer's vocabulary", len(tokenizer)),
-        (
-            "components.unet.config.context_dim",
-            unet["context_dim"],
-            "components.text_encoder.config.width",
-            text["width"],
-        ),
-        (
-            "components.unet.config.in_channels",
-            unet["in_channels"],
-            "components.vae.config.latent_channels",
-            vae["latent_channels"],
-        ),
-    ]:
-        if value != other:
-            _fail(directory, field_name, f"is {value} but {other_name} is {other}: they must agree")
+    return schedule_config(settings).build()
 
 
 def load_pretrained(path=None, device="cpu") -> Pretrained:
@@ -299,17 +200,17 @@ def load_pretrained(path=None, device="cpu") -> Pretrained:
             + (" (the shipped weights are missing: reinstall sdedu)" if path is None else "")
         )
     manifest = read_manifest(directory)
-    components = _components(manifest, directory)
+    components = manifest_components(manifest, directory)
     for name in ("text_encoder", "vae", "unet"):
         if name not in components:
-            _fail(directory, f"components.{name}", "is missing")
+            fail_field(directory, f"components.{name}", "is missing")
         check_entry(name, components[name], directory)
     if "schedule" not in manifest:
-        _fail(directory, "schedule", 'is missing (e.g. {"kind": "scaled_linear", "T": 1000})')
-    schedule = _schedule_config(manifest["schedule"], directory)
-    tokenizer = _tokenizer(manifest.get("tokenizer", {}), directory)
+        fail_field(directory, "schedule", 'is missing (e.g. {"kind": "scaled_linear", "T": 1000})')
+    schedule = schedule_config(manifest["schedule"], directory)
+    tokenizer = tokenizer_from_settings(manifest.get("tokenizer", {}), directory)
     modules = {name: _build(name, components[name], directory) for name in ("text_encoder", "vae", "unet")}
-    _cross_check(directory, schedule, tokenizer, {name: asdict(m.config) for name, m in modules.items()})
+    cross_check(directory, schedule, tokenizer, {name: asdict(m.config) for name, m in modules.items()})
     for name, module in modules.items():
         _load_tensors(name, module, components[name], directory, device)
     scale = float(modules["vae"].scale_factor)
