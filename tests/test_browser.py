@@ -200,7 +200,8 @@ def test_a_learner_lands_on_notebook_00_and_opens_an_exercise_from_the_file_brow
             browser_panel.locator(".jp-BreadCrumbs-home").click()  # the server's root: the repository
 
             def item(name):
-                text = browser_panel.locator(".jp-DirListing-itemText", has_text=re.compile(f"^{re.escape(name)}$"))
+                # The inner locator of `has=` is matched inside each item: it must not start at #filebrowser.
+                text = page.locator(".jp-DirListing-itemText", has_text=re.compile(f"^{re.escape(name)}$"))
                 return browser_panel.locator(".jp-DirListing-item", has=text)
 
             for folder in ("docs", "exercises", "notebooks", "solutions", "workspace"):
