@@ -12,10 +12,13 @@ with these limits (setrlimit, inherited by everything it starts):
 Isolation, best first (`isolation()` says which one this machine gives):
 
 - "namespaces": `unshare` with new network, mount and PID namespaces (as root, or in a user
-  namespace): no network but its own loopback; fresh empty /tmp, /var/tmp and /dev/shm; the masters, the submissions
-  and the output folder (`hide`) mounted over by empty folders; the code runs as the user
-  `nobody` (65534), so it cannot write anywhere else; PID 1 of the namespace is the submission's
-  process, so when it ends the kernel kills every process it started, detached or not.
+  namespace): no network but its own loopback; fresh empty /tmp, /var/tmp and /dev/shm; the masters,
+  the submissions and the output folder (`hide`) mounted over by empty folders; the course and its
+  Python environment read-only (those under /tmp bound into the fresh /tmp). The code runs as the
+  user `nobody` (65534), so it cannot write anywhere else, where nobody can read the course and its
+  packages; a course in a private folder (mode 700) runs as root inside the namespaces instead,
+  still with the code read-only and scratch space fresh. The namespace's PID 1 is a root shell
+  that dies with the grader, taking every process the submission started with it.
 - "none": a plain child process with the limits above; the judge kills its process group and
   every process that carries its token, and checks afterwards that the masters are unchanged.
 """
@@ -30,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,16 +99,63 @@ def _set_limits(limits: Limits):
     return apply
 
 
-def _sandbox_script(hide: list[Path], as_nobody: bool) -> str:
+def _under(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _code_folders() -> list[Path]:
+    """The folders the submission's Python reads: the environment (sys.prefix, sys.path) and the course."""
+    import sdedu
+
+    found = [Path(sys.prefix), Path(sdedu.__file__).resolve().parents[1], Path(sys.executable).resolve().parent]
+    found += [Path(entry) for entry in sys.path if entry and Path(entry).is_dir()]
+    found = {path.resolve() for path in found if path.exists() and path != Path("/")}
+    return sorted(path for path in found if not any(other != path and _under(path, other) for other in found))
+
+
+def _needed_by_nobody() -> list[Path]:
+    """What the oracle must read when it runs as nobody: the course's sdedu and the installed packages."""
+    import sdedu
+
+    return [Path(sdedu.__file__).resolve().parents[1], Path(sysconfig.get_paths()["purelib"]).resolve()]
+
+
+def _readable_by_others(path: Path) -> bool:
+    """Whether a user with no rights of its own (nobody) can reach and read `path`."""
+    folders = [path, *path.parents]
+    return all(folder.stat().st_mode & 0o005 == 0o005 for folder in folders if folder.is_dir())
+
+
+def _sandbox_script(hide: list[Path], code: list[Path], as_nobody: bool) -> str:
+    """The shell script that builds the sandbox inside the new namespaces (as root there), then runs "$@".
+
+    The code folders stay visible and become read-only (bound over themselves); those under /tmp
+    (a course cloned there), which the sandbox replaces by an empty tmpfs, are bound into the new
+    /tmp, read-only, before it is moved into place.
+    """
+    tmp = Path("/tmp")
     lines = ["set -e"]
     # Loopback only (gloo's ranks meet on 127.0.0.1); no other interface exists in the new namespace.
     lines.append("ip link set lo up 2>/dev/null || ifconfig lo up 2>/dev/null || true")
     lines += [f"mount -t tmpfs -o size=1m,mode=755 none '{path}'" for path in hide]
-    lines += [
-        "mount -t tmpfs -o size=512m,mode=1777 none /tmp",
-        "mount -t tmpfs -o size=256m,mode=1777 none /dev/shm",
-        "mount -t tmpfs -o size=16m,mode=1777 none /var/tmp",
-    ]
+    for path in code:
+        if not _under(path, tmp):
+            lines += [f"mount --rbind '{path}' '{path}'", f"mount -o remount,bind,ro '{path}'"]
+    # A fresh /tmp is built aside (in the fresh /var/tmp), the code folders under /tmp bound into it
+    # read-only, then moved over /tmp.
+    new_tmp = "/var/tmp/.new-tmp"
+    lines += ["mount -t tmpfs -o size=16m,mode=1777 none /var/tmp", f"mkdir {new_tmp}"]
+    lines.append(f"mount -t tmpfs -o size=512m,mode=1777 none {new_tmp}")
+    for path in code:
+        if _under(path, tmp) and path != tmp:
+            inside = f"{new_tmp}/{path.relative_to(tmp)}"
+            lines += [
+                f"mkdir -p '{inside}'",
+                f"mount --rbind '{path}' '{inside}'",
+                f"mount -o remount,bind,ro '{inside}'",
+            ]
+    lines += [f"mount --move {new_tmp} /tmp", f"rmdir {new_tmp}"]
+    lines.append("mount -t tmpfs -o size=256m,mode=1777 none /dev/shm")
     lines += ["mkdir -m 777 /tmp/work", "cd /tmp/work"]
     drop = f"setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups --no-new-privs -- " if as_nobody else ""
     # No `exec`: this shell stays the PID namespace's init, still root. If the grader dies, unshare
@@ -128,13 +179,20 @@ def start(argv: list[str], limits: Limits, hide: list[Path], pass_fds, log, toke
     )
     if isolation() == "namespaces":
         hidden = [Path(p).resolve() for p in hide if Path(p).exists()]
+        code = _code_folders()
+        # As root, the code runs as nobody where nobody can read the course and its environment (a
+        # course in a private folder, mode 700, cannot be): then it stays root inside the namespaces,
+        # with the code folders read-only and /tmp, /var/tmp, /dev/shm fresh.
+        # (The interpreter itself may be out of nobody's reach: the oracle then starts the same
+        # Python version from PATH, see oracle._runnable_interpreter.)
+        as_nobody = os.geteuid() == 0 and all(_readable_by_others(path) for path in _needed_by_nobody())
         env["HOME"] = "/tmp/work"
         argv = [
             shutil.which("unshare"),
             *_unshare_flags(),
             "sh",
             "-c",
-            _sandbox_script(hidden, as_nobody=os.geteuid() == 0),
+            _sandbox_script(hidden, code, as_nobody=as_nobody),
             "sandbox",
             *argv,
         ]
