@@ -37,12 +37,21 @@ DDIM inversion (`pipe.invert`, module `inversion`) runs the same loop with `DDIM
 from an image's latent up to its noise z_T; `pipe(prompt, latents=z_T)` starts from given noise.
 
 Modules: `loop` (the loop, per-image generators, hooks), `registry` (samplers by name),
-`checks` (argument checks), `inversion` (DDIM inversion), `stable_diffusion` (the pipeline class).
+`checks` (argument checks), `inversion` (DDIM inversion), `editing_modes` (img2img, inpaint),
+`stable_diffusion` (the pipeline class).
 """
 
-from sdedu.pipeline.loop import Trajectory, TrajectoryRecorder, chain, denoise, image_generators, last_timesteps
+from sdedu.pipeline.loop import (
+    DEFAULT_GUIDANCE_SCALE,
+    Trajectory,
+    TrajectoryRecorder,
+    chain,
+    denoise,
+    image_generators,
+    last_timesteps,
+)
 from sdedu.pipeline.registry import SAMPLER_FACTORIES, SAMPLERS, TAKES_ETA, make_sampler
-from sdedu.pipeline.stable_diffusion import DEFAULT_GUIDANCE_SCALE, TinyStableDiffusion
+from sdedu.pipeline.stable_diffusion import TinyStableDiffusion
 
 __all__ = [
     "DEFAULT_GUIDANCE_SCALE",

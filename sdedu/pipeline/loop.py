@@ -26,6 +26,10 @@ from tqdm.auto import tqdm
 from sdedu._checks import check_number_range, check_tensor
 from sdedu.guidance import classifier_free_guidance
 
+# Measured on the shipped model (full prompts, 96 images): adherence is flat from 2 to 3, while
+# partial prompts ("a blue shape") lose triangles as the scale grows; 2 keeps both.
+DEFAULT_GUIDANCE_SCALE = 2.0
+
 #: on_step(i, t, z, x0_pred) -> a new z, or None to keep z.
 StepHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 
