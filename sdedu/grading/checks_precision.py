@@ -1,9 +1,11 @@
 """Checks for exercise 09: mixed-precision inference with autocast, and timing it honestly.
 
 `torch.autocast` runs each operation in the precision that suits it (matrix products in a 16-bit
-type, reductions and normalisations in float32) while the weights stay float32 (Micikevicius et
-al. 2018). On a CPU the 16-bit type is bfloat16 (8 exponent bits, like float32: no overflow,
-3 significant digits); on a GPU it is float16. A bfloat16 result agrees with float32 to about 1%.
+type, reductions and normalisations in float32) while the weights stay float32 (PyTorch's
+`torch.amp` documentation lists which operations run in which type; Micikevicius et al. 2018
+introduced float16 mixed-precision training with loss scaling). On a CPU the 16-bit type is
+bfloat16 (8 exponent bits, like float32: no overflow; 8 significant bits, about 2.4 decimal
+digits); on a GPU it is float16. A bfloat16 result agrees with float32 to about 1%.
 
 Timing: the first calls of a function are slow (memory allocation, kernel selection, caches),
 and single runs are noisy, so a benchmark warms up, then reports the median of several runs.
