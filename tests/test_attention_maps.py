@@ -9,11 +9,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from sdedu.attention_maps import plot_word_maps, word_attention_maps  # noqa: E402
-from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig, Tokenizer  # noqa: E402
-from sdedu.models.unet import UNet, UNetConfig  # noqa: E402
-from sdedu.models.vae import VAE, VAEConfig  # noqa: E402
-from sdedu.pipeline import TinyStableDiffusion  # noqa: E402
-from sdedu.schedules import NoiseSchedule  # noqa: E402
 
 PROMPT = "a large red circle in the top left"
 
@@ -25,12 +20,8 @@ def close_figures():
 
 
 @pytest.fixture(scope="module")
-def pipe():
-    torch.manual_seed(0)
-    text_encoder = TextEncoder(TextEncoderConfig(width=16, layers=1, num_heads=2, embed_dim=16))
-    unet = UNet(UNetConfig(channels=(16, 32), context_dim=16, head_dim=8, norm_groups=8))
-    vae = VAE(VAEConfig(channels=(8, 8, 8), norm_groups=4))
-    return TinyStableDiffusion(Tokenizer(), text_encoder, vae, unet, NoiseSchedule.scaled_linear())
+def pipe(tiny_random_pipe):
+    return tiny_random_pipe
 
 
 def test_word_attention_maps_are_distributions_over_tokens(pipe):
