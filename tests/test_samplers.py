@@ -4,7 +4,7 @@ import diffusers  # noqa: E402  (a dependency: the test oracle)
 import pytest
 import torch
 
-from sdedu.diffusion import q_posterior, q_sample
+from sdedu.diffusion import predict_x0_from_eps, q_posterior, q_sample, velocity
 from sdedu.samplers import DDIMSampler, DDPMSampler, SamplerStep
 from sdedu.schedules import NoiseSchedule
 
@@ -17,6 +17,7 @@ SCHEDULES = {
     ),
     "cosine": (NoiseSchedule.cosine, dict(beta_schedule="squaredcos_cap_v2")),
 }
+DIFFUSERS_PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
 
 def stand_in_model(x_t, t):
@@ -34,13 +35,13 @@ def run_loop(sampler_step, timesteps, seed, step_kwargs=None):
     return x
 
 
-def ddpm_reference(config, n, clip_sample):
+def ddpm_reference(config, n, clip_sample, prediction_type="eps"):
     ref = diffusers.DDPMScheduler(
         **config,
         variance_type="fixed_small",
         timestep_spacing="leading",
         steps_offset=0,
-        prediction_type="epsilon",
+        prediction_type=DIFFUSERS_PREDICTION[prediction_type],
         clip_sample=clip_sample,
         clip_sample_range=1.0,
         thresholding=False,
@@ -49,13 +50,13 @@ def ddpm_reference(config, n, clip_sample):
     return ref
 
 
-def ddim_reference(config, n, clip_sample, steps_offset=1):
+def ddim_reference(config, n, clip_sample, steps_offset=1, prediction_type="eps"):
     ref = diffusers.DDIMScheduler(
         **config,
         timestep_spacing="leading",
         steps_offset=steps_offset,
         set_alpha_to_one=False,
-        prediction_type="epsilon",
+        prediction_type=DIFFUSERS_PREDICTION[prediction_type],
         clip_sample=clip_sample,
         clip_sample_range=1.0,
         thresholding=False,
@@ -101,6 +102,54 @@ def test_ddim_loop_equals_diffusers(name, eta, n, clip_sample):
     ours = run_loop(lambda *a, **k: sampler.step(*a, **k).x_prev, sampler.timesteps, seed=0)
     theirs = run_loop(lambda *a, **k: ref.step(*a, **k).prev_sample, ref.timesteps, seed=0, step_kwargs={"eta": eta})
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["x0", "v"])
+@pytest.mark.parametrize(
+    "name, n, clip_sample", [("scaled_linear", 1000, False), ("linear", 50, True), ("cosine", 7, False)]
+)
+def test_ddpm_loop_with_x0_and_v_models_equals_diffusers(name, n, clip_sample, prediction_type):
+    make, config = SCHEDULES[name]
+    sampler = DDPMSampler(make(), clip_sample=clip_sample, prediction_type=prediction_type)
+    sampler.set_timesteps(n)
+    ref = ddpm_reference(config, n, clip_sample, prediction_type=prediction_type)
+    ours = run_loop(lambda *a, **k: sampler.step(*a, **k).x_prev, sampler.timesteps, seed=0)
+    theirs = run_loop(lambda *a, **k: ref.step(*a, **k).prev_sample, ref.timesteps, seed=0)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["x0", "v"])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+@pytest.mark.parametrize(
+    "name, n, clip_sample", [("scaled_linear", 50, False), ("linear", 7, True), ("cosine", 50, False)]
+)
+def test_ddim_loop_with_x0_and_v_models_equals_diffusers(name, n, clip_sample, eta, prediction_type):
+    make, config = SCHEDULES[name]
+    sampler = DDIMSampler(make(), eta=eta, clip_sample=clip_sample, prediction_type=prediction_type)
+    sampler.set_timesteps(n)
+    ref = ddim_reference(config, n, clip_sample, prediction_type=prediction_type)
+    ours = run_loop(lambda *a, **k: sampler.step(*a, **k).x_prev, sampler.timesteps, seed=0)
+    theirs = run_loop(lambda *a, **k: ref.step(*a, **k).prev_sample, ref.timesteps, seed=0, step_kwargs={"eta": eta})
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [DDPMSampler, DDIMSampler])
+def test_eps_x0_and_v_models_that_agree_give_the_same_samples(make):
+    # One eps model, read three ways: x0 = predict_x0_from_eps, v = velocity(x0, eps).
+    schedule = NoiseSchedule.scaled_linear()
+    as_x0 = lambda x, t: predict_x0_from_eps(x, stand_in_model(x, t), int(t), schedule)
+    as_v = lambda x, t: velocity(as_x0(x, t), stand_in_model(x, t), int(t), schedule)
+    z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+    results = []
+    for prediction_type, model in (("eps", stand_in_model), ("x0", as_x0), ("v", as_v)):
+        sampler = make(schedule, prediction_type=prediction_type)
+        sampler.set_timesteps(10)
+        generator, x = torch.Generator().manual_seed(3), z
+        for t in sampler.timesteps:
+            x = sampler.step(model(x, t), t, x, generator=generator).x_prev
+        results.append(x)
+    torch.testing.assert_close(results[1], results[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(results[2], results[0], rtol=1e-4, atol=1e-4)
 
 
 def test_ddim_with_steps_offset_0_and_all_steps_equals_diffusers():
@@ -149,7 +198,7 @@ def test_docstrings_name_the_diffusers_configuration():
         (DDPMSampler, ["DDPMScheduler", "timestep_spacing", "steps_offset", "variance_type", "clip_sample"]),
         (DDIMSampler, ["DDIMScheduler", "timestep_spacing", "steps_offset", "set_alpha_to_one", "clip_sample"]),
     ]:
-        for word in words:
+        for word in [*words, "prediction_type", "v_prediction"]:
             assert word in cls.__doc__, (cls.__name__, word)
 
 
@@ -254,7 +303,7 @@ def test_every_option_runs(make, n):
         assert out.x_prev.dtype == torch.float64 and torch.isfinite(out.x_prev).all()
         x = out.x_prev
     assert not isinstance(sampler, torch.nn.Module) and not hasattr(sampler, "parameters")
-    assert "steps=" in repr(sampler)
+    assert "steps=" in repr(sampler) and "prediction_type='eps'" in repr(sampler)
 
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -300,11 +349,13 @@ def test_bad_inputs(make, generator):
     sampler.set_timesteps(10)
     x_t = torch.randn(SHAPE, generator=generator)
     t = int(sampler.timesteps[0])
-    with pytest.raises(ValueError, match=r"eps_pred must have the same shape as x_t \(2, 3, 4, 4\); got \(2, 3, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"model_output must have the same shape as x_t \(2, 3, 4, 4\); got \(2, 3, 4\)"
+    ):
         sampler.step(x_t[..., 0], t, x_t)
     with pytest.raises(ValueError, match="x_t must be a floating-point tensor"):
         sampler.step(x_t, t, x_t.long())
-    with pytest.raises(TypeError, match="eps_pred must be a torch.Tensor"):
+    with pytest.raises(TypeError, match="model_output must be a torch.Tensor"):
         sampler.step(x_t.numpy(), t, x_t)
     with pytest.raises(ValueError, match=r"t must be one of sampler.timesteps \[.*\].*got 5"):
         sampler.step(x_t, 5, x_t)
@@ -318,6 +369,10 @@ def test_bad_inputs(make, generator):
         make("linear")
     with pytest.raises(TypeError, match="clip_sample must be a bool; got str"):
         make(schedule, clip_sample="yes")
+    with pytest.raises(ValueError, match=r"prediction_type must be one of \('eps', 'x0', 'v'\); got str 'flow'"):
+        make(schedule, prediction_type="flow")
+    with pytest.raises(ValueError, match=r"got str 'epsilon' \(diffusers' 'epsilon' is sdedu's 'eps'\)"):
+        make(schedule, prediction_type="epsilon")
 
 
 def test_ddim_bad_inputs():

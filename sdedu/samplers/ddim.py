@@ -18,6 +18,7 @@ import torch
 
 from sdedu._checks import check_int_range, check_number_range, describe
 from sdedu.diffusion import randn_like
+from sdedu.samplers.prediction import check_model_output, check_prediction_type, predict_eps, predict_x0
 from sdedu.samplers.step import SamplerStep, check_step_inputs
 from sdedu.schedules import NoiseSchedule
 
@@ -28,7 +29,8 @@ class DDIMSampler:
     Equals diffusers' `DDIMScheduler` configured with the same betas and
     `timestep_spacing="leading"`, `steps_offset=steps_offset` (default 1),
     `set_alpha_to_one=False`, `clip_sample=clip_sample` (`clip_sample_range=1.0`),
-    `prediction_type="epsilon"`, `thresholding=False`, stepped with `eta=eta` and
+    `prediction_type` ("epsilon" / "sample" / "v_prediction" for eps / x0 / v), `thresholding=False`,
+    stepped with `eta=eta` and
     `use_clipped_model_output=False` - the configuration Stable Diffusion v1 ships.
 
     - Timesteps ("leading" + offset): with k = T // n they are (n-1)k+1, ..., k+1, 1.
@@ -36,7 +38,10 @@ class DDIMSampler:
     - Final alpha (`set_alpha_to_one=False`): the last step lands on alpha_bar[0], one step of
       noise short of x_0, not on alpha_bar = 1. Because of the offset, n = T would start at
       timestep T, which does not exist: use n < T, or steps_offset=0 for n = T.
-    - clip_sample clamps x0_pred to [-1, 1]; the direction term keeps the unclipped eps_pred.
+    - clip_sample clamps x0_pred to [-1, 1]; the direction term keeps the eps_pred of the
+      unclipped model output.
+    - An x0 or v model's output gives x0_pred and eps_pred (`sdedu.samplers.prediction`); eq. 12
+      then uses both, as for an eps model.
 
     Args:
         schedule: the NoiseSchedule the model was trained with.
@@ -45,11 +50,19 @@ class DDIMSampler:
             to [-1, 1] (diffusers' DDIM default is on, for pixel-space models).
         steps_offset: added to every timestep; Stable Diffusion uses 1. With 0, the last step
             would go from t = 0 to alpha_bar[0], i.e. nowhere (a wasted model call).
+        prediction_type: what the model predicts: "eps", "x0" or "v" (`sdedu.samplers.prediction`).
 
     After construction the sampler uses min(50, T - steps_offset) steps; call `set_timesteps(n)`.
     """
 
-    def __init__(self, schedule: NoiseSchedule, eta: float = 0.0, clip_sample: bool = False, steps_offset: int = 1):
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        eta: float = 0.0,
+        clip_sample: bool = False,
+        steps_offset: int = 1,
+        prediction_type: str = "eps",
+    ):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
         if not isinstance(clip_sample, bool):
@@ -58,6 +71,7 @@ class DDIMSampler:
         self.eta = check_number_range("eta", eta, 0.0, 1.0)  # eta > 1 would make eq. 12's sqrt negative
         self.clip_sample = clip_sample
         self.steps_offset = check_int_range("steps_offset", steps_offset, 0, schedule.T - 1)
+        self.prediction_type = check_prediction_type(prediction_type)
         # alpha_bar after the last step: diffusers' set_alpha_to_one=False, as in Stable Diffusion.
         self.final_alpha_bar = schedule.alpha_bar[0]
         self.set_timesteps(max(1, min(50, schedule.T - steps_offset)))
@@ -83,18 +97,19 @@ class DDIMSampler:
         t_prev = int(t) - self.step_ratio
         return self.schedule.alpha_bar[t_prev] if t_prev >= 0 else self.final_alpha_bar
 
-    def step(self, eps_pred: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> SamplerStep:
+    def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> SamplerStep:
         """One reverse step x_t -> x_{t - k}.
 
         Args:
-            eps_pred: (B, ...) the model's noise prediction at (x_t, t).
+            model_output: (B, ...) the model's prediction at (x_t, t): eps, x0 or v (`prediction_type`).
             t: the current timestep, an element of `.timesteps` (same for the batch).
             x_t: (B, ...) the current sample.
             generator: torch.Generator for z; used only when eta > 0 (then on every step).
         Returns:
             SamplerStep(x_prev, x0_pred), both (B, ...).
         """
-        t = check_step_inputs(eps_pred, t, x_t, self.timesteps)
+        check_model_output(model_output, x_t)
+        t = check_step_inputs(model_output, t, x_t, self.timesteps)
         # 1-2. Schedule values at t and at the next timestep, k = T // n earlier (after the last
         #      step: the final alpha_bar).
         alpha_bar = self.schedule.alpha_bar[t]
@@ -102,8 +117,9 @@ class DDIMSampler:
         one_minus_alpha_bar = 1 - alpha_bar
         one_minus_alpha_bar_prev = 1 - alpha_bar_prev
 
-        # 3. "Predicted x_0" (eq. 12, first term; eq. 9).
-        x0_pred = (x_t - one_minus_alpha_bar**0.5 * eps_pred) / alpha_bar**0.5
+        # 3. "Predicted x_0" (eq. 12, first term; eq. 9) and the noise eps_pred, from the model's output.
+        x0_pred = predict_x0(model_output, x_t, t, self.schedule, self.prediction_type)
+        eps_pred = predict_eps(model_output, x_t, t, self.schedule, self.prediction_type)
 
         # 4. Optionally keep the estimate inside the data range [-1, 1].
         if self.clip_sample:
@@ -125,5 +141,6 @@ class DDIMSampler:
     def __repr__(self) -> str:
         return (
             f"DDIMSampler(T={self.schedule.T}, steps={self.num_inference_steps}, eta={self.eta}, "
-            f"clip_sample={self.clip_sample}, steps_offset={self.steps_offset})"
+            f"clip_sample={self.clip_sample}, steps_offset={self.steps_offset}, "
+            f"prediction_type={self.prediction_type!r})"
         )

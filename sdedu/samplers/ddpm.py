@@ -15,6 +15,7 @@ import torch
 
 from sdedu._checks import check_int_range, describe
 from sdedu.diffusion import randn_like
+from sdedu.samplers.prediction import check_model_output, check_prediction_type, predict_x0
 from sdedu.samplers.step import SamplerStep, check_step_inputs
 from sdedu.schedules import NoiseSchedule
 
@@ -24,8 +25,8 @@ class DDPMSampler:
 
     Equals diffusers' `DDPMScheduler` configured with the same betas and
     `variance_type="fixed_small"`, `timestep_spacing="leading"`, `steps_offset=0`,
-    `prediction_type="epsilon"`, `clip_sample=clip_sample` (`clip_sample_range=1.0`),
-    `thresholding=False`. There is no final alpha to choose: the last timestep is 0 and its step
+    `prediction_type` ("epsilon" / "sample" / "v_prediction" for eps / x0 / v),
+    `clip_sample=clip_sample` (`clip_sample_range=1.0`), `thresholding=False`. There is no final alpha to choose: the last timestep is 0 and its step
     lands on x_0 itself (alpha_bar_{t_prev} = 1).
 
     Args:
@@ -33,18 +34,20 @@ class DDPMSampler:
         clip_sample: clamp x0_pred to [-1, 1] before using it. Off by default because sdedu
             samples VAE latents, which are not confined to [-1, 1] (diffusers' DDPM default is on,
             which suits pixel-space models whose data lies in [-1, 1]).
+        prediction_type: what the model predicts: "eps", "x0" or "v" (`sdedu.samplers.prediction`).
 
     After construction the timesteps are all T training timesteps, T-1 down to 0; call
     `set_timesteps(n)` for a shorter chain.
     """
 
-    def __init__(self, schedule: NoiseSchedule, clip_sample: bool = False):
+    def __init__(self, schedule: NoiseSchedule, clip_sample: bool = False, prediction_type: str = "eps"):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
         if not isinstance(clip_sample, bool):
             raise TypeError(f"clip_sample must be a bool; got {describe(clip_sample)}")
         self.schedule = schedule
         self.clip_sample = clip_sample
+        self.prediction_type = check_prediction_type(prediction_type)
         self.set_timesteps(schedule.T)
 
     def set_timesteps(self, n: int) -> None:
@@ -60,18 +63,19 @@ class DDPMSampler:
         index = int((self.timesteps == t).nonzero()[0])
         return int(self.timesteps[index + 1]) if index + 1 < len(self.timesteps) else -1
 
-    def step(self, eps_pred: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> SamplerStep:
+    def step(self, model_output: torch.Tensor, t, x_t: torch.Tensor, generator=None) -> SamplerStep:
         """One reverse step x_t -> x_{t_prev}.
 
         Args:
-            eps_pred: (B, ...) the model's noise prediction at (x_t, t).
+            model_output: (B, ...) the model's prediction at (x_t, t): eps, x0 or v (`prediction_type`).
             t: the current timestep, an element of `.timesteps` (same for the batch).
             x_t: (B, ...) the current sample.
             generator: torch.Generator for the noise z (drawn once per step, except the last).
         Returns:
             SamplerStep(x_prev, x0_pred), both (B, ...).
         """
-        t = check_step_inputs(eps_pred, t, x_t, self.timesteps)
+        check_model_output(model_output, x_t)
+        t = check_step_inputs(model_output, t, x_t, self.timesteps)
         # 1. The next timestep of this chain; -1 stands for clean data x_0.
         t_prev = self.previous_timestep(t)
 
@@ -84,8 +88,8 @@ class DDPMSampler:
         alpha = alpha_bar / alpha_bar_prev
         beta = 1 - alpha
 
-        # 3. Estimate x_0 from the noise prediction (eq. 15, i.e. eq. 4 solved for x_0).
-        x0_pred = (x_t - one_minus_alpha_bar**0.5 * eps_pred) / alpha_bar**0.5
+        # 3. Estimate x_0 from the model's output (for eps: eq. 15, i.e. eq. 4 solved for x_0).
+        x0_pred = predict_x0(model_output, x_t, t, self.schedule, self.prediction_type)
 
         # 4. Optionally keep the estimate inside the data range [-1, 1].
         if self.clip_sample:
@@ -106,4 +110,7 @@ class DDPMSampler:
         return SamplerStep(x_prev=mean + variance**0.5 * z, x0_pred=x0_pred)
 
     def __repr__(self) -> str:
-        return f"DDPMSampler(T={self.schedule.T}, steps={self.num_inference_steps}, clip_sample={self.clip_sample})"
+        return (
+            f"DDPMSampler(T={self.schedule.T}, steps={self.num_inference_steps}, clip_sample={self.clip_sample}, "
+            f"prediction_type={self.prediction_type!r})"
+        )
