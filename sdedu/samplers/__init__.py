@@ -23,6 +23,9 @@ taking `prediction_type` "eps", "x0" or "v" (`prediction`):
 - `HeunSampler`: Heun's method (Karras et al. 2022, Algorithm 1), two model calls per step.
 - `DPMSolverMultistepSampler`: DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2).
 
+- `FlowMatchEulerSampler`: Euler steps on dx/dt = v for velocity (flow matching) models, as SD3
+  (`sdedu.flow_matching`); its timesteps are floats t * 1000.
+
 - `DDIMInverseSampler`: deterministic DDIM run from data to noise (DDIM inversion), the inverse of
   `DDIMSampler` at the same number of steps.
 """
@@ -33,6 +36,7 @@ from sdedu.samplers.ddpm import DDPMSampler
 from sdedu.samplers.dpm_solver import DPMSolverMultistepSampler
 from sdedu.samplers.euler import EulerSampler
 from sdedu.samplers.euler_ancestral import EulerAncestralSampler
+from sdedu.samplers.flow_euler import FlowMatchEulerSampler
 from sdedu.samplers.heun import HeunSampler
 from sdedu.samplers.prediction import PREDICTION_TYPES
 from sdedu.samplers.step import SamplerStep, check_step_inputs
@@ -46,6 +50,7 @@ __all__ = [
     "EulerAncestralSampler",
     "HeunSampler",
     "DPMSolverMultistepSampler",
+    "FlowMatchEulerSampler",
     "PREDICTION_TYPES",
     "check_step_inputs",
 ]
