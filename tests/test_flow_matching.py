@@ -1,0 +1,155 @@
+"""Flow matching (sdedu.flow_matching) and FlowMatchEulerSampler: parity with diffusers, the path's algebra, bad input."""
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from sdedu import flow_matching as fm
+from sdedu.diffusion import q_sample
+from sdedu.pipeline.loop import denoise
+from sdedu.samplers import FlowMatchEulerSampler, SamplerStep
+from sdedu.schedules import NoiseSchedule
+
+SHAPE = (2, 4, 3, 3)
+
+
+def velocity_model(x_t, t):
+    """A fixed, deterministic velocity of (x_t, t) that keeps samples O(1)."""
+    t = t.reshape(-1, *([1] * (x_t.ndim - 1))) / fm.TIME_SCALE
+    return torch.tanh(x_t) * (1.0 - t) + 0.3 * torch.sin(3.0 * t) - 0.5 * x_t
+
+
+def draw(shape, seed):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+@pytest.mark.parametrize("n", [1, 4, 28])
+def test_full_loop_matches_diffusers(shift, n):
+    ours = FlowMatchEulerSampler(shift=shift)
+    ours.set_timesteps(n)
+    theirs = FlowMatchEulerDiscreteScheduler(shift=shift)
+    theirs.set_timesteps(n)
+    torch.testing.assert_close(ours.timesteps, theirs.timesteps, rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours.sigmas, theirs.sigmas, rtol=0, atol=1e-7)
+    x = draw(SHAPE, 0)
+    # Ours through the one denoising loop; theirs through diffusers' own loop.
+    ours_out = denoise(velocity_model, ours, x.clone())
+    y = x.clone()
+    for t in theirs.timesteps:
+        y = theirs.step(velocity_model(y, t.expand(SHAPE[0])), t, y).prev_sample
+    assert (ours_out - y).abs().max() <= 1e-5
+
+
+def test_interpolate_matches_diffusers_scale_noise():
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    scheduler.set_timesteps(10)
+    x0, eps = draw(SHAPE, 1), draw(SHAPE, 2)
+    timestep = scheduler.timesteps[[3, 3]]
+    expected = scheduler.scale_noise(x0, timestep, eps)
+    t = scheduler.sigmas[[3, 3]]
+    torch.testing.assert_close(fm.interpolate(x0, eps, t), expected)
+
+
+def test_path_ends_and_velocity_is_its_time_derivative():
+    x0, eps = draw(SHAPE, 3), draw(SHAPE, 4)
+    torch.testing.assert_close(fm.interpolate(x0, eps, 0.0), x0)
+    torch.testing.assert_close(fm.interpolate(x0, eps, 1.0), eps)
+    h = 1e-3
+    slope = (fm.interpolate(x0.double(), eps.double(), 0.4 + h) - fm.interpolate(x0.double(), eps.double(), 0.4)) / h
+    torch.testing.assert_close(slope, fm.velocity_target(x0, eps).double())
+
+
+def test_velocity_gives_back_x0_and_eps():
+    x0, eps = draw(SHAPE, 5), draw(SHAPE, 6)
+    t = torch.tensor([0.2, 0.9])
+    x_t, v = fm.interpolate(x0, eps, t), fm.velocity_target(x0, eps)
+    torch.testing.assert_close(fm.x0_from_velocity(x_t, v, t), x0)
+    torch.testing.assert_close(fm.eps_from_velocity(x_t, v, t), eps)
+
+
+def test_ddpm_sample_is_a_rescaled_point_on_the_straight_path():
+    schedule = NoiseSchedule.linear(1000)
+    x0, eps = draw(SHAPE, 7), draw(SHAPE, 8)
+    steps = torch.tensor([10, 700])
+    t, scale = fm.flow_time_from_alpha_bar(schedule.alpha_bar[steps])
+    x_s = q_sample(x0, steps, schedule, noise=eps)
+    torch.testing.assert_close(scale[:, None, None, None] * x_s, fm.interpolate(x0, eps, t))
+
+
+def test_logit_normal_times_are_sigmoid_of_a_normal():
+    t = fm.logit_normal_times(20_000, m=0.5, s=0.8, generator=torch.Generator().manual_seed(0))
+    assert t.shape == (20_000,) and bool(((t > 0) & (t < 1)).all())
+    logit = torch.logit(t.double())
+    assert abs(float(logit.mean()) - 0.5) < 0.02 and abs(float(logit.std()) - 0.8) < 0.02
+    # Logit-normal(0, 1) puts more mass in the middle of the path than U(0, 1).
+    mid = lambda u: float(((u > 0.25) & (u < 0.75)).float().mean())
+    g = torch.Generator().manual_seed(1)
+    assert mid(fm.logit_normal_times(20_000, generator=g)) > mid(fm.uniform_times(20_000, generator=g)) + 0.1
+
+
+def test_shift_time_is_diffusers_training_grid():
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    grid = torch.linspace(1, 1000, 1000).flip(0) / 1000
+    torch.testing.assert_close(fm.shift_time(grid, 3.0), scheduler.sigmas)
+    assert fm.shift_time(0.0, 3.0) == 0.0 and fm.shift_time(1.0, 3.0) == 1.0 and fm.shift_time(0.5, 3.0) == 0.75
+
+
+def test_loss_is_zero_for_the_true_velocity_and_draws_t_then_eps():
+    x0 = draw(SHAPE, 9)
+    g = torch.Generator().manual_seed(5)
+    t = fm.logit_normal_times(SHAPE[0], generator=g)
+    eps = torch.randn(SHAPE, generator=g)
+    calls = []
+
+    def oracle(x_t, time, cond=None):
+        calls.append(cond)
+        torch.testing.assert_close(time, t * fm.TIME_SCALE)
+        torch.testing.assert_close(x_t, fm.interpolate(x0, eps, t))
+        return eps - x0
+
+    loss = fm.flow_matching_loss(oracle, x0, generator=torch.Generator().manual_seed(5), cond="text")
+    assert float(loss) == 0.0 and calls == ["text"]
+    wrong = fm.flow_matching_loss(lambda x_t, time: x0 - eps, x0, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(wrong, (2 * (eps - x0)).pow(2).mean())
+
+
+def test_euler_on_a_straight_path_lands_on_the_data_in_any_number_of_steps():
+    x0, eps = draw(SHAPE, 10), draw(SHAPE, 11)
+    for n in (1, 3):
+        sampler = FlowMatchEulerSampler(shift=3.0)
+        sampler.set_timesteps(n)
+        out = denoise(lambda x_t, t: eps - x0, sampler, eps.clone())
+        torch.testing.assert_close(out, x0)
+    step = sampler.step(eps - x0, sampler.timesteps[0], eps)
+    assert isinstance(step, SamplerStep)
+    torch.testing.assert_close(step.x0_pred, x0)
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: fm.interpolate(torch.zeros(2, 3), torch.zeros(2, 4), 0.5), "eps"),
+        (lambda: fm.interpolate(torch.zeros(2, 3), torch.zeros(2, 3), 1.5), "t"),
+        (lambda: fm.interpolate(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0.5])), "t"),
+        (lambda: fm.interpolate(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([1, 0])), "t"),
+        (lambda: fm.velocity_target(torch.zeros(2, 3, dtype=torch.int64), torch.zeros(2, 3)), "x0"),
+        (lambda: fm.logit_normal_times(0), "batch_size"),
+        (lambda: fm.logit_normal_times(4, s=-1.0), "s"),
+        (lambda: fm.shift_time(0.5, 0.0), "shift"),
+        (lambda: fm.shift_time(torch.tensor([2.0]), 3.0), "t"),
+        (lambda: fm.sample_times(4, "cosine"), "time_sampling"),
+        (lambda: fm.flow_matching_loss("model", torch.zeros(2, 3)), "model"),
+        (lambda: fm.flow_matching_loss(lambda x, t: x[:, :1], torch.zeros(2, 3)), "model output"),
+        (lambda: fm.flow_time_from_alpha_bar(torch.tensor([0.0])), "alpha_bar"),
+        (lambda: FlowMatchEulerSampler(shift=0), "shift"),
+        (lambda: FlowMatchEulerSampler().set_timesteps(0), "n"),
+        (lambda: FlowMatchEulerSampler().step(torch.zeros(2), 3.5, torch.zeros(2)), "t"),
+        (lambda: FlowMatchEulerSampler().step(torch.zeros(3), 1000.0, torch.zeros(2)), "model_output"),
+        (lambda: FlowMatchEulerSampler().step(torch.zeros(2), "1000", torch.zeros(2)), "t"),
+    ],
+)
+def test_bad_input_names_the_argument(call, name):
+    with pytest.raises((ValueError, TypeError)) as info:
+        call()
+    assert str(info.value).startswith(name)
