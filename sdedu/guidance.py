@@ -3,9 +3,11 @@
 One network is trained both with the text condition and, for a fraction of examples, with an
 empty prompt. At sampling time it is run twice per step and the two noise predictions combined:
 
-    eps = eps_uncond + s (eps_cond - eps_uncond)     (Ho & Salimans 2022, eq. 6, with s = 1 + w)
+    eps = eps_uncond + w (eps_cond - eps_uncond)     (Imagen, Saharia et al. 2022, eq. 2)
 
-s = 0 ignores the prompt, s = 1 is the plain conditional model, s > 1 (Stable Diffusion: 7.5)
+w is the guidance scale, `guidance_scale` here and in diffusers (docs/NOTATION.md). Ho & Salimans
+2022, eq. 6 write eps = (1 + w_HS) eps_cond - w_HS eps_uncond: the same formula with w = 1 + w_HS.
+w = 0 ignores the prompt, w = 1 is the plain conditional model, w > 1 (Stable Diffusion: 7.5)
 trades diversity for adherence to the prompt.
 """
 
@@ -24,7 +26,7 @@ def classifier_free_guidance(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, g
     Args:
         eps_uncond: (B, ...) prediction with the empty prompt.
         eps_cond: (B, ...) prediction with the prompt, same shape.
-        guidance_scale: s >= 0 (0: unconditional, 1: conditional, > 1: guided).
+        guidance_scale: w >= 0 (0: unconditional, 1: conditional, > 1: guided).
     Returns:
         the guided eps, (B, ...).
     """

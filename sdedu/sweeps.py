@@ -30,9 +30,9 @@ def _generate(pipe, prompts, batch_size: int, **kwargs) -> torch.Tensor:
 def guidance_sweep(
     pipe, prompts, scales, seed: int = 0, num_inference_steps: int = 25, attribute: str = "shape", batch_size: int = 100
 ) -> list[dict]:
-    """Adherence and diversity of the same prompts and seeds at each guidance scale s.
+    """Adherence and diversity of the same prompts and seeds at each guidance scale w.
 
-    eps = eps_uncond + s (eps_cond - eps_uncond)   (Ho & Salimans 2022, eq. 6; s = 1 is no guidance)
+    eps = eps_uncond + w (eps_cond - eps_uncond)   (sdedu.guidance; w = 1 is no guidance)
 
     Args:
         pipe: a `TinyStableDiffusion`.

@@ -1,7 +1,8 @@
 """TinyStableDiffusion: prompt -> image, image + prompt -> image, image + mask + prompt -> image.
 
-The pipeline owns no maths of its own. It wires four parts together, as diffusers'
-StableDiffusionPipeline does, and runs the one denoising loop (`loop.denoise`):
+The pipeline owns no maths of its own. It wires Stable Diffusion's five parts together (VAE, text
+encoder, UNet, noise schedule, sampler), as diffusers' StableDiffusionPipeline does, and runs the
+one denoising loop (`loop.denoise`):
 
     cond, uncond = encode_prompt(prompts)               tokenizer + text encoder, (B, L, D) each
     sampler.set_timesteps(n)                            the sampler's own rule for n

@@ -8,10 +8,10 @@
 
 It is `loop.denoise` run with `sdedu.samplers.DDIMInverseSampler`: the loop only iterates the
 sampler's timesteps, so the same loop walks the probability-flow ODE from data to noise.
-`pipe(prompt, latents=z_T, sampler="ddim", num_inference_steps=n, guidance_scale=s)` with the same n
-and s then returns close to the image (exactly, up to the approximation eps(z_t) ~ eps(z_s) made at
-every step, which shrinks as n grows; Mokady et al. 2023 invert with s = 1 for the same reason:
-guidance amplifies that error).
+`pipe(prompt, latents=z_T, sampler="ddim", num_inference_steps=n, guidance_scale=w)` with the same n
+and w then returns close to the image (exactly, up to the approximation eps(z_t') ~ eps(z_t) made at
+every step, t' being the next, noisier timestep; the error shrinks as n grows; Mokady et al. 2023
+invert with w = 1 for the same reason: guidance amplifies that error).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def invert(pipe, images, prompt, num_inference_steps: int = 50, guidance_scale: 
         images: (B, 3, 32, 32) or (3, 32, 32) in [0, 1].
         prompt: a str or B str (one prompt is used for every image, one image for every prompt).
         num_inference_steps: DDIM steps n, as `DDIMSampler` allows; regenerate with the same n.
-        guidance_scale: classifier-free guidance s >= 0 during inversion (1: none, the most faithful).
+        guidance_scale: classifier-free guidance w >= 0 during inversion (1: none, the most faithful).
         progress: show a progress bar.
     Returns:
         z_T (B, 4, 8, 8) on the pipeline's device: pass it as `pipe(prompt, latents=z_T, sampler="ddim", ...)`.

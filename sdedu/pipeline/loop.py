@@ -3,13 +3,13 @@
     for i, t in enumerate(sampler.timesteps):
         z_in = sampler.scale_model_input(z, t)                 (identity for DDPM/DDIM)
         eps_uncond, eps_cond = model([z_in, z_in], t, [uncond, cond]).chunk(2)    one batched call
-        eps_pred = eps_uncond + s (eps_cond - eps_uncond)      (Ho & Salimans 2022, eq. 6)
+        eps_pred = eps_uncond + w (eps_cond - eps_uncond)      (classifier-free guidance, w = guidance_scale)
         z, x0_pred = sampler.step(eps_pred, t, z, generator)
         z = on_step(i, t, z, x0_pred) or z                     a hook: blending, projections, recording
 
 The timesteps are iterated as the sampler gives them, so a sampler that evaluates the model twice
 per step (Heun: its timesteps repeat, as in diffusers) or scales its input (the sigma-parameterised
-ones: `scale_model_input`) needs nothing special. At s = 1 the unconditional branch is skipped.
+ones: `scale_model_input`) needs nothing special. At w = 1 the unconditional branch is skipped.
 
 Randomness: `generator` is passed to `sampler.step` as given: one torch.Generator, or a list of B,
 one per image (see `image_generators`): image i then draws all its noise from its own stream.
@@ -129,7 +129,7 @@ def denoise(
         z: (B, C, H, W) the sample at the first timestep (z_T, or an SDEdit start).
         cond: (B, L, D) text embeddings, or None.
         uncond: (B, L, D) embeddings of the empty prompt, for classifier-free guidance, or None.
-        guidance_scale: s >= 0; at s = 1 (or without uncond) the model runs once per step.
+        guidance_scale: w >= 0; at w = 1 (or without uncond) the model runs once per step.
         timesteps: the timesteps to run (default `sampler.timesteps`; SDEdit passes a tail).
         generator: the sampler's noise: a torch.Generator, a list of B (one per image), or None.
         on_step: on_step(i, t, z, x0_pred) after every step; a tensor it returns replaces z.
@@ -152,7 +152,7 @@ def denoise(
         z_in = torch.cat([z_in, z_in]) if guided else z_in  # (2B, C, H, W) or (B, C, H, W)
         t_in = torch.as_tensor(t, device=z.device).expand(z_in.shape[0])  # (2B,) or (B,)
         eps_pred = model(z_in, t_in) if context is None else model(z_in, t_in, context)
-        # 2. Classifier-free guidance: eps_uncond + s (eps_cond - eps_uncond).
+        # 2. Classifier-free guidance: eps_uncond + w (eps_cond - eps_uncond).
         if guided:
             eps_uncond, eps_cond = eps_pred.chunk(2)  # (B, C, H, W) each
             eps_pred = classifier_free_guidance(eps_uncond, eps_cond, guidance_scale)

@@ -1,4 +1,6 @@
-"""TinyStableDiffusion: the four parts wired together, text-to-image, img2img and inpainting.
+"""TinyStableDiffusion: the five parts wired together, text-to-image, img2img and inpainting.
+
+The five parts of Stable Diffusion: VAE, text encoder, UNet, noise schedule, sampler.
 
 Every mode runs the one loop (`sdedu.pipeline.loop.denoise`); they differ only in where the
 loop starts and in the hook it runs after every step (see the package docstring).
@@ -133,7 +135,7 @@ class TinyStableDiffusion:
             prompt: a str or a list of B str; "" generates unconditionally.
             num_inference_steps: sampler steps N >= 1, as the sampler allows (DDPM: up to T, all
                 of them being Ho et al.'s Algorithm 2; DDIM: up to T - 1).
-            guidance_scale: classifier-free guidance s >= 0 (0: ignore the prompt, 1: no guidance).
+            guidance_scale: classifier-free guidance w >= 0 (0: ignore the prompt, 1: no guidance).
             seed: image i draws all its noise from its own generator, seeded seed + i: image i
                 is the image of seed + i alone, whatever the batch and the device.
             sampler: a name in `sdedu.pipeline.SAMPLERS` ("ddim", "ddpm", ...).
