@@ -100,6 +100,7 @@ def save_component(module: torch.nn.Module, name: str, directory, metadata: dict
 
 def _build(name: str, entry: dict, directory: Path) -> torch.nn.Module:
     """An untrained module of the class and config the manifest names (a closed list: no imports by string)."""
+    from sdedu.models.mmdit import MMDiT, MMDiTConfig
     from sdedu.models.text_encoder import TextEncoder, TextEncoderConfig
     from sdedu.models.unet import UNet, UNetConfig
     from sdedu.models.vae import VAE, VAEConfig
@@ -108,6 +109,7 @@ def _build(name: str, entry: dict, directory: Path) -> torch.nn.Module:
         "sdedu.models.vae.VAE": (VAE, VAEConfig),
         "sdedu.models.text_encoder.TextEncoder": (TextEncoder, TextEncoderConfig),
         "sdedu.models.unet.UNet": (UNet, UNetConfig),
+        "sdedu.models.mmdit.MMDiT": (MMDiT, MMDiTConfig),
     }
     if entry["class"] not in classes:
         fail_field(
