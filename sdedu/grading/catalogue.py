@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sdedu.grading import (  # noqa: F401 - imported for their @register side effect
     checks_compression,
+    checks_ddim,
     checks_diffusion,
     checks_distributed,
     checks_inference,
@@ -16,9 +17,12 @@ from sdedu.grading import (  # noqa: F401 - imported for their @register side ef
     checks_interview_practice,
     checks_ode_samplers,
     checks_precision,
+    checks_schedule,
+    checks_sdedit,
     checks_training,
     checks_training_loop,
     checks_unet,
+    checks_vae,
     checks_visualisation,
 )
 from sdedu.grading.registry import REGISTERED, Item

@@ -28,7 +28,7 @@ BROADCAST_HINT = (
 )
 
 
-def _expect_deterministic(item, case, first, second) -> None:
+def expect_deterministic(item, case, first, second) -> None:
     if (
         isinstance(first, torch.Tensor)
         and isinstance(second, torch.Tensor)
@@ -138,7 +138,7 @@ def check_forward_diffusion(q_sample, trial: Trial) -> str:
                 "IndexError": "off by one: t is already a valid index into alpha_bar.",
             }
             got = trial.call(item, q_sample, args, case=case, name="q_sample", error_hints=errors)
-            _expect_deterministic(item, case, got, trial.call(item, q_sample, args, case=case, name="q_sample"))
+            expect_deterministic(item, case, got, trial.call(item, q_sample, args, case=case, name="q_sample"))
             expect_tensor(
                 item,
                 case,
@@ -278,7 +278,7 @@ def check_reverse_diffusion(ddpm_step, trial: Trial) -> str:
                 "IndexError": "off by one: t is already a valid index into betas and alpha_bar (0 .. T-1).",
             }
             got = trial.call(item, ddpm_step, args, case=case, name="ddpm_step", error_hints=errors)
-            _expect_deterministic(item, case, got, trial.call(item, ddpm_step, args, case=case, name="ddpm_step"))
+            expect_deterministic(item, case, got, trial.call(item, ddpm_step, args, case=case, name="ddpm_step"))
             expect_tensor(
                 item,
                 case,
