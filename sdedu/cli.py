@@ -3,6 +3,7 @@
     sdedu generate "a large red circle in the top left" -n 8 --seed 0 -o grid.png
     sdedu train all            (delegates to `python -m sdedu.train`)
     sdedu bench --quick        (delegates to `python -m sdedu.bench`)
+    sdedu course [DIR]         (the course copied into DIR, then JupyterLab there; --check: is the setup ready?)
     sdedu --help
 
 Every subcommand is a pair of functions, `_add_<name>(subparsers)` to declare its arguments and
@@ -231,11 +232,45 @@ _add_bench, _run_bench = _delegate("bench", "sdedu.bench", "measure adherence, d
 _add_grade, _run_grade = _delegate("grade", "sdedu.grading.grader", "grade submitted exercise notebooks into one CSV")
 
 
+# ---- course ----------------------------------------------------------------------------------
+
+
+def _add_course(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "course",
+        help="copy the course into a folder (never overwriting your files) and open it in JupyterLab",
+        description="Copy the notebooks and exercises into FOLDER (files already there are never overwritten), "
+        "then open JupyterLab there on notebook 00. See sdedu/course.py.",
+    )
+    p.add_argument("folder", nargs="?", default="sdedu-course", help="the course folder (default ./sdedu-course)")
+    p.add_argument("--check", action="store_true", help="only check the setup (versions, weights, threads, folder)")
+    p.add_argument("--no-lab", action="store_true", help="copy the course but do not start JupyterLab")
+    p.add_argument("--port", type=_positive_int, default=None, help="JupyterLab's port (default: its own, 8888)")
+    return p
+
+
+def _run_course(args, parser) -> int:
+    if args.check:
+        from sdedu.course_check import main as check
+
+        return check(args.folder)
+    from sdedu.course import CourseVersionError
+    from sdedu.course import main as open_course
+
+    try:
+        return open_course(args.folder, lab=not args.no_lab, port=args.port)
+    except NotADirectoryError as error:
+        parser.error(f"argument folder: {error}")
+    except (CourseVersionError, OSError) as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+
+
 SUBCOMMANDS = {
     "generate": (_add_generate, _run_generate),
     "train": (_add_train, _run_train),
     "bench": (_add_bench, _run_bench),
     "grade": (_add_grade, _run_grade),
+    "course": (_add_course, _run_course),
 }
 
 

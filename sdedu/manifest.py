@@ -14,12 +14,16 @@ import os
 import re
 from pathlib import Path
 
+from sdedu import __version__
 from sdedu._checks import describe
 from sdedu.schedules import ScheduleConfig
 
 SHIPPED = Path(__file__).with_name("weights")
 MANIFEST = "manifest.json"
 BARE_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a component's name: no folders, no ".."
+# The manifest layout this library writes and reads. Raise it when a field changes meaning; a manifest
+# written before the "format" field existed is format 1.
+FORMAT = 1
 
 
 class WeightsError(ValueError):
@@ -55,12 +59,14 @@ def read_manifest(directory=None) -> dict:
 def update_manifest(directory, **fields) -> dict:
     """Merge top-level fields (recipe, seed, metrics, ...) into the manifest; returns it.
 
+    The manifest also records its format (FORMAT) and the sdedu version that wrote it.
     The new manifest is written beside the old one and swapped in, so a crash never leaves half a file.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(directory)
     manifest.update(fields)
+    manifest.update(format=FORMAT, sdedu_version=__version__)  # who wrote it, in which layout
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, directory / MANIFEST)
@@ -74,6 +80,21 @@ ENTRY_FIELDS = {"file": str, "sha256": str, "class": str, "config": dict}  # req
 
 def fail_field(directory: Path, field_name: str, problem: str):
     raise WeightsError(f"{directory / MANIFEST}: field {field_name!r} {problem}")
+
+
+def check_format(manifest: dict, directory: Path) -> int:
+    """The manifest's format, which must be the one this library reads; a WeightsError that says what to do."""
+    found = manifest.get("format", 1)
+    if isinstance(found, bool) or not isinstance(found, int) or found < 1:
+        fail_field(directory, "format", f"must be an int >= 1; got {describe(found)}")
+    if found != FORMAT:
+        writer = f"sdedu {manifest.get('sdedu_version', '(version not recorded)')}"
+        if found > FORMAT:
+            fix = f"it was written by {writer}, newer than this one: upgrade sdedu (pip install -U sdedu)"
+        else:
+            fix = f"it was written by {writer}, older than this one: load it with that version, or train it again"
+        fail_field(directory, "format", f"is {found} but this sdedu {__version__} reads format {FORMAT}: {fix}")
+    return found
 
 
 def check_entry(name: str, entry, directory: Path) -> dict:

@@ -32,6 +32,7 @@ from sdedu.manifest import (
     SHIPPED,
     WeightsError,
     check_entry,
+    check_format,
     cross_check,
     fail_field,
     manifest_components,
@@ -155,7 +156,9 @@ def load_component(name: str, directory=None, device="cpu") -> torch.nn.Module:
     """
     device = check_device("device", device)
     directory = Path(directory or SHIPPED)
-    components = manifest_components(read_manifest(directory), directory)
+    manifest = read_manifest(directory)
+    check_format(manifest, directory)
+    components = manifest_components(manifest, directory)
     if name not in components:
         raise WeightsError(f"{directory / MANIFEST} has no component {name!r}; it lists {sorted(components)}")
     entry = check_entry(name, components[name], directory)
@@ -202,6 +205,7 @@ def load_pretrained(path=None, device="cpu") -> Pretrained:
             + (" (the shipped weights are missing: reinstall sdedu)" if path is None else "")
         )
     manifest = read_manifest(directory)
+    check_format(manifest, directory)
     components = manifest_components(manifest, directory)
     for name in ("text_encoder", "vae", "unet"):
         if name not in components:

@@ -28,16 +28,19 @@ def copy_new_exercises(exercises_dir: Path = EXERCISES_DIR, workspace_dir: Path 
     if not exercises_dir.is_dir():
         raise FileNotFoundError(f"exercises_dir must be a folder of exercise notebooks; got {exercises_dir}")
     workspace_dir.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for source in sorted(exercises_dir.glob("*.ipynb")):
-        target = workspace_dir / source.name
-        try:
-            with open(target, "xb") as out, open(source, "rb") as src:  # "x": fails if the file exists
-                shutil.copyfileobj(src, out)
-        except FileExistsError:
-            continue
-        copied.append(target)
-    return copied
+    targets = [workspace_dir / source.name for source in sorted(exercises_dir.glob("*.ipynb"))]
+    return [target for target in targets if copy_once(exercises_dir / target.name, target)]
+
+
+def copy_once(source: Path, target: Path) -> bool:
+    """Copy the file source to target unless target exists (then it is left exactly as it is). True if copied."""
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(target, "xb") as out, open(source, "rb") as src:  # "x": fails if the file exists
+            shutil.copyfileobj(src, out)
+    except FileExistsError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
