@@ -1,7 +1,8 @@
 # JupyterLab for the course, loaded by `make course` and `sdedu course` (JUPYTER_CONFIG_PATH=<course>/jupyter).
-# The server's root is the course folder (the repository, or the folder `sdedu course` made), so notebooks/, workspace/ (your exercises), exercises/, solutions/
-# and docs/ are all in the file browser; the browser opens notebook 00; nothing asks the internet for news,
-# updates or extensions (labconfig/default_setting_overrides.json does the same in the front end).
+# The server's root is the course folder (the repository, or the folder `sdedu course` made), so notebooks/,
+# workspace/ (your exercises), exercises/, solutions/ and docs/ are all in the file browser; the browser opens
+# notebook 00; nothing asks the internet for news, updates or extensions (labconfig/default_setting_overrides.json
+# does the same in the front end).
 import os
 from pathlib import Path
 
