@@ -72,7 +72,7 @@ def plot_guidance_sweep(rows: list[dict], adherence_key: str = "all", size: floa
         color="tab:blue",
         label=f"adherence ({adherence_key})",
     )
-    ax.set(xlabel="guidance scale s", ylabel="adherence (fraction right)", ylim=(-0.03, 1.03))
+    ax.set(xlabel="guidance scale w", ylabel="adherence (fraction right)", ylim=(-0.03, 1.03))
     right = ax.twinx()
     right.plot(
         scales,
