@@ -3,6 +3,7 @@
     python -m sdedu.train all --out runs/tiny-sd          # the whole recipe (~20 min on 2 cores)
     python -m sdedu.train vae --steps 20                  # a smoke run of one part
     python -m sdedu.train unet --out runs/tiny-sd --resume  # continue an interrupted UNet run
+    python -m sdedu.train sd3 --out runs/tiny-sd3          # the tiny SD3 (MM-DiT + flow) on the shipped VAE/text
 
 Each part writes its loss log (loss.csv) and checkpoint into <out>/<part>/ and its weights into
 <out>/weights/ (safetensors + manifest.json, loadable with
@@ -25,13 +26,17 @@ import sys
 
 from sdedu.config import OneLineParser, device_argument
 
-PARTS = {"vae": ("vae",), "text": ("text",), "unet": ("unet",), "all": ("vae", "text", "unet")}
+PARTS = {"vae": ("vae",), "text": ("text",), "unet": ("unet",), "all": ("vae", "text", "unet"), "sd3": ("sd3",)}
 
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m sdedu.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=sorted(PARTS), help="what to train: vae, text, unet, or all three in order")
-    parser.add_argument("--out", default="runs/tiny-sd", help="run folder (default: runs/tiny-sd)")
+    parser.add_argument(
+        "part",
+        choices=sorted(PARTS),
+        help="what to train: vae, text, unet, all three in order, or sd3 (sdedu.training.sd3_recipe)",
+    )
+    parser.add_argument("--out", default=None, help="run folder (default: runs/tiny-sd; runs/tiny-sd3 for sd3)")
     parser.add_argument("--steps", type=int, default=None, help="override every part's step count (smoke runs)")
     parser.add_argument("--seed", type=int, default=0, help="the recipe's seed (default: 0)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast only with bf16 hardware)")
@@ -50,8 +55,10 @@ def main(argv=None) -> int:
         parser.error(f"argument --steps: must be >= 1; got {args.steps}")
     from sdedu.training.checkpoint import CheckpointError
     from sdedu.training.recipes import Recipe, train_all
-    from sdedu.weights import WeightsError, read_manifest
+    from sdedu.weights import WeightsError
 
+    if args.part == "sd3":
+        return _train_sd3(parser, args)
     recipe = Recipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16)
     distributed, device, threads = None, args.device, args.threads
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several processes
@@ -61,7 +68,7 @@ def main(argv=None) -> int:
         device, threads = distributed.device, distributed.threads
     try:
         weights = train_all(
-            args.out,
+            args.out or "runs/tiny-sd",
             recipe,
             resume=args.resume,
             progress=not args.no_progress,
@@ -82,6 +89,36 @@ def main(argv=None) -> int:
             cleanup()
     if distributed is not None and not distributed.is_main:
         return 0  # rank 0 reports
+    return _report(weights)
+
+
+def _train_sd3(parser, args) -> int:
+    """The tiny SD3's recipe: the MM-DiT alone, on the shipped VAE and text encoder (one process)."""
+    from sdedu.training.checkpoint import CheckpointError
+    from sdedu.training.sd3_recipe import SD3Recipe, train_sd3
+    from sdedu.weights import WeightsError
+
+    try:
+        weights = train_sd3(
+            args.out or "runs/tiny-sd3",
+            SD3Recipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16),
+            resume=args.resume,
+            progress=not args.no_progress,
+            device=args.device,
+            threads=args.threads,
+            evaluate=not args.no_eval,
+        )
+    except CheckpointError as error:
+        parser.error(f"argument --resume: {error}")
+    except WeightsError as error:
+        parser.error(f"the shipped VAE and text encoder do not load: {error}")
+    return _report(weights)
+
+
+def _report(weights) -> int:
+    """Print the run's summary (weights folder, timings, metrics, per component) as JSON."""
+    from sdedu.weights import read_manifest
+
     manifest = read_manifest(weights)
     summary = {
         "weights": str(weights),

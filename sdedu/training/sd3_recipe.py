@@ -1,0 +1,190 @@
+"""The recipe that trains the tiny SD3 (an MM-DiT with rectified flow) on the frozen parts of the first model.
+
+    python -m sdedu.train sd3 --out runs/tiny-sd3        (`train_sd3` from Python)
+
+As Stable Diffusion 3 reuses a trained autoencoder and frozen text encoders, this recipe trains
+only the MM-DiT (`sdedu.models.mmdit`); the VAE and the text encoder are those shipped with the
+first model (`sdedu/weights`), loaded hash-checked and frozen. What changes from the UNet recipe
+(`sdedu.training.parts.train_unet`) is the backbone and the objective, nothing else:
+
+    z_0 = scale_factor * (mean + std * noise)      latents from a bank encoded once (as the UNet's)
+    captions full or partial, then "" with p_uncond (conditioning dropout, for guidance)
+    cond, pooled = text encoder's tokens and its pooled <end> vector (SD3 uses CLIP's pooled output too)
+    loss = || v_theta(x_t, 1000 t, cond, pooled) - (eps - z_0) ||^2,  t ~ logit-normal(0, 1)
+                                                   (`sdedu.flow_matching.flow_matching_loss`, SD3 eq. 19)
+
+The same data (`recipe_data`), latent bank (`parts.encode_bank`), training loop (`loop.train`:
+seeded per step, resumable, EMA) and evaluation (`evaluation.evaluate_generation`) as the UNet.
+The weights folder holds `mmdit.safetensors` and a manifest that names the VAE and text encoder
+it was trained with by their sha256 (`sdedu.pipeline.sd3` refuses others).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from sdedu._checks import check_int_range, check_number_range
+from sdedu.flow_matching import TIME_SAMPLINGS, flow_matching_loss
+from sdedu.models.mmdit import MMDiT, MMDiTConfig
+from sdedu.models.text_encoder import Tokenizer
+from sdedu.training.loop import TrainConfig, set_threads, train
+from sdedu.training.parts import encode_bank
+from sdedu.training.recipe_config import build_seeded
+from sdedu.training.recipe_data import captions_for
+from sdedu.weights import SHIPPED, load_component, read_manifest, save_component, update_manifest
+
+MODEL_NAME = "TinyStableDiffusion3"  # the manifest's "model" field: what a weights folder holds
+
+
+@dataclass
+class SD3Recipe:
+    """Every setting of the tiny SD3's recipe (recorded in its weights manifest)."""
+
+    seed: int = 0
+    mmdit: MMDiTConfig = field(default_factory=MMDiTConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=2400, lr=1e-3, warmup_steps=100, ema_decay=0.998)
+    )
+    batch_size: int = 64
+    latent_bank: int = 12_000
+    # captions, as the UNet's recipe
+    p_full: float = 0.5
+    p_drop: float = 0.5
+    p_uncond: float = 0.1
+    # training times: SD3's logit-normal(m, s) (section 3.1)
+    time_sampling: str = "logit_normal"
+    time_m: float = 0.0
+    time_s: float = 1.0
+
+    def __post_init__(self):
+        check_int_range("recipe.seed", self.seed, 0, 2**40)
+        check_int_range("recipe.batch_size", self.batch_size, 1, 10**9)
+        check_int_range("recipe.latent_bank", self.latent_bank, 1, 10**9)
+        for name in ("p_full", "p_drop", "p_uncond"):
+            check_number_range(f"recipe.{name}", getattr(self, name), 0.0, 1.0)
+        if self.time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f"recipe.time_sampling must be one of {TIME_SAMPLINGS}; got {self.time_sampling!r}")
+
+    def with_steps(self, steps: int | None = None, seed: int | None = None, bf16: bool = False) -> SD3Recipe:
+        """A copy with the step count (smoke runs), seed and bf16 set, as `Recipe.with_steps`."""
+        seed = self.seed if seed is None else seed
+        train_config = replace(self.train, seed=seed, bf16=bf16)
+        if steps is not None:
+            train_config = replace(
+                train_config, steps=steps, warmup_steps=min(self.train.warmup_steps, max(steps // 10, 1))
+            )
+        return replace(self, seed=seed, train=train_config)
+
+
+def text_conditioning(text_encoder, tokenizer, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two text inputs of the MM-DiT: token embeddings cond (B, L, D) and pooled (B, P).
+
+    pooled is the text encoder's own pooled output: the <end> token's state through its
+    contrastive projection (`TextEncoder.pooled`), the analogue of the CLIP pooled embedding SD3 uses.
+    """
+    ids = tokenizer(captions, device=device)  # (B, L)
+    return text_encoder(ids), text_encoder.pooled(ids)
+
+
+def train_sd3(
+    out_dir="runs/tiny-sd3",
+    recipe: SD3Recipe | None = None,
+    base=None,
+    resume=False,
+    progress=True,
+    device="cpu",
+    threads: int | None = None,
+    evaluate: bool = True,
+) -> Path:
+    """Train the MM-DiT on the frozen VAE and text encoder of `base` (default: the shipped first model).
+
+    Writes <out_dir>/sd3/ (loss.csv, checkpoint) and <out_dir>/weights/ (mmdit.safetensors +
+    manifest.json, loadable with `TinyStableDiffusion3.from_pretrained(<out_dir>/weights)`).
+    Returns the weights folder.
+    """
+    recipe = recipe or SD3Recipe()
+    threads = set_threads(threads)
+    device = torch.device(device)
+    base = Path(base) if base is not None else SHIPPED
+    out_dir = Path(out_dir)
+    weights = out_dir / "weights"
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    # 1. The frozen parts of the first model, hash-checked, and a latent bank encoded once.
+    vae = load_component("vae", base, device)
+    text_encoder = load_component("text_encoder", base, device).requires_grad_(False)
+    tokenizer = Tokenizer(max_length=text_encoder.config.max_length)
+    means, logvars, attributes = encode_bank(vae, recipe.latent_bank, recipe.seed + 2, device)
+    stds, scale = torch.exp(0.5 * logvars), float(vae.scale_factor)
+    bank_seconds, bank_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
+    mmdit = build_seeded(lambda: MMDiT(recipe.mmdit), recipe.seed, "sd3").to(device)
+
+    def loss_fn(model, generator):
+        # 1. Latents z_0 = scale_factor * (mean + std * noise) of random bank images.
+        index = torch.randint(len(attributes), (recipe.batch_size,), generator=generator)
+        noise = torch.randn(means[index].shape, generator=generator).to(device)
+        z0 = scale * (means[index] + stds[index] * noise)  # (B, 4, 8, 8)
+        # 2. Captions, partial or full, then conditioning dropout to "" (for guidance).
+        captions, _ = captions_for([attributes[i] for i in index.tolist()], generator, recipe.p_full, recipe.p_drop)
+        uncond = (torch.rand(len(captions), generator=generator) < recipe.p_uncond).tolist()
+        captions = ["" if u else c for c, u in zip(captions, uncond)]
+        with torch.no_grad():
+            cond, pooled = text_conditioning(text_encoder, tokenizer, captions, device)  # frozen
+        # 3. Conditional flow matching on the latents (SD3's objective).
+        return flow_matching_loss(
+            model,
+            z0,
+            generator=generator,
+            time_sampling=recipe.time_sampling,
+            m=recipe.time_m,
+            s=recipe.time_s,
+            cond=cond,
+            pooled=pooled,
+        )
+
+    run = train(
+        mmdit,
+        loss_fn,
+        recipe.train,
+        out_dir / "sd3",
+        resume=resume,
+        desc="MM-DiT",
+        progress=progress,
+        settings={k: v for k, v in asdict(recipe).items() if k != "train"},
+    )
+    info = {
+        "train_seconds": run.seconds + bank_seconds,
+        "cpu_seconds": run.cpu_seconds + bank_cpu_seconds,
+        "latent_bank_seconds": bank_seconds,
+        "seconds_per_step": run.seconds_per_step,
+        "steps": run.steps,
+        "final_loss": run.final_loss,
+    }
+    save_component(run.ema_model, "mmdit", weights, {"training": info})
+    base_components = read_manifest(base)["components"]
+    update_manifest(
+        weights,
+        model=MODEL_NAME,
+        recipe=asdict(recipe),
+        seed=recipe.seed,
+        threads=threads,
+        torch_version=torch.__version__,
+        base={name: {"sha256": base_components[name]["sha256"]} for name in ("vae", "text_encoder")},
+        tokenizer={"max_length": tokenizer.max_length},
+        training_seconds=info["train_seconds"],
+        training_cpu_seconds=info["cpu_seconds"],
+    )
+    if evaluate:
+        from sdedu.pipeline.sd3 import TinyStableDiffusion3
+        from sdedu.training.evaluation import evaluate_generation
+
+        t1 = time.perf_counter()
+        pipe = TinyStableDiffusion3(tokenizer, text_encoder, vae, run.ema_model, device=device)
+        metrics = evaluate_generation(
+            pipe, guidance_scale=pipe.default_guidance_scale, num_inference_steps=pipe.default_steps
+        )
+        update_manifest(weights, metrics=metrics, evaluation_seconds=time.perf_counter() - t1)
+    return weights
