@@ -18,6 +18,7 @@ _EXPORTS = {
     "DDIMSampler": "sdedu.samplers",
     "classifier_free_guidance": "sdedu.guidance",
     "TinyStableDiffusion": "sdedu.pipeline",
+    "TinyStableDiffusion3": "sdedu.pipeline.sd3",
 }
 
 __all__ = sorted(_EXPORTS)
