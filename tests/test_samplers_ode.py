@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers.schedulers.scheduling_ddim import rescale_zero_terminal_snr as reference_rescale
 
-from sdedu.diffusion import predict_x0_from_eps, q_sample, velocity
+from sdedu.diffusion import predict_x0_from_eps, q_sample, randn_like, velocity
 from sdedu.samplers import (
     PREDICTION_TYPES,
     DDIMInverseSampler,
@@ -15,6 +15,7 @@ from sdedu.samplers import (
     EulerSampler,
     HeunSampler,
     SamplerStep,
+    euler_ancestral,
 )
 from sdedu.samplers.sigmas import trailing_timesteps
 from sdedu.schedules import NoiseSchedule, rescale_zero_terminal_snr
@@ -115,11 +116,9 @@ def our_start(ref, z):
 # ---- parity with diffusers: full loops, same stand-in model, same generator ---------------
 
 
-# Not ("linear", 2): with sigma_T = 157 and two huge steps, float32 itself is 2e-4 away from a
-# float64 run there, for diffusers and for us alike (measured), so 1e-5 would test rounding.
 CASES = [
     (name, n, prediction_type)
-    for name, steps in (("linear", (1, 7, 25)), ("scaled_linear", (1, 2, 7, 25)))
+    for name, steps in (("linear", (1, 2, 7, 25)), ("scaled_linear", (1, 2, 7, 25)))
     for n in steps
     for prediction_type in PREDICTION_TYPES
 ] + [("scaled_linear", 1000, "eps"), ("cosine", 25, "v"), ("cosine", 7, "x0")]
@@ -127,7 +126,26 @@ CASES = [
 
 @pytest.mark.parametrize("sampler_class", SAMPLERS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("name, n, prediction_type", CASES)
-def test_loop_equals_diffusers(sampler_class, name, n, prediction_type):
+def test_loop_equals_diffusers(sampler_class, name, n, prediction_type, monkeypatch):
+    """sdedu's loop and diffusers' give the same x_0 to 1e-5, or as close as float32 allows.
+
+    Where they differ by more than 1e-5 it is float32 rounding, not a formula. The first step works
+    in sigma space, on x = x_T sqrt(1 + sigma_T^2): values up to |x_T| sigma_T = 537 for the linear
+    schedule (sigma_T = 157) and 6.9e4 for the cosine one (sigma_T = 2.0e4), where float32's spacing
+    is 6.1e-5 and 7.8e-3. The step subtracts two such numbers (x - sigma d) down to O(1) and keeps
+    their absolute rounding error, which Heun's second evaluation and the stand-in model's slope
+    can amplify. diffusers keeps x between steps and computes x0_pred in sigma space (x - sigma eps);
+    sdedu keeps x_t and converts at each step (`sdedu.samplers.sigmas`), so the two round
+    differently. Measured, |sdedu - diffusers| (both float32) vs |sdedu float32 - sdedu float64|:
+    linear, n = 1, every sampler and type: 3.05e-5 (half the spacing at 537) vs 3.96e-5 (eps);
+    linear, n = 2: Euler 1.9e-5 vs 2.2e-5, Euler ancestral 2.7e-5 vs 1.6e-5, Heun 2.4e-4 vs 5.0e-4
+    (eps); cosine, Heun: 1.45e-4 vs 0.28 (n = 7, x0) and 5.7e-5 vs 0.12 (n = 25, v). Every other
+    case agrees to <= 1e-5. Both loops round at the same magnitudes, each ends about
+    |float32 - float64| from the float64 answer, possibly on opposite sides: the test allows
+    max(1e-5, 2 |float32 - float64|) of our own loop. diffusers cannot be run in float64 to compare
+    (its Euler step casts the sample to float32). In the float64 run Euler ancestral draws its noise
+    in float32, so that it is the same noise.
+    """
     if sampler_class is EulerAncestralSampler and prediction_type == "x0":
         pytest.skip("diffusers' EulerAncestralDiscreteScheduler has no prediction_type='sample'")
     if sampler_class is HeunSampler and n == 1000:
@@ -140,12 +158,15 @@ def test_loop_equals_diffusers(sampler_class, name, n, prediction_type):
     assert torch.equal(sampler.timesteps, ref.timesteps.to(torch.int64))
     model = stand_in_model(schedule)
     z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
-    ours = run_ours(sampler, model, our_start(ref, z), seed=1)
+    start = our_start(ref, z)
+    ours = run_ours(sampler, model, start, seed=1)
     theirs = run_diffusers(ref, model, z, seed=1, takes_generator=REFERENCES[sampler_class][2])
-    # <= 1e-5, absolute, or relative to the largest value when that is above 1 (the cosine
-    # schedule's sigma_T = 2e4 makes float32 round at 1e-7 of values that are large mid-way).
-    tolerance = 1e-5 * max(1.0, theirs.abs().max().item())
-    assert (ours - theirs).abs().max().item() <= tolerance
+    gap = (ours - theirs).abs().max().item()
+    if gap > 1e-5:  # only then: how far float32 is from float64 for this very loop
+        float32_noise = lambda x, generator: randn_like(x.float(), generator).to(x.dtype)
+        monkeypatch.setattr(euler_ancestral, "randn_like", float32_noise)
+        rounding = (ours.double() - run_ours(sampler, model, start.double(), seed=1)).abs().max().item()
+        assert gap <= 2 * rounding, (gap, rounding)
 
 
 def test_euler_ancestral_is_stochastic_and_follows_the_generator():
