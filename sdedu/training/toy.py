@@ -3,7 +3,9 @@
 Training is Algorithm 1 of Ho et al. 2020 on a point cloud: draw a batch of points x_0, a
 timestep t and noise eps, and regress the MLP's eps_pred on eps (`noise_prediction_loss`).
 Sampling is the reverse loop every sdedu pipeline shows: start from x_T ~ N(0, I) and apply
-`sampler.step` once per timestep. With points in 2-D both fit in seconds on one CPU thread,
+`sampler.step` once per timestep. `objective="flow"` trains the same MLP on flow matching
+instead (the velocity eps - x_0 of the straight path, `sdedu.flow_matching`), sampled with
+`FlowMatchEulerSampler`. With points in 2-D both fit in seconds on one CPU thread,
 and every intermediate x_t can be drawn as a scatter plot.
 """
 
@@ -14,11 +16,15 @@ from tqdm.auto import tqdm
 
 from sdedu._checks import check_finite, check_int_range, check_number_range, check_tensor
 from sdedu.diffusion import noise_prediction_loss
+from sdedu.flow_matching import flow_matching_loss
 from sdedu.models.mlp import MLPDenoiser, MLPDenoiserConfig
 from sdedu.pipeline.loop import denoise
 from sdedu.schedules import NoiseSchedule
 
-__all__ = ["train_toy_denoiser", "sample_toy"]
+__all__ = ["train_toy_denoiser", "sample_toy", "OBJECTIVES"]
+
+#: What the toy model learns: eps (Ho et al. 2020) or the flow's velocity eps - x_0 (Lipman et al. 2023).
+OBJECTIVES = ("eps", "flow")
 
 
 def train_toy_denoiser(
@@ -32,6 +38,7 @@ def train_toy_denoiser(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    objective: str = "eps",
 ) -> tuple[MLPDenoiser, list[float]]:
     """Fit an `MLPDenoiser` to a point cloud with the simple loss (Ho et al. 2020, Algorithm 1).
 
@@ -50,6 +57,8 @@ def train_toy_denoiser(
         generator: randomness for batches, t and eps (seed it for a reproducible run).
         device: where to train (default: the model's device, else the CPU).
         progress: show a tqdm bar.
+        objective: "eps" (the simple loss above, on `schedule`) or "flow" (`flow_matching_loss`:
+            || v_theta((1 - t) x_0 + t eps, 1000 t) - (eps - x_0) ||^2, t logit-normal; schedule unused, may be None).
 
     Returns:
         (model in eval mode, list of the per-step losses).
@@ -61,6 +70,8 @@ def train_toy_denoiser(
     steps = check_int_range("steps", steps, 1, 10_000_000)
     batch_size = check_int_range("batch_size", batch_size, 1, 10_000_000)
     lr = check_number_range("lr", lr, 0.0, 10.0)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
     if model is None:
         config = config or MLPDenoiserConfig(data_dim=points.shape[1])
         model = MLPDenoiser(config)
@@ -85,8 +96,11 @@ def train_toy_denoiser(
             device=generator.device if generator is not None else points.device,
         )
         x0 = points[index.to(points.device)]  # (batch_size, D)
-        # 2. t, eps, x_t and the mean squared error on eps (Algorithm 1, lines 3-5).
-        loss = noise_prediction_loss(model, x0, schedule, generator=generator)
+        # 2. t, eps, x_t and the mean squared error on eps (Algorithm 1, lines 3-5), or on the velocity.
+        if objective == "flow":
+            loss = flow_matching_loss(model, x0, generator=generator)
+        else:
+            loss = noise_prediction_loss(model, x0, schedule, generator=generator)
         # 3. One gradient step.
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -112,7 +126,8 @@ def sample_toy(
     Call `sampler.set_timesteps(...)` first to choose the number of steps.
 
     Args:
-        model: eps-predictor, model(x_t (n, D), t int64 (n,)) -> (n, D).
+        model: eps-predictor, model(x_t (n, D), t int64 (n,)) -> (n, D) (or a velocity model with a
+            `FlowMatchEulerSampler`, whose float timesteps it receives as they are).
         sampler: an object with `.timesteps` and `step(eps_pred, t, x_t, generator=None)`.
         n: number of points.
         generator: randomness for x_T and for the sampler's noise.
@@ -131,7 +146,7 @@ def sample_toy(
     draw_device = generator.device if generator is not None else device
     x_t = torch.randn(n, data_dim, generator=generator, device=draw_device).to(device)  # (n, D)
     trajectory = [x_t.cpu()]
-    timesteps = torch.as_tensor(sampler.timesteps).to(torch.int64).cpu()
+    timesteps = torch.as_tensor(sampler.timesteps).cpu()
     # 2-3. The one denoising loop (sdedu.pipeline.denoise): eps_pred = model(x_t, t), then the
     #      sampler's step towards x_0; the hook records every x_t.
     x_t = denoise(
