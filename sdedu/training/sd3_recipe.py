@@ -47,7 +47,7 @@ class SD3Recipe:
     seed: int = 0
     mmdit: MMDiTConfig = field(default_factory=MMDiTConfig)
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=2400, lr=1e-3, warmup_steps=100, ema_decay=0.998)
+        default_factory=lambda: TrainConfig(steps=1600, lr=1e-3, warmup_steps=100, ema_decay=0.995)
     )
     batch_size: int = 64
     latent_bank: int = 12_000
