@@ -196,3 +196,27 @@ def test_the_shipped_manifest_passes_every_check():
     bundle = load_pretrained()
     assert bundle.schedule.T == bundle.unet.config.num_train_timesteps == 1000
     assert bundle.tokenizer.max_length == bundle.text_encoder.config.max_length
+
+
+def test_manifest_records_its_format_and_the_version_that_wrote_it(folder):
+    from sdedu import __version__
+    from sdedu.manifest import FORMAT
+
+    manifest = read_manifest(folder)
+    assert manifest["format"] == FORMAT and manifest["sdedu_version"] == __version__
+    assert read_manifest(SHIPPED)["format"] == FORMAT
+
+
+@pytest.mark.parametrize(
+    "found, reads, fix",
+    [(2, 1, "newer than this one: upgrade sdedu"), (1, 2, "older than this one"), ("1", 1, "must be an int")],
+)
+def test_a_manifest_of_another_format_is_refused_at_load(folder, monkeypatch, found, reads, fix):
+    monkeypatch.setattr("sdedu.manifest.FORMAT", reads)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["format"] = found
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(WeightsError, match=fix):
+        load_pretrained(folder)
+    with pytest.raises(WeightsError, match="field 'format'"):
+        load_component("vae", folder)
