@@ -397,15 +397,27 @@ def sample(model, sampler, x_T, cond, uncond, guidance_scale, *, combine=None, s
 
 
 INTERVIEW_WRONG = {
-    "texture model": ("interview_what_is_sd", {"a", "b", "c", "d"}, "texture"),
+    "seed: SD generates textures": ("interview_what_is_sd", {"a", "b", "c", "d"}, "generating textures"),
     "missing a true statement": ("interview_what_is_sd", "ad", "img2img"),
     "not letters": ("interview_what_is_sd", 3, "letters"),
     "unknown letter": ("interview_what_is_sd", "az", "not among"),
-    "latent factor 12": ("interview_architecture", 12, "count the values"),
-    "no square roots": ("interview_diffusion_process", 0.64 * 1.0 + 0.36 * 0.5, "square roots"),
+    "seed: a diffusion process + one network": ("interview_architecture", "cd", "stable diffusion process"),
+    "seed: the process has parameters": ("interview_architecture", "abcd", "no parameters"),
+    "the sampler has parameters": ("interview_architecture", "abce", "swapped without retraining"),
+    "only the UNet is trained": ("interview_architecture", "c", "pixel"),
+    "seed: forward from a condition image": ("interview_diffusion_process", "ae", "given condition image"),
+    "forward starts from noise": ("interview_diffusion_process", "ce", "reverse"),
+    "the prompt enters the forward process": ("interview_diffusion_process", "bde", "no condition"),
+    "forgets the process is fixed": ("interview_diffusion_process", "b", "learned"),
     "UNet outputs the image": ("interview_unet_role", "a", "latent space"),
-    "forgets guidance doubles calls": ("interview_training_inference", 50, "two noise predictions"),
-    "linear in tokens": ("interview_performance", 4, "tokens"),
+    "eps-MSE largest at t = 999": ("interview_training_inference", "d", "nearly exact"),
+    "eps-MSE largest mid-way": ("interview_training_inference", "c", "less noise"),
+    "eps-MSE the same at every t": ("interview_training_inference", "e", "difficulty"),
+    "guidance adds variety": ("interview_guidance_diversity", "a", "narrow"),
+    "guidance changes nothing": ("interview_guidance_diversity", "c", "changes the images"),
+    "fewer steps are exact": ("interview_performance", "abce", "discretisation"),
+    "int8 is exact": ("interview_performance", "abde", "approximation"),
+    "batching changes the result": ("interview_performance", "ae", "batch of two"),
     "no new compositions": ("interview_challenges", "abcde", "compose"),
     "FID without the matrix sqrt": (
         "interview_quality",
@@ -447,6 +459,12 @@ INTERVIEW_WRONG = {
         "uncond",
     ),
     "forgets .x_prev": ("interview_minimal_code", lambda *a: sample(*a, step_result=False), ".x_prev"),
+    "seed: SD is a self-attention model": ("interview_seed_families", "abce", "self-attention models like SD"),
+    "seed: the VAE is an alternative": ("interview_seed_families", "bcde", "not an alternative"),
+    "SD is not a diffusion model": ("interview_seed_families", "ce", "called per image"),
+    "seed: the write-up's code is fine": ("interview_seed_code", "d", "no package `stable_diffusion`"),
+    "only torch.no_grad is missing": ("interview_seed_code", "e", "three lines"),
+    "pickles are safe": ("interview_seed_code", "ac", "pickle"),
 }
 
 RIGHT_ANSWERS = [
@@ -461,6 +479,16 @@ RIGHT_ANSWERS = [
     ("interview_quality", frechet_distance),
     ("interview_minimal_code", sample),
     ("interview_what_is_sd", ["A", "c", "d"]),
+    ("interview_architecture", "abc"),
+    ("interview_diffusion_process", {"b", "e"}),
+    ("interview_unet_role", "b"),
+    ("interview_training_inference", "a"),
+    ("interview_guidance_diversity", "B"),
+    ("interview_performance", "a, b, e"),
+    ("interview_challenges", "abce"),
+    ("interview_generative_families", {"gan": "a", "vae": "b", "diffusion": "c"}),
+    ("interview_seed_families", "bce"),
+    ("interview_seed_code", "abc"),
 ]
 
 CATALOGUE = (

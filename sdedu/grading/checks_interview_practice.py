@@ -1,6 +1,8 @@
 """Interview questions Q8-Q10 (solutions/11_interview_questions.ipynb): image quality (the Frechet
-distance behind FID, small code), the generative families (a mapping) and a minimal sampling loop with
-classifier-free guidance (small code). Q1-Q7 and the shared helpers are in `checks_interview`.
+distance behind FID, small code), the generative families (a mapping, and the write-up's list of
+"generation networks", multiple choice) and a minimal sampling loop with classifier-free guidance (small
+code, and what is wrong with the write-up's code, multiple choice). Q1-Q7 and the shared helpers are in
+`checks_interview`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import math
 
 import torch
 
-from sdedu.grading.checks_interview import NOTEBOOK
+from sdedu.grading.checks_interview import NOTEBOOK, multiple_choice, seed_says
 from sdedu.grading.errors import describe, fail
 from sdedu.grading.expect import expect_number, expect_tensor
 from sdedu.grading.registry import register
@@ -107,6 +109,69 @@ def check_generative_families(answer, trial: Trial) -> str:
         if given[family] != right[family]:
             fail(item, "1 (the mapping)", f"{family!r} is matched to the wrong description.", why[family])
     return "all three matched"
+
+
+SEED_FAMILIES = "generation networks include VAE, GAN and self-attention models like SD"
+SEED_CODE = 'from stable_diffusion import StableDiffusionModel; load_weights(".pth"); transform=Resize(512)'
+
+
+@register(
+    "interview_seed_families",
+    "Q9 the write-up's list of generation networks: what SD is among them (multiple choice)",
+    NOTEBOOK,
+)
+def check_seed_families(answer, trial: Trial) -> str:
+    return multiple_choice(
+        "interview_seed_families",
+        answer,
+        "abcde",
+        {"b", "c", "e"},
+        {
+            "a": seed_says(
+                SEED_FAMILIES,
+                "a family of generative models is defined by how it is trained and sampled (adversarial game, "
+                "ELBO, denoising); attention is a layer that any of them may contain (SAGAN is a GAN with "
+                "self-attention). SD is a diffusion model whose denoiser contains attention layers.",
+            ),
+            "b": "how is SD's UNet trained, and how many times is it called per image?",
+            "c": "what turns SD's final latent into pixels?",
+            "d": seed_says(
+                SEED_FAMILIES,
+                "SD's VAE is not an alternative to SD but one of its parts: it only maps images to latents and "
+                "back; the diffusion model (the UNet and its sampler) generates the latent.",
+            ),
+            "e": "look for attention inside SD's UNet: self-attention over latent positions, cross-attention to the "
+            "text tokens.",
+        },
+    )
+
+
+@register(
+    "interview_seed_code",
+    "Q10 what is wrong with the write-up's code (multiple choice)",
+    NOTEBOOK,
+)
+def check_seed_code(answer, trial: Trial) -> str:
+    return multiple_choice(
+        "interview_seed_code",
+        answer,
+        "abcde",
+        {"a", "b", "c"},
+        {
+            "a": "try `pip download stable_diffusion` in your head: which library actually ships SD pipelines, "
+            "and what is its class called?",
+            "b": "what does torch.load do to a .pth file to read it, and what can a pickle do when it is loaded?",
+            "c": "what would a resize transform do to a string?",
+            "d": seed_says(
+                SEED_CODE,
+                "no package `stable_diffusion` with a `StableDiffusionModel` exists; diffusers' class is "
+                "`StableDiffusionPipeline.from_pretrained(...)`, its weights are safetensors files, and the output "
+                "size is set by `height`/`width` (the latent's size), not by a transform.",
+            ),
+            "e": "torch.no_grad saves memory and time; without it the same image comes out. Look at the three lines "
+            "themselves.",
+        },
+    )
 
 
 def _fake_model(x, t, cond):
