@@ -142,3 +142,64 @@ def test_noise_slider_in_jupyter_is_a_slider_over_t(monkeypatch):
     assert (slider.min, slider.max, slider.step, slider.value) == (0, 99, 5, 20)
     slider.value = 95  # redraws without error
     assert not plt.get_fignums()  # each redraw closes its figure
+
+
+# ---- diagrams drawn from real objects (sdedu.viz.diagrams) ---------------------------------------
+
+
+def test_unet_diagram_draws_the_shapes_of_the_config_it_is_given():
+    from sdedu.models.unet import UNetConfig
+    from sdedu.viz import diagrams
+
+    stages = diagrams.unet_stages()
+    assert [s["name"] for s in stages] == [
+        "conv_in", "down0", "downsample", "down1", "mid", "up1", "upsample", "up0", "conv_out"
+    ]  # fmt: skip
+    c0, c1 = UNetConfig().channels
+    assert stages[0]["input_shape"] == (4, 8, 8) and stages[-1]["shape"] == (4, 8, 8)
+    assert stages[3]["shape"] == (c1, 4, 4) and stages[3]["kind"] == "attn" and stages[2]["kind"] == "resample"
+    rng = torch.get_rng_state()
+    config = UNetConfig(sample_size=16, channels=(32, 64), head_dim=16, norm_groups=8)
+    fig = diagrams.unet_diagram(config)
+    assert torch.equal(rng, torch.get_rng_state())  # building the traced model leaves the caller's RNG alone
+    assert isinstance(fig, plt.Figure)
+    labels = {text.get_text() for text in fig.axes[0].texts}
+    assert {"32x16x16", "64x8x8", "4x16x16", "skip (concat)"} <= labels and f"{c1}x4x4" not in labels
+    with pytest.raises(TypeError, match="config must be a UNetConfig"):
+        diagrams.unet_stages({"channels": (8, 16)})
+
+
+def test_guidance_vectors_draws_the_plane_of_the_two_predictions_exactly():
+    from sdedu.viz import diagrams
+
+    g = torch.Generator().manual_seed(0)
+    eps_uncond, eps_cond = torch.randn(4, 8, 8, generator=g), torch.randn(4, 8, 8, generator=g)
+    fig = diagrams.guidance_vectors(eps_uncond, eps_cond, scales=(0.0, 1.0, 3.0))
+    assert isinstance(fig, plt.Figure)
+    dots = [line.get_xydata()[0] for line in fig.axes[0].lines if line.get_marker() == "o"]
+    assert len(dots) == 3
+    np.testing.assert_allclose(dots[0], [eps_uncond.norm(), 0.0], rtol=1e-5, atol=1e-5)  # w = 0: eps_uncond
+    np.testing.assert_allclose(np.linalg.norm(dots[1]), eps_cond.norm(), rtol=1e-5)  # w = 1: eps_cond
+    guided = eps_uncond + 3.0 * (eps_cond - eps_uncond)
+    np.testing.assert_allclose(np.linalg.norm(dots[2]), guided.norm(), rtol=1e-5)  # in the plane: no length lost
+    with pytest.raises(ValueError, match="must not be parallel"):
+        diagrams.guidance_vectors(eps_uncond, 2 * eps_uncond)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+def test_ring_allreduce_ends_with_every_sum_on_every_rank(n):
+    from sdedu.viz import diagrams
+
+    states = diagrams.ring_allreduce_steps(n)
+    assert len(states) == 2 * (n - 1) + 1
+    everyone = frozenset(range(n))
+    _, after_reduce_scatter, _ = states[n - 1]
+    assert all(after_reduce_scatter[r][(r + 1) % n] == everyone for r in range(n))  # each rank owns one full chunk
+    _, final, _ = states[-1]
+    assert all(chunk == everyone for row in final for chunk in row)
+    assert all(
+        sorted(r for r, _ in sends) == list(range(n)) for _, _, sends in states[1:]
+    )  # one chunk per rank per step
+    if n == 4:
+        fig = diagrams.ring_allreduce_diagram(n)
+        assert isinstance(fig, plt.Figure) and sum(ax.axison or bool(ax.patches) for ax in fig.axes) == len(states)

@@ -9,11 +9,14 @@ computes diffusion maths: callers pass tensors that the library already produced
     noise      histogram, histograms_over_t (values against N(0, 1)), plot_schedules
     points     scatter_points, trajectory_grid: (N, 2) clouds
     animation  animate_points, animate_images (offline JavaScript HTML, static fallback)
+    diagrams   unet_diagram (from a UNetConfig), guidance_vectors, ring_allreduce_diagram: drawn from
+               the real objects they show
 
 Everything is importable from here: `from sdedu import viz; viz.image_grid(images)`.
 """
 
 from sdedu.viz.animation import animate_images, animate_points
+from sdedu.viz.diagrams import guidance_vectors, ring_allreduce_diagram, unet_diagram
 from sdedu.viz.images import image_grid, images_over_t, to_numpy_images
 from sdedu.viz.noise import histogram, histograms_over_t, plot_schedules
 from sdedu.viz.points import scatter_points, trajectory_grid
@@ -29,4 +32,7 @@ __all__ = [
     "trajectory_grid",
     "animate_points",
     "animate_images",
+    "unet_diagram",
+    "guidance_vectors",
+    "ring_allreduce_diagram",
 ]
