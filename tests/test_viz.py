@@ -203,3 +203,13 @@ def test_ring_allreduce_ends_with_every_sum_on_every_rank(n):
     if n == 4:
         fig = diagrams.ring_allreduce_diagram(n)
         assert isinstance(fig, plt.Figure) and sum(ax.axison or bool(ax.patches) for ax in fig.axes) == len(states)
+
+
+def test_sample_paths_draws_one_line_per_point_from_x_T_to_x_0():
+    paths = {"a": torch.randn(6, 5, 2), "b": torch.randn(3, 5, 2)}
+    fig = viz.sample_paths(paths, reference=torch.randn(20, 2))
+    first, second = fig.get_axes()
+    assert first.get_title() == "a" and len(first.lines) == 5 and len(second.lines) == 5
+    np.testing.assert_allclose(second.lines[2].get_xydata(), paths["b"][:, 2].numpy())
+    with pytest.raises(ValueError, match=r"shape \(S \+ 1, N, 2\)"):
+        viz.sample_paths({"c": torch.randn(4, 5, 3)})

@@ -7,7 +7,7 @@ computes diffusion maths: callers pass tensors that the library already produced
     images     to_numpy_images, image_grid, images_over_t: (B, C, H, W) in [0, 1] by default;
                `value_range=(-1, 1)` for the diffusion maths' range (x_0 scaled, x_t)
     noise      histogram, histograms_over_t (values against N(0, 1)), plot_schedules
-    points     scatter_points, trajectory_grid: (N, 2) clouds
+    points     scatter_points, trajectory_grid, sample_paths: (N, 2) clouds and their paths
     animation  animate_points, animate_images (offline JavaScript HTML, static fallback)
     diagrams   unet_diagram (from a UNetConfig), guidance_vectors, ring_allreduce_diagram: drawn from
                the real objects they show
@@ -19,7 +19,7 @@ from sdedu.viz.animation import animate_images, animate_points
 from sdedu.viz.diagrams import guidance_vectors, ring_allreduce_diagram, unet_diagram
 from sdedu.viz.images import image_grid, images_over_t, to_numpy_images
 from sdedu.viz.noise import histogram, histograms_over_t, plot_schedules
-from sdedu.viz.points import scatter_points, trajectory_grid
+from sdedu.viz.points import sample_paths, scatter_points, trajectory_grid
 
 __all__ = [
     "to_numpy_images",
@@ -30,6 +30,7 @@ __all__ = [
     "plot_schedules",
     "scatter_points",
     "trajectory_grid",
+    "sample_paths",
     "animate_points",
     "animate_images",
     "unet_diagram",

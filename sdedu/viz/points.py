@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -11,7 +11,7 @@ import torch
 
 from sdedu._checks import check_tensor
 
-__all__ = ["check_points", "scatter_points", "trajectory_grid"]
+__all__ = ["check_points", "scatter_points", "trajectory_grid", "sample_paths"]
 
 
 def check_points(name: str, points: torch.Tensor) -> np.ndarray:
@@ -75,5 +75,39 @@ def trajectory_grid(
         if reference is not None:
             scatter_points(reference, ax=ax, limit=limit, color="0.8")
         scatter_points(frames[i], ax=ax, limit=limit, title=titles[i] if titles is not None else None)
+    fig.tight_layout()
+    return fig
+
+
+def sample_paths(
+    trajectories: Mapping[str, torch.Tensor],
+    reference: torch.Tensor | None = None,
+    limit: float = 3.0,
+    size: float = 3.2,
+) -> plt.Figure:
+    """One panel per sampler (titled with its name): each point's path from x_T (hollow circle) to x_0 (dot).
+
+    Args:
+        trajectories: name -> (S + 1, N, 2) tensor, x_T first and x_0 last (as `sample_toy(...,
+            return_trajectory=True)` returns it); S may differ between samplers.
+        reference: optional (M, 2) points drawn in grey under every panel (e.g. the data).
+    """
+    if not trajectories:
+        raise ValueError("trajectories must hold at least one (S + 1, N, 2) tensor")
+    fig, axes = plt.subplots(1, len(trajectories), figsize=(size * len(trajectories), size + 0.3), squeeze=False)
+    for ax, (name, path) in zip(axes.flat, trajectories.items()):
+        check_tensor(f"trajectories[{name!r}]", path, ndim=3)
+        if path.shape[2] != 2:
+            raise ValueError(f"trajectories[{name!r}] must have shape (S + 1, N, 2); got {tuple(path.shape)}")
+        if reference is not None:
+            scatter_points(reference, ax=ax, limit=limit, color="0.85")
+        xy = path.detach().float().cpu().numpy()  # (S + 1, N, 2)
+        colors = plt.cm.tab10(np.arange(xy.shape[1]) % 10)
+        for i in range(xy.shape[1]):
+            ax.plot(xy[:, i, 0], xy[:, i, 1], "-", lw=0.7, alpha=0.8, color=colors[i])
+        ax.scatter(xy[0, :, 0], xy[0, :, 1], s=14, facecolors="none", edgecolors=colors, linewidths=0.8)
+        ax.scatter(xy[-1, :, 0], xy[-1, :, 1], s=10, color=colors)
+        ax.set(xlim=(-limit, limit), ylim=(-limit, limit), xticks=[], yticks=[], aspect="equal")
+        ax.set_title(name, fontsize=9)
     fig.tight_layout()
     return fig
