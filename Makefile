@@ -15,7 +15,7 @@ TEST_WORKERS ?= 2
 NBVAL_NOTEBOOKS := $(wildcard notebooks/*.ipynb solutions/*.ipynb)
 ALL_NOTEBOOKS   := $(wildcard notebooks/*.ipynb solutions/*.ipynb exercises/*.ipynb)
 
-.PHONY: help setup browser course workspace lint test test-lib strip exercises bench
+.PHONY: help setup browser course workspace lint test test-lib strip exercises bench book book-clean
 
 help:
 	@echo "make course     set up if needed, copy new exercises into workspace/, then open the course in JupyterLab"
@@ -26,6 +26,7 @@ help:
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make strip      strip outputs from every notebook before committing"
 	@echo "make bench      python -m sdedu.bench"
+	@echo "make book       the course as a static site in build/book/ (every notebook executed, full mode; docs/BOOK.md)"
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -82,3 +83,12 @@ strip: setup
 
 bench: setup
 	$(PY) -m sdedu.bench
+
+# The course as a static site (docs/BOOK.md): Sphinx + myst-nb, offline. Full mode unless SDEDU_QUICK=1 is given;
+# executed outputs are cached in build/book-cache/, so a rebuild re-runs only the notebooks whose code changed.
+book: setup
+	SDEDU_QUICK=$(SDEDU_QUICK) $(PY) -m sphinx -b html -c book . build/book
+	@echo "The book: build/book/index.html"
+
+book-clean:
+	rm -rf build/book build/book-cache
