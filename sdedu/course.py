@@ -109,10 +109,11 @@ def copy_course(folder: Path, source: Path | None = None) -> tuple[list[Path], i
     """
     folder, source = Path(folder), Path(source or course_source())
     check_release(folder)
-    new = [folder / name for name in course_files(source) if copy_once(source / name, folder / name)]
-    new += copy_new_exercises(folder / "exercises", folder / "workspace")
+    files = course_files(source)
+    new = [folder / name for name in files if copy_once(source / name, folder / name)]
+    new += copy_new_exercises(folder / "exercises", folder / "workspace")  # each exercise, once, into workspace/
     (folder / STAMP).write_text(json.dumps({"sdedu_version": __version__}) + "\n", encoding="utf-8")
-    kept = len(course_files(source)) + len(list((folder / "exercises").glob("*.ipynb"))) - len(new)
+    kept = len(files) + len(list((folder / "exercises").glob("*.ipynb"))) - len(new)
     return new, kept
 
 

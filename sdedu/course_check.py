@@ -2,13 +2,14 @@
 
 Each line is `ok`, or `PROBLEM` with what to do; the exit code is 1 when any line is a problem:
 
-    python     3.11.7                       ok   (needs >= 3.10)
-    torch      2.13.0+cpu, CUDA no          ok
-    diffusers  0.42.1                       ok   (the reference notebooks 16-17 compare with)
-    sdedu      0.1.0 in .../site-packages   ok   (course files: .../sdedu/course_files)
-    weights    3 files, sha256 as in the manifest (format 1)   ok
-    threads    kernels get 1 of 2 cores (OMP_NUM_THREADS=1)   ok
-    folder     ./sdedu-course: writable, course of sdedu 0.1.0   ok
+    ok       python     3.11.7 (needs >= 3.10)
+    ok       torch      2.13.0+cpu, CUDA no
+    ok       diffusers  0.42.1
+    ok       sdedu      0.1.0 in .../site-packages/sdedu (course files: .../site-packages/sdedu/course_files)
+    ok       weights    3 files in 1 model folder(s), sha256 as in each manifest
+    ok       threads    kernels get 1 of 2 usable cores (OMP_NUM_THREADS=1, SDEDU_LEARNERS=(unset))
+    ok       folder     sdedu-course: writable, the course of sdedu 0.1.0
+    all checks passed: sdedu 0.1.0
 """
 
 from __future__ import annotations
