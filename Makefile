@@ -15,7 +15,7 @@ TEST_WORKERS ?= 2
 NBVAL_NOTEBOOKS := $(wildcard notebooks/*.ipynb solutions/*.ipynb)
 ALL_NOTEBOOKS   := $(wildcard notebooks/*.ipynb solutions/*.ipynb exercises/*.ipynb)
 
-.PHONY: help setup browser course workspace lint test test-lib strip exercises bench book book-clean
+.PHONY: help setup browser course workspace lint test test-lib strip exercises bench book book-clean wheel
 
 help:
 	@echo "make course     set up if needed, copy new exercises into workspace/, then open the course in JupyterLab"
@@ -26,6 +26,7 @@ help:
 	@echo "make exercises  regenerate exercises/ from solutions/"
 	@echo "make strip      strip outputs from every notebook before committing"
 	@echo "make bench      python -m sdedu.bench"
+	@echo "make wheel      build dist/sdedu-*.whl, the package a learner installs (library, weights, course)"
 	@echo "make book       the course as a static site in build/book/ (every notebook executed, full mode; docs/BOOK.md)"
 
 $(STAMP): pyproject.toml constraints.txt
@@ -83,6 +84,12 @@ strip: setup
 
 bench: setup
 	$(PY) -m sdedu.bench
+
+# The wheel (and sdist) a learner installs: `pip install dist/sdedu-*.whl`, then `sdedu course`. --no-isolation: the
+# build backend (setuptools) comes from .venv instead of being downloaded into a throw-away environment, so the
+# build works offline.
+wheel: setup
+	$(PY) -m build --no-isolation --outdir dist .
 
 # The course as a static site (docs/BOOK.md): Sphinx + myst-nb, offline. Full mode unless SDEDU_QUICK=1 is given;
 # executed outputs are cached in build/book-cache/, so a rebuild re-runs only the notebooks whose code changed.
