@@ -31,6 +31,10 @@ during the run. Timings live here, never in tests.
       roofline           the UNet's achieved FLOP/s against a matmul peak measured now, that
                          of its matrix kernels alone (the most fusion could give), and that
                          of wider UNets (how it grows with the model's size)
+    sd3
+      sd3                the two shipped models side by side: UNet + eps + DDIM vs the tiny SD3's
+                         MM-DiT + flow + Euler (size, FLOPs, speed, matmul-peak fraction, path
+                         straightness, adherence against NFE) and the tiny SD3's targets
 
 
 Every comparison is measured side by side in the same run and reported as a ratio, each time the
@@ -49,6 +53,7 @@ from sdedu.bench.roofline import roofline_section
 from sdedu.bench.runner import PERFORMANCE_SECTIONS, QUALITY_SECTIONS, SECTIONS, main, run
 from sdedu.bench.samplers import samplers_section
 from sdedu.bench.sampling import ddim_vs_ddpm_section, latent_vs_pixel_section, scaling_section
+from sdedu.bench.sd3 import sd3_section
 from sdedu.bench.vs_diffusers import sampler_overhead_section, unet_vs_diffusers_section
 
 __all__ = [
@@ -75,4 +80,5 @@ __all__ = [
     "precision_section",
     "roofline_section",
     "scaling_section",
+    "sd3_section",
 ]

@@ -17,6 +17,7 @@ from sdedu.bench.report import STEPS, Context, format_row, section_name
 from sdedu.bench.roofline import roofline_section
 from sdedu.bench.samplers import samplers_section
 from sdedu.bench.sampling import ddim_vs_ddpm_section, latent_vs_pixel_section, scaling_section
+from sdedu.bench.sd3 import sd3_section
 from sdedu.bench.vs_diffusers import sampler_overhead_section, unet_vs_diffusers_section
 from sdedu.pipeline import DEFAULT_GUIDANCE_SCALE
 
@@ -33,7 +34,9 @@ PERFORMANCE_SECTIONS = [
     roofline_section,
     scaling_section,
 ]
-SECTIONS = QUALITY_SECTIONS + PERFORMANCE_SECTIONS
+#: The two shipped models side by side (UNet + eps + DDIM vs the tiny SD3's MM-DiT + flow + Euler).
+COMPARISON_SECTIONS = [sd3_section]
+SECTIONS = QUALITY_SECTIONS + PERFORMANCE_SECTIONS + COMPARISON_SECTIONS
 
 
 def run(pipe=None, quick: bool = False, device="cpu", sections=None, seed: int = 0, weights=None, log=print) -> dict:
