@@ -172,3 +172,85 @@ def test_toy_flow_model_trains_and_samples_through_the_one_loop():
     assert sliced_wasserstein(samples, reference) < 0.5 * sliced_wasserstein(trajectory[0], reference)
     with pytest.raises(ValueError, match="^objective"):
         train_toy_denoiser(points, None, steps=1, objective="velocity", progress=False)
+
+
+# ---- exercise 13: the graded items and their mistake catalogue -------------------------------------
+
+
+def ex_interpolate(x0, eps, t, *, swap=False, reshape=True):
+    t = t.reshape(-1, *([1] * (x0.ndim - 1))) if reshape else t
+    return t * x0 + (1 - t) * eps if swap else (1 - t) * x0 + t * eps
+
+
+def ex_velocity(x0, eps, *, sign=1):
+    return sign * (eps - x0)
+
+
+def ex_logit_normal_t(batch_size, m, s, generator, *, uniform=False, sigmoid=True, square=False):
+    if uniform:
+        return torch.rand(batch_size, generator=generator)
+    u = m + (s**2 if square else s) * torch.randn(batch_size, generator=generator)
+    return torch.sigmoid(u) if sigmoid else u
+
+
+def ex_loss(model, x0, eps, t, *, target="v", swap=False, scale=1000.0, reduce="mean", detach=False):
+    v_pred = model(ex_interpolate(x0, eps, t, swap=swap), t * scale)
+    goal = {"v": eps - x0, "x0": x0, "-v": x0 - eps, "eps": eps}[target]
+    loss = (v_pred - goal).pow(2)
+    loss = loss.mean() if reduce == "mean" else loss.sum()
+    return loss.detach() if detach else loss
+
+
+EX13_RIGHT = [
+    ("flow_interpolate", ex_interpolate),
+    ("flow_velocity_target", ex_velocity),
+    ("flow_logit_normal_t", ex_logit_normal_t),
+    ("flow_matching_loss", ex_loss),
+]
+EX13_WRONG = {
+    "flow_interpolate": {
+        "t and 1 - t swapped": (lambda *a: ex_interpolate(*a, swap=True), "t and 1 - t are swapped"),
+        "no reshape": (lambda *a: ex_interpolate(*a, reshape=False), "reshape it to (B, 1, ..., 1)"),
+    },
+    "flow_velocity_target": {
+        "x0 - eps": (lambda *a: ex_velocity(*a, sign=-1), "x0 - eps instead of eps - x0"),
+    },
+    "flow_logit_normal_t": {
+        "uniform t": (lambda *a: ex_logit_normal_t(*a, uniform=True), "uniform vs logit-normal"),
+        "no sigmoid": (lambda *a: ex_logit_normal_t(*a, sigmoid=False), "apply the sigmoid"),
+        "s squared": (lambda *a: ex_logit_normal_t(*a, square=True), "s scales it"),
+        "ignores the generator": (
+            lambda n, m, s, g: torch.sigmoid(m + s * torch.randn(n)),
+            "draw u from the generator",
+        ),
+    },
+    "flow_matching_loss": {
+        "loss on x0": (lambda *a: ex_loss(*a, target="x0"), "loss on x0 instead of v"),
+        "x0 - eps target": (lambda *a: ex_loss(*a, target="-v"), "x0 - eps instead of eps - x0"),
+        "eps target": (lambda *a: ex_loss(*a, target="eps"), "DDPM target"),
+        "t and 1 - t swapped": (lambda *a: ex_loss(*a, swap=True), "t and 1 - t are swapped"),
+        "time not scaled": (lambda *a: ex_loss(*a, scale=1.0), "t * 1000"),
+        "sum": (lambda *a: ex_loss(*a, reduce="sum"), "not .sum()"),
+        "detached": (lambda *a: ex_loss(*a, detach=True), "gradients"),
+    },
+}
+EX13_CATALOGUE = [(item, name, fn, kw) for item, wrong in EX13_WRONG.items() for name, (fn, kw) in wrong.items()]
+
+
+@pytest.mark.parametrize("item, answer", EX13_RIGHT, ids=[item for item, _ in EX13_RIGHT])
+def test_exercise_13_right_answers_pass(item, answer, capsys):
+    from sdedu.grading import check
+
+    check(item, answer)
+    assert f"\u2714 {item}: passed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("item, name, answer, keyword", EX13_CATALOGUE, ids=[f"{c[0]}: {c[1]}" for c in EX13_CATALOGUE])
+def test_exercise_13_wrong_answers_are_rejected_with_a_useful_hint(item, name, answer, keyword):
+    from sdedu.grading import ExerciseFailed, check
+
+    with pytest.raises(ExerciseFailed) as info:
+        check(item, answer)
+    assert keyword.lower() in str(info.value).lower(), (
+        f"{name}: the message does not mention {keyword!r}:\n{info.value}"
+    )

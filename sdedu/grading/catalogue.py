@@ -12,6 +12,7 @@ from sdedu.grading import (  # noqa: F401 - imported for their @register side ef
     checks_ddim,
     checks_diffusion,
     checks_distributed,
+    checks_flow_matching,
     checks_inference,
     checks_interview,
     checks_interview_practice,

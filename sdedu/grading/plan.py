@@ -35,6 +35,10 @@ LIBRARY_TWINS = {
     "quantize_int8": [("sdedu.optimize.int8", "quantize_weight")],
     "benchmark_timing": [("sdedu.bench.measure", "median_time")],
     "interview_quality": [("sdedu.metrics.point_clouds", "frechet_distance")],
+    "flow_interpolate": [("sdedu.flow_matching", "interpolate")],
+    "flow_velocity_target": [("sdedu.flow_matching", "velocity_target")],
+    "flow_logit_normal_t": [("sdedu.flow_matching", "logit_normal_times")],
+    "flow_matching_loss": [("sdedu.flow_matching", "flow_matching_loss")],
 }
 PATCHING = ("set_custom_exc", "sys.modules", "builtins", "setattr(torch", "torch.testing", "__code__")
 
