@@ -159,3 +159,28 @@ def test_recipe_bad_settings():
         SD3Recipe(time_sampling="beta")
     with pytest.raises(ValueError, match="recipe.p_uncond"):
         SD3Recipe(p_uncond=1.5)
+
+
+# ---- the benchmark's side-by-side section ------------------------------------------------------
+
+
+def test_straightness_closed_form():
+    from sdedu.bench.sd3 import straightness
+
+    line = torch.linspace(0, 1, 5)[:, None, None] * torch.tensor([[3.0, 4.0]])  # (5, 1, 2): a straight path
+    assert straightness(line) == pytest.approx(0.0, abs=1e-6)
+    corner = torch.tensor([[[0.0, 0.0]], [[1.0, 0.0]], [[1.0, 1.0]]])  # two sides of a unit square
+    assert straightness(corner) == pytest.approx(2 / 2**0.5 - 1)
+
+
+def test_bench_section_measures_both_models(tiny_random_pipe):
+    from sdedu.bench import Context
+    from sdedu.bench.sd3 import sd3_section
+
+    rows = sd3_section(Context(pipe=tiny_random_pipe, quick=True, device=torch.device("cpu")))
+    metrics = {row.metric: row for row in rows}
+    for name in ("unet", "mmdit"):
+        assert metrics[f"{name}: parameters"].value > 0
+        assert metrics[f"{name}: path length / chord - 1 (0 = straight), 25 steps"].value >= 0
+    assert any("matmul peak" in m for m in metrics)
+    assert not any("at NFE" in m for m in metrics)  # a random UNet: adherence is not measured
