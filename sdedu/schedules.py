@@ -48,8 +48,9 @@ class NoiseSchedule:
     alphas = 1 - betas;  alpha_bar = cumprod(alphas)   (Ho et al. 2020, eq. 4)
 
     Args:
-        betas: (T,) floating tensor, non-decreasing, every value in (0, 1). Stored as float32
-            (the precision of Stable Diffusion's schedulers) on the tensor's device.
+        betas: (T,) floating tensor, non-decreasing, every value in (0, 1); the last may be 1
+            (T >= 2), which makes alpha_bar_T = 0: zero terminal SNR (`rescale_zero_terminal_snr`).
+            Stored as float32 (the precision of Stable Diffusion's schedulers) on the tensor's device.
 
     Attributes:
         betas, alphas, alpha_bar: (T,) float32 tensors, index = code timestep t in [0, T).
@@ -60,10 +61,13 @@ class NoiseSchedule:
         check_tensor("betas", betas, ndim=1, floating=True)
         if betas.numel() < 1:
             raise ValueError(f"betas must hold at least one value (T >= 1); got {describe(betas)}")
-        if not torch.isfinite(betas).all() or betas.min() <= 0 or betas.max() >= 1:
+        # All in (0, 1), but the last may be 1 (zero terminal SNR) when there is a step before it.
+        head = betas[:-1] if betas.numel() > 1 else betas
+        if not torch.isfinite(betas).all() or betas.min() <= 0 or head.max() >= 1 or betas[-1] > 1:
             raise ValueError(
-                "betas must all lie in the open interval (0, 1); "
-                f"got min {betas.min().item():.6g}, max {betas.max().item():.6g}"
+                "betas must all lie in the open interval (0, 1), except the last, which may be 1 (zero terminal "
+                f"SNR) when T >= 2; got min {betas.min().item():.6g}, max {betas.max().item():.6g}, "
+                f"last {betas[-1].item():.6g}, T={betas.numel()}"
             )
         steps_down = (betas[1:] < betas[:-1]).nonzero()
         if len(steps_down) > 0:
@@ -129,6 +133,11 @@ class NoiseSchedule:
     def snr(self) -> torch.Tensor:
         """(T,) signal-to-noise ratio alpha_bar_t / (1 - alpha_bar_t) (Kingma et al. 2021)."""
         return self.alpha_bar / (1.0 - self.alpha_bar)
+
+    @property
+    def zero_terminal_snr(self) -> bool:
+        """True when alpha_bar_T = 0: x_T is pure noise (Lin et al. 2024; `rescale_zero_terminal_snr`)."""
+        return bool(self.alpha_bar[-1] == 0)
 
     @property
     def device(self) -> torch.device:
@@ -232,10 +241,10 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
 
         s = sqrt(alpha_bar);  s <- (s - s_T) s_1 / (s_1 - s_T);  alpha_bar = s^2;  beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}
 
-    The last beta becomes exactly 1: x_T carries no signal, sigma_T is infinite, and eps cannot be
-    learned there (x_T = eps), so the paper pairs it with v-prediction and "trailing" timesteps
-    (sections 3.2-3.3). `NoiseSchedule` requires betas < 1 and does not accept the result as it is;
-    diffusers' schedulers replace alpha_bar_T by 2^-24 to sample with it.
+    The last beta becomes exactly 1: x_T carries no signal and sigma_T is infinite. An eps
+    prediction there is trivial (x_T = eps) and says nothing about x_0, so the paper pairs the
+    schedule with v-prediction and "trailing" timesteps (sections 3.2-3.3). `NoiseSchedule(result)`
+    keeps alpha_bar_T = 0; how each sampler handles it is `finite_terminal_snr`'s docstring.
 
     Args:
         betas: (T,) floating tensor, T >= 2.
@@ -251,3 +260,40 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     alpha_bar = sqrt_alpha_bar**2
     alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])  # undo the cumulative product
     return 1 - alphas
+
+
+#: alpha_bar_T that the samplers in sigma use in place of 0: float16's smallest subnormal, as in diffusers.
+TERMINAL_ALPHA_BAR = 2.0**-24
+
+
+def finite_terminal_snr(schedule: NoiseSchedule) -> NoiseSchedule:
+    """The schedule the samplers in sigma use: alpha_bar_T = 0 replaced by 2^-24 (sigma_T = 4096).
+
+    How diffusers samples a zero-terminal-SNR schedule (`rescale_betas_zero_snr=True`), which sdedu follows:
+    - `DDPMScheduler` and `DDIMScheduler` (schedulers/scheduling_ddpm.py, scheduling_ddim.py) keep
+      alpha_bar_T = 0: their formulas in alpha_bar stay finite for a v or x0 model (x0_pred = -v at
+      SNR = 0). sdedu's `DDPMSampler` and `DDIMSampler` use the schedule as it is.
+    - `EulerDiscreteScheduler`, `EulerAncestralDiscreteScheduler` and `DPMSolverMultistepScheduler`
+      (scheduling_euler_discrete.py, scheduling_euler_ancestral_discrete.py,
+      scheduling_dpmsolver_multistep.py) set `alphas_cumprod[-1] = 2**-24` ("close to 0 without
+      being 0 so first sigma is not inf"), since they step in sigma = sqrt((1 - alpha_bar) / alpha_bar).
+      sdedu's samplers in sigma (Euler, Euler ancestral, Heun, DPM-Solver++) use this function's
+      result for sigma and x0_pred alike, as diffusers does (its Heun has no such option).
+
+    As in diffusers only alpha_bar changes (betas and alphas keep beta_T = 1). For the linear
+    schedule rescaled, 2^-24 is above alpha_bar_{T-1} = 1.7e-8, so sigma is not monotone at the very
+    end; diffusers has the same. A schedule whose alpha_bar_T > 0 is returned as it is.
+
+    Args:
+        schedule: a NoiseSchedule.
+    Returns:
+        a NoiseSchedule whose alpha_bar_T > 0.
+    """
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
+    if not schedule.zero_terminal_snr:
+        return schedule
+    clamped = schedule.to(schedule.device)
+    clamped.alpha_bar = schedule.alpha_bar.clone()
+    clamped.alpha_bar[-1] = TERMINAL_ALPHA_BAR
+    return clamped

@@ -1,5 +1,7 @@
 """Euler, Euler ancestral, Heun and DPM-Solver++(2M): full-loop parity with diffusers, the ODE view, bad input."""
 
+import copy
+
 import diffusers  # noqa: E402  (a dependency: the test oracle)
 import pytest
 import torch
@@ -10,6 +12,7 @@ from sdedu.samplers import (
     PREDICTION_TYPES,
     DDIMInverseSampler,
     DDIMSampler,
+    DDPMSampler,
     DPMSolverMultistepSampler,
     EulerAncestralSampler,
     EulerSampler,
@@ -104,12 +107,9 @@ def our_start(ref, z):
     """Our x_T for diffusers' first sample z * init_noise_sigma: the point its model sees first.
 
     (Euler and Heun keep x = x_t / sqrt(alpha_bar) and scale it back; DPM-Solver keeps x_t.)
-    A fresh copy of the scheduler is asked, so that `ref` starts its own loop untouched.
+    A copy of the scheduler is asked, so that `ref` starts its own loop untouched.
     """
-    fresh = type(ref).from_config(ref.config)
-    fresh.set_timesteps(
-        len(ref.timesteps) if not isinstance(ref, diffusers.HeunDiscreteScheduler) else ref.num_inference_steps
-    )
+    fresh = copy.deepcopy(ref)
     return fresh.scale_model_input(z * fresh.init_noise_sigma, fresh.timesteps[0])
 
 
@@ -156,11 +156,16 @@ def test_loop_equals_diffusers(sampler_class, name, n, prediction_type, monkeypa
     sampler.set_timesteps(n)
     ref = reference(sampler_class, config, n, prediction_type)
     assert torch.equal(sampler.timesteps, ref.timesteps.to(torch.int64))
-    model = stand_in_model(schedule)
+    assert_loop_equals(sampler, ref, stand_in_model(schedule), monkeypatch)
+
+
+def assert_loop_equals(sampler, ref, model, monkeypatch):
+    """Full loops of sampler and diffusers' ref from the same x_T: equal to max(1e-5, 2 float32 rounding)."""
     z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
     start = our_start(ref, z)
     ours = run_ours(sampler, model, start, seed=1)
-    theirs = run_diffusers(ref, model, z, seed=1, takes_generator=REFERENCES[sampler_class][2])
+    theirs = run_diffusers(ref, model, z, seed=1, takes_generator=REFERENCES[type(sampler)][2])
+    assert torch.isfinite(ours).all()
     gap = (ours - theirs).abs().max().item()
     if gap > 1e-5:  # only then: how far float32 is from float64 for this very loop
         float32_noise = lambda x, generator: randn_like(x.float(), generator).to(x.dtype)
@@ -447,12 +452,115 @@ def test_rescale_zero_terminal_snr_equals_diffusers(name):
     assert rescaled[-1] == 1 and alpha_bar[-1] == 0  # SNR(T) = 0: x_T is pure noise
     torch.testing.assert_close(alpha_bar[0], old_alpha_bar[0])  # the first step is unchanged
     assert (alpha_bar.diff() < 0).all() and (alpha_bar <= old_alpha_bar + 1e-6).all()  # only more noise
-    with pytest.raises(ValueError, match=r"betas must all lie in the open interval \(0, 1\)"):
-        NoiseSchedule(rescaled)  # beta_T = 1 is not a NoiseSchedule (the docstring says why)
+    assert NoiseSchedule(rescaled).zero_terminal_snr  # beta_T = 1 is allowed, last only
     with pytest.raises(ValueError, match=r"betas must hold at least two values \(T >= 2\)"):
         rescale_zero_terminal_snr(betas[:1])
     with pytest.raises(TypeError, match="betas must be a torch.Tensor"):
         rescale_zero_terminal_snr(betas.tolist())
+
+
+def zero_snr_reference(sampler_class, name, n, prediction_type):
+    """diffusers' scheduler for the same schedule rescaled to zero terminal SNR.
+
+    Every scheduler but Heun takes `rescale_betas_zero_snr=True`; diffusers' Heun has no such option,
+    so it is given the rescaled betas and, as the others do, `alphas_cumprod[-1] = 2**-24`.
+    """
+    config = SCHEDULES[name][1]
+    if sampler_class is not HeunSampler:
+        return reference(sampler_class, {**config, "rescale_betas_zero_snr": True}, n, prediction_type)
+    betas = rescale_zero_terminal_snr(SCHEDULES[name][0]().betas)
+    ref = reference(sampler_class, {"trained_betas": betas.tolist()}, n, prediction_type)
+    ref.alphas_cumprod[-1] = 2**-24
+    ref.set_timesteps(n)
+    return ref
+
+
+def zero_snr_schedule(name="scaled_linear"):
+    return NoiseSchedule(rescale_zero_terminal_snr(SCHEDULES[name][0]().betas))
+
+
+ZERO_SNR_CASES = [("scaled_linear", n, p) for n in (1, 4, 25) for p in ("v", "x0")] + [("linear", 10, "v")]
+
+
+@pytest.mark.parametrize("sampler_class", SAMPLERS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("name, n, prediction_type", ZERO_SNR_CASES)
+def test_zero_terminal_snr_loop_equals_diffusers(sampler_class, name, n, prediction_type, monkeypatch):
+    # Lin et al. 2024: zero terminal SNR, a v (or x0) model, trailing timesteps from t = T - 1. The
+    # samplers in sigma start at sigma_T = 4096 (alpha_bar_T = 2^-24), as diffusers' do.
+    if sampler_class is EulerAncestralSampler and prediction_type == "x0":
+        pytest.skip("diffusers' EulerAncestralDiscreteScheduler has no prediction_type='sample'")
+    schedule = zero_snr_schedule(name)
+    sampler = sampler_class(schedule, prediction_type=prediction_type)
+    sampler.set_timesteps(n)
+    assert sampler.timesteps[0] == 999 and sampler.schedule.alpha_bar[-1] == 2**-24 and schedule.alpha_bar[-1] == 0
+    ref = zero_snr_reference(sampler_class, name, n, prediction_type)
+    assert torch.equal(sampler.timesteps, ref.timesteps.to(torch.int64))
+    assert_loop_equals(sampler, ref, stand_in_model(schedule), monkeypatch)
+
+
+@pytest.mark.parametrize("prediction_type", ["v", "x0"])
+@pytest.mark.parametrize(
+    "make, n, eta",
+    [("ddpm", 1000, None), ("ddpm", 10, None), ("ddim", 999, 0.0), ("ddim", 10, 0.0), ("ddim", 10, 1.0)]
+    + [("ddim0", 1000, 0.0)],
+)
+def test_zero_terminal_snr_ddpm_and_ddim_equal_diffusers(make, n, eta, prediction_type):
+    # diffusers' DDPMScheduler and DDIMScheduler keep alpha_bar_T = 0 (x0_pred = -v there); so do
+    # DDPMSampler and DDIMSampler. Their "leading" timesteps reach t = T - 1 only for n = T (DDPM),
+    # n = T - 1 (DDIM) or n = T with steps_offset=0. (DDIM with eta = 1 from t = T - 1: see below.)
+    _, config = SCHEDULES["scaled_linear"]
+    schedule = zero_snr_schedule()
+    common = dict(
+        **config,
+        rescale_betas_zero_snr=True,
+        timestep_spacing="leading",
+        clip_sample=False,
+        prediction_type=DIFFUSERS_PREDICTION[prediction_type],
+    )
+    if make == "ddpm":
+        sampler = DDPMSampler(schedule, prediction_type=prediction_type)
+        ref = diffusers.DDPMScheduler(**common, variance_type="fixed_small", steps_offset=0)
+    else:
+        offset = 0 if make == "ddim0" else 1
+        sampler = DDIMSampler(schedule, eta=eta, steps_offset=offset, prediction_type=prediction_type)
+        ref = diffusers.DDIMScheduler(**common, steps_offset=offset, set_alpha_to_one=False)
+    sampler.set_timesteps(n)
+    ref.set_timesteps(n)
+    assert torch.equal(sampler.timesteps, ref.timesteps) and (n < 999 or sampler.timesteps[0] == 999)
+    model = stand_in_model(schedule)
+    results = []
+    for step in (sampler.step, lambda *a, **k: ref.step(*a, **k, **({} if eta is None else {"eta": eta}))):
+        generator, x = torch.Generator().manual_seed(1), torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+        for t in sampler.timesteps:
+            x = step(model(x, t), t, x, generator=generator)[0]
+        results.append(x)
+    assert torch.isfinite(results[0]).all()
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-5)
+
+
+def test_zero_terminal_snr_ddim_with_eta_1_from_pure_noise_is_a_ddpm_step():
+    # From alpha_bar_T = 0 with eta = 1, 1 - alpha_bar_prev - sigma_t^2 is 0 up to rounding:
+    # diffusers' DDIMScheduler takes its square root and returns NaN; DDIMSampler clamps it at 0
+    # and is DDPM's step there, as eta = 1 promises (Song et al. 2021, section 4.1).
+    schedule = zero_snr_schedule()
+    ddim = DDIMSampler(schedule, eta=1.0, steps_offset=0, prediction_type="v")
+    ddim.set_timesteps(1000)
+    ddpm = DDPMSampler(schedule, prediction_type="v")
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+    v = stand_in_model(schedule)(x, 999)
+    a = ddim.step(v, 999, x, generator=torch.Generator().manual_seed(1))
+    b = ddpm.step(v, 999, x, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(a.x_prev).all()
+    torch.testing.assert_close(a.x0_pred, -v)  # x0_pred = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v = -v
+    torch.testing.assert_close(a.x_prev, b.x_prev, rtol=1e-5, atol=1e-5)
+
+
+def test_an_eps_model_cannot_sample_zero_terminal_snr():
+    schedule = zero_snr_schedule()
+    for make in [DDPMSampler, DDIMSampler, DDIMInverseSampler, *SAMPLERS]:
+        with pytest.raises(ValueError, match=r"prediction_type 'eps' cannot sample a schedule with zero terminal SNR"):
+            make(schedule)
+        assert make(schedule, prediction_type="v").prediction_type == "v"
 
 
 # ---- bad input ----------------------------------------------------------------------------

@@ -126,7 +126,9 @@ def test_custom_betas_and_device():
         (torch.full((2, 3), 0.1), ValueError, "betas must have 1 dimensions"),
         (torch.zeros(0), ValueError, r"at least one value \(T >= 1\)"),
         (torch.tensor([0.0, 0.1]), ValueError, r"open interval \(0, 1\)"),
-        (torch.tensor([0.1, 1.0]), ValueError, r"open interval \(0, 1\)"),
+        (torch.tensor([1.0, 1.0]), ValueError, r"open interval \(0, 1\), except the last.*max 1, last 1, T=2"),
+        (torch.tensor([1.0]), ValueError, r"may be 1 \(zero terminal SNR\) when T >= 2; .*T=1"),
+        (torch.tensor([0.1, 1.5]), ValueError, r"open interval \(0, 1\)"),
         (torch.tensor([-0.1, 0.1]), ValueError, r"open interval \(0, 1\)"),
         (torch.tensor([0.1, float("nan")]), ValueError, r"open interval \(0, 1\)"),
         (torch.tensor([0.1, 0.3, 0.2]), ValueError, r"non-decreasing.*betas\[1\]=0.3 > betas\[2\]=0.2"),
@@ -135,6 +137,19 @@ def test_custom_betas_and_device():
 def test_bad_betas(betas, error, match):
     with pytest.raises(error, match=match):
         NoiseSchedule(betas)
+
+
+def test_a_last_beta_of_1_is_zero_terminal_snr_and_samplers_in_sigma_see_2_to_the_minus_24():
+    zero = NoiseSchedule(torch.tensor([0.1, 0.5, 1.0]))
+    assert zero.zero_terminal_snr and zero.alpha_bar[-1] == 0 and zero.snr()[-1] == 0
+    assert not NoiseSchedule.linear().zero_terminal_snr
+    finite = sdedu.schedules.finite_terminal_snr(zero)
+    assert finite.alpha_bar[-1] == 2**-24 and torch.equal(finite.alpha_bar[:-1], zero.alpha_bar[:-1])
+    assert torch.equal(finite.betas, zero.betas) and zero.alpha_bar[-1] == 0  # as diffusers: alpha_bar only
+    plain = NoiseSchedule.linear()
+    assert sdedu.schedules.finite_terminal_snr(plain) is plain
+    with pytest.raises(TypeError, match="schedule must be a sdedu.schedules.NoiseSchedule; got str"):
+        sdedu.schedules.finite_terminal_snr("linear")
 
 
 @pytest.mark.parametrize("make", [NoiseSchedule.linear, NoiseSchedule.scaled_linear, NoiseSchedule.cosine])

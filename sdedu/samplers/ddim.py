@@ -71,7 +71,7 @@ class DDIMSampler:
         self.eta = check_number_range("eta", eta, 0.0, 1.0)  # eta > 1 would make eq. 12's sqrt negative
         self.clip_sample = clip_sample
         self.steps_offset = check_int_range("steps_offset", steps_offset, 0, schedule.T - 1)
-        self.prediction_type = check_prediction_type(prediction_type)
+        self.prediction_type = check_prediction_type(prediction_type, schedule)
         # alpha_bar after the last step: diffusers' set_alpha_to_one=False, as in Stable Diffusion.
         self.final_alpha_bar = schedule.alpha_bar[0]
         self.set_timesteps(max(1, min(50, schedule.T - steps_offset)))
@@ -129,8 +129,10 @@ class DDIMSampler:
         variance = (one_minus_alpha_bar_prev / one_minus_alpha_bar) * (1 - alpha_bar / alpha_bar_prev)
         sigma_t = self.eta * variance**0.5
 
-        # 6. "Direction pointing to x_t" (eq. 12, second term).
-        direction = (1 - alpha_bar_prev - sigma_t**2) ** 0.5 * eps_pred
+        # 6. "Direction pointing to x_t" (eq. 12, second term). Its square root is of a number >= 0
+        #    for eta <= 1, clamped at 0 against rounding: with eta = 1 from alpha_bar_t = 0 (zero
+        #    terminal SNR) it is 0 up to rounding, where diffusers' DDIMScheduler returns NaN.
+        direction = (1 - alpha_bar_prev - sigma_t**2).clamp(min=0) ** 0.5 * eps_pred
 
         # 7. x_prev = sqrt(alpha_bar_prev) x0_pred + direction (+ sigma_t z when eta > 0) (eq. 12).
         x_prev = alpha_bar_prev**0.5 * x0_pred + direction

@@ -23,7 +23,7 @@ import torch
 
 from sdedu.diffusion import q_sample
 from sdedu.samplers.ddim import DDIMSampler
-from sdedu.samplers.prediction import check_model_output, check_prediction_type, predict_eps, predict_x0
+from sdedu.samplers.prediction import check_model_output, predict_eps, predict_x0
 from sdedu.samplers.step import SamplerStep, check_step_inputs
 from sdedu.schedules import NoiseSchedule
 
@@ -51,9 +51,10 @@ class DDIMInverseSampler:
     order = 1  # model evaluations per step
 
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "eps", steps_offset: int = 1):
-        self._ddim = DDIMSampler(schedule, steps_offset=steps_offset)  # checks schedule and steps_offset
+        # DDIMSampler checks schedule, steps_offset and prediction_type.
+        self._ddim = DDIMSampler(schedule, steps_offset=steps_offset, prediction_type=prediction_type)
         self.schedule = schedule
-        self.prediction_type = check_prediction_type(prediction_type)
+        self.prediction_type = prediction_type
         self.steps_offset = steps_offset
         self.set_timesteps(self._ddim.num_inference_steps)
 

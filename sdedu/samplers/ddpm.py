@@ -47,7 +47,7 @@ class DDPMSampler:
             raise TypeError(f"clip_sample must be a bool; got {describe(clip_sample)}")
         self.schedule = schedule
         self.clip_sample = clip_sample
-        self.prediction_type = check_prediction_type(prediction_type)
+        self.prediction_type = check_prediction_type(prediction_type, schedule)
         self.set_timesteps(schedule.T)
 
     def set_timesteps(self, n: int) -> None:

@@ -20,14 +20,25 @@ PREDICTION_TYPES = ("eps", "x0", "v")
 _DIFFUSERS_NAMES = {"epsilon": "eps", "sample": "x0", "original_sample": "x0", "v_prediction": "v"}
 
 
-def check_prediction_type(prediction_type) -> str:
-    """The prediction type if it is one of PREDICTION_TYPES; otherwise a ValueError listing them."""
-    if isinstance(prediction_type, str) and prediction_type in PREDICTION_TYPES:
-        return prediction_type
-    hint = ""
-    if isinstance(prediction_type, str) and prediction_type in _DIFFUSERS_NAMES:
-        hint = f" (diffusers' {prediction_type!r} is sdedu's {_DIFFUSERS_NAMES[prediction_type]!r})"
-    raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}; got {describe(prediction_type)}{hint}")
+def check_prediction_type(prediction_type, schedule: NoiseSchedule) -> str:
+    """The prediction type if it is one of PREDICTION_TYPES and can sample `schedule`; else a ValueError.
+
+    An eps model cannot sample a zero-terminal-SNR schedule (alpha_bar_T = 0): there x_T = eps, so
+    the noise prediction says nothing about x_0, and x0_pred = (x_T - eps_pred) / sqrt(alpha_bar_T)
+    is 0 / 0 (Lin et al. 2024, section 3.2, who switch to v-prediction).
+    """
+    if not (isinstance(prediction_type, str) and prediction_type in PREDICTION_TYPES):
+        hint = ""
+        if isinstance(prediction_type, str) and prediction_type in _DIFFUSERS_NAMES:
+            hint = f" (diffusers' {prediction_type!r} is sdedu's {_DIFFUSERS_NAMES[prediction_type]!r})"
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}; got {describe(prediction_type)}{hint}")
+    if prediction_type == "eps" and schedule.zero_terminal_snr:
+        raise ValueError(
+            "prediction_type 'eps' cannot sample a schedule with zero terminal SNR (alpha_bar[T-1] = 0): there "
+            "x_T = eps, so the noise prediction says nothing about x_0 (x0_pred = (x_T - eps_pred) / 0); "
+            "expected a 'v' or 'x0' model (Lin et al. 2024, section 3.2); got 'eps'"
+        )
+    return prediction_type
 
 
 def check_model_output(model_output, x_t) -> None:

@@ -11,15 +11,17 @@ from __future__ import annotations
 from sdedu._checks import describe
 from sdedu.samplers.prediction import check_prediction_type
 from sdedu.samplers.sigmas import sigmas, trailing_timesteps
-from sdedu.schedules import NoiseSchedule
+from sdedu.schedules import NoiseSchedule, finite_terminal_snr
 
 
 class SigmaSampler:
     """The common constructor and `set_timesteps` of the samplers that step in (sigma, x) coordinates.
 
     Args:
-        schedule: the NoiseSchedule the model was trained with.
-        prediction_type: what the model predicts: "eps", "x0" or "v".
+        schedule: the NoiseSchedule the model was trained with. A zero-terminal-SNR schedule
+            (alpha_bar_T = 0, sigma_T infinite) is kept with alpha_bar_T = 2^-24, sigma_T = 4096, as
+            diffusers' Euler and DPM-Solver schedulers do (`sdedu.schedules.finite_terminal_snr`).
+        prediction_type: what the model predicts: "eps", "x0" or "v" (not "eps" with zero terminal SNR).
 
     After construction the sampler uses min(default_steps, T) steps; call `set_timesteps(n)`.
     """
@@ -30,9 +32,9 @@ class SigmaSampler:
     def __init__(self, schedule: NoiseSchedule, prediction_type: str = "eps"):
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule must be a sdedu.schedules.NoiseSchedule; got {describe(schedule)}")
-        self.schedule = schedule
-        self.prediction_type = check_prediction_type(prediction_type)
-        self.sigmas = sigmas(schedule)  # (T,) sqrt((1 - alpha_bar) / alpha_bar)
+        self.prediction_type = check_prediction_type(prediction_type, schedule)
+        self.schedule = finite_terminal_snr(schedule)  # alpha_bar_T > 0, for sigma and x0_pred alike
+        self.sigmas = sigmas(self.schedule)  # (T,) sqrt((1 - alpha_bar) / alpha_bar)
         self.set_timesteps(min(self.default_steps, schedule.T))
 
     def set_timesteps(self, n: int) -> None:

@@ -51,7 +51,8 @@ def trailing_timesteps(T: int, n: int) -> torch.Tensor:
 def sigmas(schedule: NoiseSchedule) -> torch.Tensor:
     """(T,) float32 sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), on the schedule's device.
 
-    Computed in float32 like diffusers' `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5`.
+    Computed in float32 like diffusers' `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5`. With zero
+    terminal SNR sigma_T is inf: the samplers pass `sdedu.schedules.finite_terminal_snr(schedule)`.
     """
     return ((1 - schedule.alpha_bar) / schedule.alpha_bar) ** 0.5
 
