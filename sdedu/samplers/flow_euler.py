@@ -29,7 +29,8 @@ class FlowMatchEulerSampler:
     0) and steps (`prev_sample = sample + dt * model_output`).
     As there, the last time is the shifted smallest training time 1 / 1000, shifted once more
     by `set_timesteps` (diffusers shifts both its training grid and its inference grid); with
-    shift = 1 the times are simply linspace(1, 1 / 1000, n).
+    shift = 1 the times are simply linspace(1, 1 / 1000, n). The last step, from that smallest time
+    to 0, is tiny: for n > 1, n steps make n - 1 full-sized ones (n = 2 samples like n = 1).
 
     Args:
         shift: SD3's resolution shift (> 0; 1 = none, SD3 uses 3 at 1024 px).
