@@ -35,6 +35,8 @@ LIBRARY_TWINS = {
     "quantize_int8": [("sdedu.optimize.int8", "quantize_weight")],
     "benchmark_timing": [("sdedu.bench.measure", "median_time")],
     "interview_quality": [("sdedu.metrics.point_clouds", "frechet_distance")],
+    "vae_sample_and_kl": [("sdedu.models.vae", "kl_divergence")],
+    "sdedit_timesteps": [("sdedu.pipeline", "last_timesteps"), ("sdedu.pipeline.loop", "last_timesteps")],
     "flow_interpolate": [("sdedu.flow_matching", "interpolate")],
     "flow_velocity_target": [("sdedu.flow_matching", "velocity_target")],
     "flow_logit_normal_t": [("sdedu.flow_matching", "logit_normal_times")],
