@@ -77,6 +77,30 @@ def test_ddpm_sample_is_a_rescaled_point_on_the_straight_path():
     torch.testing.assert_close(scale[:, None, None, None] * x_s, fm.interpolate(x0, eps, t))
 
 
+def test_mixture_velocity_is_the_conditional_mean_of_eps_minus_x0():
+    # One standard Gaussian: E[x0 | x] = (1 - t) x / var, E[eps | x] = t x / var, var = (1 - t)^2 + t^2.
+    x, t = draw((5, 2), 12), 0.3
+    var = (1 - t) ** 2 + t**2
+    torch.testing.assert_close(fm.mixture_velocity(x, t, torch.zeros(1, 2), 1.0), (2 * t - 1) / var * x)
+    # A mixture: the residual eps - x0 - u_t(x_t) is uncorrelated with any function of x_t (Monte Carlo).
+    g = torch.Generator().manual_seed(13)
+    means = torch.tensor([[1.5, 0.0], [-1.0, 1.0], [0.0, -2.0]])
+    x0 = means[torch.randint(3, (200_000,), generator=g)] + 0.2 * torch.randn(200_000, 2, generator=g)
+    eps = torch.randn(200_000, 2, generator=g)
+    t = torch.rand(200_000, generator=g)
+    x_t = fm.interpolate(x0, eps, t)
+    residual = fm.velocity_target(x0, eps) - fm.mixture_velocity(x_t, t, means, 0.2)
+    for feature in (torch.ones_like(t), x_t[:, 0], x_t[:, 1], torch.tanh(3 * x_t[:, 0]) * t):
+        assert (residual * feature[:, None]).mean(0).abs().max() < 0.01
+
+
+def test_path_straightness():
+    line = torch.linspace(0, 1, 5)[:, None, None] * torch.tensor([[3.0, 4.0]])  # (5, 1, 2)
+    corner = torch.tensor([[[0.0, 0.0]], [[1.0, 0.0]], [[1.0, 1.0]]])  # (3, 1, 2)
+    got = fm.path_straightness(torch.cat([line[[0, 2, 4]], corner], dim=1))
+    torch.testing.assert_close(got, torch.tensor([1.0, 2**0.5 / 2]))
+
+
 def test_logit_normal_times_are_sigmoid_of_a_normal():
     t = fm.logit_normal_times(20_000, m=0.5, s=0.8, generator=torch.Generator().manual_seed(0))
     assert t.shape == (20_000,) and bool(((t > 0) & (t < 1)).all())
@@ -142,6 +166,9 @@ def test_euler_on_a_straight_path_lands_on_the_data_in_any_number_of_steps():
         (lambda: fm.flow_matching_loss("model", torch.zeros(2, 3)), "model"),
         (lambda: fm.flow_matching_loss(lambda x, t: x[:, :1], torch.zeros(2, 3)), "model output"),
         (lambda: fm.flow_time_from_alpha_bar(torch.tensor([0.0])), "alpha_bar"),
+        (lambda: fm.mixture_velocity(torch.zeros(2, 2), 0.5, torch.zeros(3, 3), 0.1), "means"),
+        (lambda: fm.mixture_velocity(torch.zeros(2, 2), 0.5, torch.zeros(3, 2), 0.0), "std"),
+        (lambda: fm.path_straightness(torch.zeros(1, 4, 2)), "trajectory"),
         (lambda: FlowMatchEulerSampler(shift=0), "shift"),
         (lambda: FlowMatchEulerSampler().set_timesteps(0), "n"),
         (lambda: FlowMatchEulerSampler().step(torch.zeros(2), 3.5, torch.zeros(2)), "t"),
