@@ -217,6 +217,9 @@ def predict_eps_from_v(x_t, v, t, schedule) -> torch.Tensor:
 
 # ---- training ----------------------------------------------------------------------------
 
+#: What a network can be trained to predict: the noise, the clean sample, or v (Salimans & Ho 2022).
+PREDICTION_TYPES = ("eps", "x0", "v")
+
 
 def sample_timesteps(batch_size, schedule, generator=None, device=None) -> torch.Tensor:
     """t ~ Uniform{0, ..., T-1}, one per batch element (Ho et al. 2020, Algorithm 1, line 3).
@@ -232,7 +235,7 @@ def sample_timesteps(batch_size, schedule, generator=None, device=None) -> torch
     return t.to(device)
 
 
-def noise_prediction_loss(model, x0, schedule, generator=None, **model_kwargs) -> torch.Tensor:
+def noise_prediction_loss(model, x0, schedule, generator=None, prediction_type="eps", **model_kwargs) -> torch.Tensor:
     """The simple loss of Ho et al. 2020 (eq. 14, Algorithm 1): E || eps - eps_theta(x_t, t) ||^2.
 
     1. t ~ Uniform{0..T-1}, eps ~ N(0, I)      (drawn in this order from `generator`)
@@ -240,14 +243,20 @@ def noise_prediction_loss(model, x0, schedule, generator=None, **model_kwargs) -
     3. eps_pred = model(x_t, t, **model_kwargs)   e.g. cond=... for a text-conditioned UNet
     4. mean squared error between eps_pred and eps
 
+    With prediction_type "x0" or "v" the same draws train the model to predict x_0, or
+    v = velocity(x0, eps, t) (Salimans & Ho 2022, section 4), in place of eps.
+
     Args:
         model: callable (x_t (B, ...), t int64 (B,), **model_kwargs) -> eps_pred (B, ...).
         x0: (B, ...) clean data (pixels or VAE latents z).
+        prediction_type: the target, one of PREDICTION_TYPES: "eps", "x0" or "v".
     Returns:
         the scalar loss (differentiable through the model).
     """
     _check_x("x0", x0)
     schedule = _check_schedule(schedule)
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}; got {describe(prediction_type)}")
     if not callable(model):
         raise TypeError(f"model must be callable as model(x_t, t, **model_kwargs); got {describe(model)}")
     t = sample_timesteps(x0.shape[0], schedule, generator=generator, device=x0.device)
@@ -256,4 +265,7 @@ def noise_prediction_loss(model, x0, schedule, generator=None, **model_kwargs) -
     eps_pred = model(x_t, t, **model_kwargs)
     check_tensor("eps_pred (the model's output)", eps_pred, floating=True)
     check_same_shape("eps_pred (the model's output)", eps_pred, "x0", x0)
-    return F.mse_loss(eps_pred, eps)
+    if prediction_type == "eps":
+        return F.mse_loss(eps_pred, eps)
+    target = x0 if prediction_type == "x0" else velocity(x0, eps, t, schedule)
+    return F.mse_loss(eps_pred, target)

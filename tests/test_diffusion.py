@@ -176,6 +176,22 @@ def test_noise_prediction_loss_matches_algorithm_1(generator):
     assert model.weight.grad is not None and model.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("prediction_type", ["x0", "v"])
+def test_noise_prediction_loss_with_x0_and_v_targets(prediction_type, generator):
+    x0 = torch.randn(8, 2, generator=generator)
+    model = torch.nn.Linear(2, 2)
+    loss = noise_prediction_loss(
+        lambda x_t, t: model(x_t), x0, SCHEDULE, torch.Generator().manual_seed(5), prediction_type=prediction_type
+    )
+    g = torch.Generator().manual_seed(5)  # the same draws as for eps: t first, then eps
+    t = torch.randint(0, 1000, (8,), generator=g)
+    eps = torch.randn(x0.shape, generator=g)
+    target = x0 if prediction_type == "x0" else velocity(x0, eps, t, SCHEDULE)
+    torch.testing.assert_close(loss, ((model(q_sample(x0, t, SCHEDULE, noise=eps)) - target) ** 2).mean())
+    with pytest.raises(ValueError, match=r"prediction_type must be one of \('eps', 'x0', 'v'\); got str 'epsilon'"):
+        noise_prediction_loss(lambda x_t, t: model(x_t), x0, SCHEDULE, prediction_type="epsilon")
+
+
 def test_noise_prediction_loss_is_zero_for_an_oracle(generator):
     x0 = torch.randn(6, 3, 4, 4, generator=generator)
 

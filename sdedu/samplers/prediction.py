@@ -13,10 +13,16 @@ from __future__ import annotations
 import torch
 
 from sdedu._checks import check_same_shape, check_tensor, describe
-from sdedu.diffusion import predict_eps_from_v, predict_eps_from_x0, predict_x0_from_eps, predict_x0_from_v
+from sdedu.diffusion import (
+    PREDICTION_TYPES,
+    predict_eps_from_v,
+    predict_eps_from_x0,
+    predict_x0_from_eps,
+    predict_x0_from_v,
+)
 from sdedu.schedules import NoiseSchedule
 
-PREDICTION_TYPES = ("eps", "x0", "v")
+__all__ = ["PREDICTION_TYPES", "check_prediction_type", "check_model_output", "predict_x0", "predict_eps"]
 _DIFFUSERS_NAMES = {"epsilon": "eps", "sample": "x0", "original_sample": "x0", "v_prediction": "v"}
 
 

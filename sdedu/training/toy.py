@@ -23,8 +23,9 @@ from sdedu.schedules import NoiseSchedule
 
 __all__ = ["train_toy_denoiser", "sample_toy", "OBJECTIVES"]
 
-#: What the toy model learns: eps (Ho et al. 2020) or the flow's velocity eps - x_0 (Lipman et al. 2023).
-OBJECTIVES = ("eps", "flow")
+#: What the toy model learns: eps (Ho et al. 2020), x_0 or v (Salimans & Ho 2022) on the schedule
+#: (`noise_prediction_loss`'s prediction_type), or the flow's velocity eps - x_0 (Lipman et al. 2023).
+OBJECTIVES = ("eps", "x0", "v", "flow")
 
 
 def train_toy_denoiser(
@@ -57,7 +58,9 @@ def train_toy_denoiser(
         generator: randomness for batches, t and eps (seed it for a reproducible run).
         device: where to train (default: the model's device, else the CPU).
         progress: show a tqdm bar.
-        objective: "eps" (the simple loss above, on `schedule`) or "flow" (`flow_matching_loss`:
+        objective: "eps" (the simple loss above, on `schedule`), "x0" or "v" (the same loss with
+            x_0 or v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 as the target; sample with
+            `prediction_type=objective`), or "flow" (`flow_matching_loss`:
             || v_theta((1 - t) x_0 + t eps, 1000 t) - (eps - x_0) ||^2, t logit-normal; schedule unused, may be None).
 
     Returns:
@@ -100,7 +103,7 @@ def train_toy_denoiser(
         if objective == "flow":
             loss = flow_matching_loss(model, x0, generator=generator)
         else:
-            loss = noise_prediction_loss(model, x0, schedule, generator=generator)
+            loss = noise_prediction_loss(model, x0, schedule, generator=generator, prediction_type=objective)
         # 3. One gradient step.
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
