@@ -176,7 +176,7 @@ def test_guidance_vectors_draws_the_plane_of_the_two_predictions_exactly():
     eps_uncond, eps_cond = torch.randn(4, 8, 8, generator=g), torch.randn(4, 8, 8, generator=g)
     fig = diagrams.guidance_vectors(eps_uncond, eps_cond, scales=(0.0, 1.0, 3.0))
     assert isinstance(fig, plt.Figure)
-    dots = [line.get_xydata()[0] for line in fig.axes[0].lines if line.get_marker() == "o"]
+    dots = [line.get_xydata()[0] for line in fig.axes[1].lines if line.get_marker() == "o"]
     assert len(dots) == 3
     np.testing.assert_allclose(dots[0], [eps_uncond.norm(), 0.0], rtol=1e-5, atol=1e-5)  # w = 0: eps_uncond
     np.testing.assert_allclose(np.linalg.norm(dots[1]), eps_cond.norm(), rtol=1e-5)  # w = 1: eps_cond

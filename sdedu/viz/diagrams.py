@@ -131,6 +131,9 @@ def guidance_vectors(
 ) -> plt.Figure:
     """Arrows of eps_uncond, eps_cond and the guided eps at each scale w, in the plane the two span.
 
+    Two panels: the vectors from the origin (true lengths and angle), and their tips enlarged, where
+    the guided predictions (dots) walk along the line through eps_uncond and eps_cond.
+
     Args:
         eps_uncond, eps_cond: two noise predictions of any equal shape (one latent, or one pixel of it),
             flattened; they must not be parallel.
@@ -149,31 +152,43 @@ def guidance_vectors(
         v = v.detach().double().flatten()
         return np.array([float(v @ e1), float(v @ e2)])
 
-    fig, ax = plt.subplots(figsize=(4.6, 4.0))
-    points = [plane(eps_uncond), plane(eps_cond)]
-    ax.annotate("", plane(eps_uncond), (0, 0), arrowprops={"arrowstyle": "-|>", "color": "0.45", "lw": 1.5})
-    ax.annotate("", plane(eps_cond), (0, 0), arrowprops={"arrowstyle": "-|>", "color": "tab:blue", "lw": 1.5})
-    ax.text(*plane(eps_uncond), "  eps_uncond", color="0.35", fontsize=8, va="top")
-    ax.text(*plane(eps_cond), "  eps_cond", color="tab:blue", fontsize=8)
+    uncond, cond = plane(eps_uncond), plane(eps_cond)
+    guided = [plane(classifier_free_guidance(eps_uncond, eps_cond, float(w))) for w in scales]
     reds = plt.cm.Reds(np.linspace(0.45, 0.95, len(scales)))
-    for w, color in zip(scales, reds):
-        point = plane(classifier_free_guidance(eps_uncond, eps_cond, float(w)))
-        points.append(point)
-        ax.annotate("", point, (0, 0), arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.0, "ls": "--"})
-        ax.plot(*point, "o", color=color, ms=4)
-        ax.text(*point, f"w = {w:g} ", color=color, fontsize=8, va="bottom", ha="right")
-    line = np.array([points[0] + k * (points[1] - points[0]) for k in (-0.3, max(1.3, max(scales) + 0.3))])
-    ax.plot(line[:, 0], line[:, 1], ":", color="0.6", lw=1, label="eps_uncond + w (eps_cond - eps_uncond)")
-    every = np.array(points + [np.zeros(2)])
-    pad = 0.15 * np.ptp(every, axis=0).max()
-    ax.set_xlim(every[:, 0].min() - pad, every[:, 0].max() + pad)
-    ax.set_ylim(every[:, 1].min() - pad, every[:, 1].max() + pad)
-    ax.set_aspect("equal")
+    fig, (full, zoom) = plt.subplots(1, 2, figsize=(9.0, 4.0))
+    # Left: the vectors from the origin, at their true lengths and angle.
+    for point, color, label in [(uncond, "0.45", "eps_uncond"), (cond, "tab:blue", "eps_cond")] + [
+        (point, color, f"guided, w = {w:g}") for point, color, w in zip(guided, reds, scales) if w not in (0, 1)
+    ]:
+        full.annotate("", point, (0, 0), arrowprops={"arrowstyle": "-|>", "color": color, "lw": 1.2})
+        full.plot([], [], color=color, label=label)
+    ends = np.array([uncond, cond, *guided, np.zeros(2)])
+    _frame(full, ends, "from the origin: true lengths and angle")
+    full.legend(fontsize=7, loc="best")
+    # Right: the tips, enlarged: every guided eps lies on the line through eps_uncond and eps_cond.
+    k = np.array([min(-0.3, min(scales) - 0.3), max(1.3, max(scales) + 0.3)])
+    line = uncond[None, :] + k[:, None] * (cond - uncond)[None, :]
+    zoom.plot(line[:, 0], line[:, 1], ":", color="0.6", lw=1, label="eps_uncond + w (eps_cond - eps_uncond)")
+    zoom.annotate("", cond, uncond, arrowprops={"arrowstyle": "-|>", "color": "tab:blue", "lw": 1.5})
+    zoom.text(*uncond, "eps_uncond  ", color="0.35", fontsize=8, ha="right", va="top")
+    zoom.text(*cond, "eps_cond  ", color="tab:blue", fontsize=8, ha="right", va="top")
+    for point, color, w in zip(guided, reds, scales):
+        zoom.plot(*point, "o", color=color, ms=5)
+        zoom.text(*point, f"  w = {w:g}", color=color, fontsize=8, va="bottom")
+    _frame(zoom, np.array([uncond, cond, *guided]), "the tips, enlarged")
+    zoom.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def _frame(ax, points: np.ndarray, title: str) -> None:
+    """Equal-aspect limits around (K, 2) points, axis labels of the plane, a title."""
+    centre, half = (points.max(0) + points.min(0)) / 2, 0.6 * np.ptp(points, axis=0).max() + 1e-12
+    ax.set(xlim=(centre[0] - half, centre[0] + half), ylim=(centre[1] - half, centre[1] + half), aspect="equal")
     ax.set_xlabel("along eps_uncond", fontsize=8)
     ax.set_ylabel("the rest of eps_cond", fontsize=8)
-    ax.legend(fontsize=7, loc="best")
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    return fig
 
 
 def ring_allreduce_steps(n_ranks: int) -> list[tuple[str, list[list[frozenset]], list[tuple[int, int]]]]:
