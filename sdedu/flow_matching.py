@@ -177,25 +177,43 @@ def mixture_velocity(x, t, means, std: float, weights=None) -> torch.Tensor:
     return eps_mean - x0_mean
 
 
-def path_straightness(trajectory) -> torch.Tensor:
-    """How straight each sampled path is: |x_last - x_first| / (length of the path), 1 for a straight line.
+def straightness_gap(trajectory, times) -> torch.Tensor:
+    """How far each sampled path is from a straight line walked at constant speed (0 = straight).
 
-    A reparameterisation-free measure (it does not depend on how time is counted, so a DDIM path
-    and a flow path compare); Liu et al. 2023 (section 2.2) measure the same idea as the mean
-    squared gap between the velocity and the chord, which is 0 exactly when this is 1.
+    Liu et al. 2023 (section 2.2, "straightness") measure S = int_0^1 || (x_1 - x_0) - dx_t/dt ||^2 dt,
+    which is 0 exactly when every velocity along the path equals the chord; then one Euler step is
+    exact. Here with the velocities of the recorded steps and divided by || x_1 - x_0 ||^2, so
+    paths of different lengths compare:
+
+        gap = sum_k |dt_k| || (x_{k+1} - x_k) / dt_k - chord ||^2 / (|t_end - t_start| || chord ||^2),
+        chord = (x_end - x_start) / (t_end - t_start)
+
+    It depends on how time is counted: compare paths on one clock (e.g. the flow time t; a DDPM
+    step s sits at t = sigma / (alpha + sigma), `flow_time_from_alpha_bar`).
 
     Args:
         trajectory: (S + 1, N, ...) the samples before the first step and after each step.
+        times: (S + 1,) the time of each of those samples, strictly monotonic.
     Returns:
-        (N,) values in (0, 1] (1 for a path that does not move).
+        (N,) gaps >= 0 (0 for a path that does not move).
     """
     check_tensor("trajectory", trajectory, floating=True)
+    check_tensor("times", times, ndim=1, floating=True)
     if trajectory.ndim < 2 or trajectory.shape[0] < 2:
         raise ValueError(f"trajectory must have shape (S + 1, N, ...) with S >= 1; got {describe(trajectory)}")
+    if times.shape[0] != trajectory.shape[0]:
+        raise ValueError(f"times must have shape ({trajectory.shape[0]},), one per sample; got {tuple(times.shape)}")
+    dt = (times[1:] - times[:-1]).to(trajectory)  # (S,)
+    if not (bool((dt > 0).all()) or bool((dt < 0).all())):
+        raise ValueError(f"times must be strictly monotonic; got {describe(times)}")
     flat = trajectory.flatten(2)  # (S + 1, N, F)
-    length = (flat[1:] - flat[:-1]).norm(dim=-1).sum(0)  # (N,)
-    chord = (flat[-1] - flat[0]).norm(dim=-1)  # (N,)
-    return torch.where(length > 0, chord / length.clamp_min(1e-12), torch.ones_like(length))
+    span = times[-1].to(trajectory) - times[0].to(trajectory)
+    chord = (flat[-1] - flat[0]) / span  # (N, F)
+    velocity = (flat[1:] - flat[:-1]) / dt[:, None, None]  # (S, N, F)
+    gap = ((velocity - chord) ** 2).sum(-1)  # (S, N)
+    weighted = (gap * dt.abs()[:, None]).sum(0) / span.abs()  # (N,)
+    norm = (chord**2).sum(-1)
+    return torch.where(norm > 0, weighted / norm.clamp_min(1e-30), torch.zeros_like(norm))
 
 
 # ---- SD3's times: logit-normal training times, the resolution shift -------------------------------

@@ -94,11 +94,15 @@ def test_mixture_velocity_is_the_conditional_mean_of_eps_minus_x0():
         assert (residual * feature[:, None]).mean(0).abs().max() < 0.01
 
 
-def test_path_straightness():
-    line = torch.linspace(0, 1, 5)[:, None, None] * torch.tensor([[3.0, 4.0]])  # (5, 1, 2)
-    corner = torch.tensor([[[0.0, 0.0]], [[1.0, 0.0]], [[1.0, 1.0]]])  # (3, 1, 2)
-    got = fm.path_straightness(torch.cat([line[[0, 2, 4]], corner], dim=1))
-    torch.testing.assert_close(got, torch.tensor([1.0, 2**0.5 / 2]))
+def test_straightness_gap():
+    times = torch.linspace(1, 0, 5)
+    line = (1 - times)[:, None, None] * torch.tensor([[3.0, 4.0]])  # (5, 1, 2): constant velocity
+    bent = torch.stack([1 - times, (1 - times) ** 2], dim=1)[:, None, :]  # (5, 1, 2): y = x^2
+    got = fm.straightness_gap(torch.cat([line, bent], dim=1), times)
+    # For (s, s^2), s = 1 - t on 4 equal steps: step velocities (1, 2 s_mid) against the chord (1, 1).
+    s_mid = torch.tensor([0.125, 0.375, 0.625, 0.875])
+    expected = ((2 * s_mid - 1) ** 2).mean() / 2
+    torch.testing.assert_close(got, torch.stack([torch.tensor(0.0), expected]))
 
 
 def test_logit_normal_times_are_sigmoid_of_a_normal():
@@ -168,7 +172,8 @@ def test_euler_on_a_straight_path_lands_on_the_data_in_any_number_of_steps():
         (lambda: fm.flow_time_from_alpha_bar(torch.tensor([0.0])), "alpha_bar"),
         (lambda: fm.mixture_velocity(torch.zeros(2, 2), 0.5, torch.zeros(3, 3), 0.1), "means"),
         (lambda: fm.mixture_velocity(torch.zeros(2, 2), 0.5, torch.zeros(3, 2), 0.0), "std"),
-        (lambda: fm.path_straightness(torch.zeros(1, 4, 2)), "trajectory"),
+        (lambda: fm.straightness_gap(torch.zeros(1, 4, 2), torch.zeros(1)), "trajectory"),
+        (lambda: fm.straightness_gap(torch.zeros(3, 4, 2), torch.tensor([1.0, 0.0, 0.5])), "times"),
         (lambda: FlowMatchEulerSampler(shift=0), "shift"),
         (lambda: FlowMatchEulerSampler().set_timesteps(0), "n"),
         (lambda: FlowMatchEulerSampler().step(torch.zeros(2), 3.5, torch.zeros(2)), "t"),
