@@ -1,4 +1,4 @@
-"""The 2-D toy sets: shapes, dtype, seeding, scale, and the geometry each one promises."""
+"""The 2-D toy sets: shapes, dtype, seeding, scale, and the geometry each one promises; the toy trainer's targets."""
 
 import math
 
@@ -6,6 +6,10 @@ import pytest
 import torch
 
 from sdedu.data.toy2d import TOY2D_NAMES, make_gaussians, make_moons, make_swiss_roll, make_toy2d
+from sdedu.diffusion import noise_prediction_loss
+from sdedu.models.mlp import MLPDenoiser, MLPDenoiserConfig
+from sdedu.schedules import NoiseSchedule
+from sdedu.training.toy import train_toy_denoiser
 
 
 @pytest.mark.parametrize("name", TOY2D_NAMES)
@@ -67,3 +71,29 @@ def test_bad_arguments_name_the_argument():
         make_swiss_roll(10, noise=-1.0)
     with pytest.raises(ValueError, match="seed or generator"):
         make_gaussians(10, seed=1, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("objective", ["x0", "v"])
+def test_the_toy_trainer_regresses_on_x0_or_v(objective):
+    # One step at lr = 0: the loss reported is noise_prediction_loss with that target on the same draws.
+    points, schedule = make_moons(100), NoiseSchedule.linear(T=50)
+    model = MLPDenoiser(MLPDenoiserConfig(hidden=16))
+    generator = torch.Generator().manual_seed(3)
+    _, losses = train_toy_denoiser(
+        points,
+        schedule,
+        steps=1,
+        batch_size=32,
+        lr=0.0,
+        model=model,
+        generator=generator,
+        progress=False,
+        objective=objective,
+    )
+    g = torch.Generator().manual_seed(3)
+    x0 = points[torch.randint(100, (32,), generator=g)]
+    state = g.get_state()
+    expected = noise_prediction_loss(model, x0, schedule, generator=g, prediction_type=objective)
+    assert losses == [pytest.approx(expected.item(), rel=1e-6)]
+    g.set_state(state)  # the same t and eps with the eps target give another loss: the target is used
+    assert noise_prediction_loss(model, x0, schedule, generator=g).item() != pytest.approx(losses[0], rel=1e-3)
