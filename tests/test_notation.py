@@ -44,6 +44,8 @@ GUIDANCE_AS_S = [
     re.compile(r"\bs\s*=\s*[01]\$?,?\s+(ignores|is (the )?(plain )?conditional|is no guidance)"),
     re.compile(r"\bs\s*=\s*1\s*\+\s*w\b"),
 ]
+# s as a product index ("alpha_bar_t = prod_{s <= t} alpha_s"): the index is i.
+PRODUCT_INDEX_S = [re.compile(r"\\prod_\{?s\b")]
 # DDIM's other timestep as s (course text only: the library's samplers name it t_prev).
 DDIM_STEP_AS_S = [re.compile(r"\\bar\\alpha_s\b"), re.compile(r"\bx_s\b"), re.compile(r"\balpha_bar_s\b")]
 # The VAE scaling factor as s.
@@ -74,11 +76,12 @@ def _violations(paths, patterns) -> list[str]:
     [
         ("the guidance scale is w, not s", EVERYTHING, GUIDANCE_AS_S),
         ("DDIM's other timestep is t', not s", COURSE, DDIM_STEP_AS_S),
+        ("alpha_bar's product index is i, not s", COURSE, PRODUCT_INDEX_S),
         ("the VAE scaling factor is written scale_factor, not s", EVERYTHING, SCALE_FACTOR_AS_S),
         ("the start of a partial reverse process is t_start", COURSE, START_AS_T_S),
         ("Stable Diffusion has five parts", EVERYTHING, OTHER_PART_COUNTS),
     ],
-    ids=["guidance-w", "ddim-t-prime", "scale-factor", "t-start", "five-parts"],
+    ids=["guidance-w", "ddim-t-prime", "product-index", "scale-factor", "t-start", "five-parts"],
 )
 def test_one_symbol_per_concept(rule, paths, patterns):
     found = _violations(paths, patterns)
@@ -93,6 +96,7 @@ def test_the_patterns_catch_the_old_uses():
         "guidance_scale: s >= 0 (0: unconditional)": GUIDANCE_AS_S,
         "$s = 0$ ignores the prompt, $s = 1$ is the plain conditional model": GUIDANCE_AS_S,
         r"$x_s = \sqrt{\bar\alpha_s}\,\hat x_0$": DDIM_STEP_AS_S,
+        r"$\bar\alpha_t = \prod_{s \le t} (1-\beta_s)$": PRODUCT_INDEX_S,
         r"latents $z_0 = s \cdot \mathcal E(x)$ (the VAE's `scale_factor` $s$)": SCALE_FACTOR_AS_S,
         "noising an image to a timestep $t_s$": START_AS_T_S,
         "Stable Diffusion is four parts: a tokenizer": OTHER_PART_COUNTS,
@@ -104,10 +108,11 @@ def test_the_patterns_catch_the_old_uses():
         r"$f(u) = \cos^2\!\left(\frac{u+s}{1+s}\frac{\pi}{2}\right)$, offset $s = 0.008$",
         "eps = eps_uncond + w (eps_cond - eps_uncond); w = 1 is the plain conditional model",
         r"$x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0$, the library's alpha_bar_prev",
+        r"$\bar\alpha_t = \prod_{i=1}^{t}\alpha_i$",
         "Stable Diffusion has five parts: a VAE, a text encoder, a UNet, a noise process and a sampler",
         "The recipe's three parts; the UNet is built from three parts",
     ]
-    every = GUIDANCE_AS_S + DDIM_STEP_AS_S + SCALE_FACTOR_AS_S + START_AS_T_S + OTHER_PART_COUNTS
+    every = GUIDANCE_AS_S + PRODUCT_INDEX_S + DDIM_STEP_AS_S + SCALE_FACTOR_AS_S + START_AS_T_S + OTHER_PART_COUNTS
     for sentence in fine:
         assert not any(p.search(sentence) for p in every), sentence
 
