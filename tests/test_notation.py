@@ -37,7 +37,7 @@ EVERYTHING = COURSE + LIBRARY
 # The guidance scale written as s: "eps_uncond + s (eps_cond", "+ s\,\big(\varepsilon", "guidance_scale=s",
 # "guidance scale s", "guidance s >= 0", "s = 0 ignores the prompt", "s = 1 is the plain conditional model".
 GUIDANCE_AS_S = [
-    re.compile(r"\+\s*s\s*(\\,|\\;)?\s*(\\big|\\left)?\(\s*\\?(eps|epsilon|varepsilon|hat)"),
+    re.compile(r"\+\s*s\s*(\\,|\\;)?\s*(\\big|\\left)?\(\s*\\?(eps|epsilon|varepsilon|hat|v_)"),
     re.compile(r"guidance_scale\s*=\s*s\b"),
     re.compile(r"guidance[ _]scale:?\s+\$?s\b(?!\w)"),
     re.compile(r"guidance s\s*[>=]"),
@@ -94,6 +94,7 @@ def test_the_patterns_catch_the_old_uses():
         "eps = eps_uncond + s (eps_cond - eps_uncond)": GUIDANCE_AS_S,
         r"$\hat\varepsilon = \varepsilon_\varnothing + s\,\big(\varepsilon_c - \varepsilon_\varnothing\big)$": GUIDANCE_AS_S,
         "guidance_scale: s >= 0 (0: unconditional)": GUIDANCE_AS_S,
+        "v = v_uncond + s (v_cond - v_uncond)": GUIDANCE_AS_S,
         "$s = 0$ ignores the prompt, $s = 1$ is the plain conditional model": GUIDANCE_AS_S,
         r"$x_s = \sqrt{\bar\alpha_s}\,\hat x_0$": DDIM_STEP_AS_S,
         r"$\bar\alpha_t = \prod_{s \le t} (1-\beta_s)$": PRODUCT_INDEX_S,
