@@ -16,7 +16,7 @@ Notation (used in every sdedu module, following Ho et al. 2020 unless noted):
 | `sigma_t`, `eta`       | DDIM's sigma_t and eta (Song et al. 2021, eq. 16)       |
 | `z`                    | a VAE latent (Rombach et al. 2022)                      |
 | `cond`                 | the text encoder's token embeddings                     |
-| `guidance_scale`       | s in eps_uncond + s (eps_cond - eps_uncond)             |
+| `guidance_scale`       | w in eps_uncond + w (eps_cond - eps_uncond)             |
 
 DDIM's paper writes alpha_t for what is alpha_bar_t here; sdedu always says `alpha_bar`.
 Complements are written out: `one_minus_alpha_bar`, never `beta_prod`.

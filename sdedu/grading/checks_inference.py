@@ -6,7 +6,7 @@ weights need not be trained, only fixed. The learner's loop must reproduce
 
     cond, uncond = pipe.encode_prompt(prompts)
     z_T ~ N(0, I), shape (B, 4, 8, 8), image i from its own CPU torch.Generator().manual_seed(seed + i)
-    for t in DDIM timesteps:  eps = eps_uncond + s (eps_cond - eps_uncond);  z = sampler.step(eps, t, z).x_prev
+    for t in DDIM timesteps:  eps = eps_uncond + w (eps_cond - eps_uncond);  z = sampler.step(eps, t, z).x_prev
     images = pipe.decode_latents(z)
 
 and, in exercise 06, do it with each distinct prompt encoded once (a cache) and one batched UNet

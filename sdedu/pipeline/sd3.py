@@ -5,7 +5,7 @@
     z = noise (B, 4, 8, 8)                               z at t = 1, image i from manual_seed(seed + i)
     for t in sampler.timesteps:                          the one loop, `loop.denoise`
         v_uncond, v_cond = mmdit([z, z], t, [uncond, cond]).chunk(2)     one batched call
-        v = v_uncond + s (v_cond - v_uncond)             classifier-free guidance on the velocity
+        v = v_uncond + w (v_cond - v_uncond)             classifier-free guidance on the velocity
         z = z + (t_next - t) v                           an Euler step
     image = vae.decode(z / scale_factor)                 (B, 3, 32, 32) in [0, 1]
 
@@ -171,7 +171,7 @@ class TinyStableDiffusion3:
         Args:
             prompt: a str or a list of B str; "" generates unconditionally.
             num_inference_steps: Euler steps in [1, 1000].
-            guidance_scale: classifier-free guidance s >= 0 (0: ignore the prompt, 1: no guidance).
+            guidance_scale: classifier-free guidance w >= 0 (0: ignore the prompt, 1: no guidance).
             seed: image i starts from noise seeded seed + i (whatever the batch and the device).
             num_images_per_prompt: images per prompt; the batch is prompt-major.
             latents: (B, 4, 8, 8) the noise z at t = 1 to start from instead of seeded noise.
