@@ -2,6 +2,10 @@
 the setup check, and each kernel's share of the CPU (sdedu.threads). The installed wheel is tests/test_wheel.py."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +23,7 @@ from sdedu.course import (
 from sdedu.course_check import main as check_setup
 from sdedu.threads import cgroup_cpu_quota, learner_threads
 
+ROOT = Path(__file__).resolve().parents[1]
 START = "notebooks/00_start_here.ipynb"
 
 
@@ -128,3 +133,18 @@ def test_cgroup_quota_of_the_container_and_of_the_process(tmp_path):
     assert cgroup_cpu_quota(tmp_path, self_cgroup) == 1.5
     (tmp_path / "cpu.max").write_text("50000 100000\n")  # a container limit of half a core: the smaller wins
     assert cgroup_cpu_quota(tmp_path, self_cgroup) == 0.5
+
+
+def test_the_classroom_start_script_shares_threads_and_copies_the_course(tmp_path):
+    """binder/start, run before every classroom server: thread share exported, course copied, command run."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(HOME=str(tmp_path), SDEDU_LEARNERS="1000", PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
+    result = subprocess.run(
+        [ROOT / "binder" / "start", "env"], env=env, capture_output=True, text=True, timeout=300, check=True
+    )
+    exported = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    major, minor, *_ = __version__.split(".")
+    course = tmp_path / f"sdedu-course-{major}.{minor}"
+    assert exported["OMP_NUM_THREADS"] == "1" and exported["MKL_NUM_THREADS"] == "1"
+    assert exported["JUPYTER_CONFIG_PATH"].split(":")[0] == str(course / "jupyter")
+    assert (course / START).is_file() and (course / STAMP).is_file()
