@@ -34,7 +34,6 @@ CLONE = Path(__file__).resolve().parents[1]  # a git clone or an editable instal
 PARTS = ("notebooks", "exercises", "solutions", "docs", "jupyter", "README.md")
 SKIPPED = {".ipynb_checkpoints", "__pycache__"}
 STAMP = ".sdedu-course.json"
-DEFAULT_FOLDER = "sdedu-course"
 START_PAGE = "notebooks/00_start_here.ipynb"
 
 
