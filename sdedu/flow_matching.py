@@ -2,8 +2,9 @@
 
 Data x_0 and noise eps ~ N(0, I) are joined by a straight line, walked in time t in [0, 1]:
 
-    x_t = (1 - t) x_0 + t eps                  (Liu et al. 2023, eq. 1; Lipman et al. 2023, eq. 20 with
-                                                sigma_min = 0; Esser et al. 2024, section 3, "RF")
+    x_t = (1 - t) x_0 + t eps                  (Liu et al. 2023, eq. 1; Esser et al. 2024, section 3, "RF";
+                                                Lipman et al. 2023's OT path, eq. 20, with sigma_min = 0
+                                                and time reversed: their t = 0 is the noise)
     v   = d x_t / d t = eps - x_0              the velocity of that line, the regression target
 
 A network v_theta(x_t, t) trained with || v_theta(x_t, t) - (eps - x_0) ||^2 (conditional flow
@@ -180,7 +181,7 @@ def mixture_velocity(x, t, means, std: float, weights=None) -> torch.Tensor:
 def straightness_gap(trajectory, times) -> torch.Tensor:
     """How far each sampled path is from a straight line walked at constant speed (0 = straight).
 
-    Liu et al. 2023 (section 2.2, "straightness") measure S = int_0^1 || (x_1 - x_0) - dx_t/dt ||^2 dt,
+    Liu et al. 2023 define the straightness S = int_0^1 || (x_1 - x_0) - dx_t/dt ||^2 dt,
     which is 0 exactly when every velocity along the path equals the chord; then one Euler step is
     exact. Here with the velocities of the recorded steps and divided by || x_1 - x_0 ||^2, so
     paths of different lengths compare:

@@ -3,7 +3,7 @@
 The model predicts the velocity v = eps - x_0 of the straight path x_t = (1 - t) x_0 + t eps
 (`sdedu.flow_matching`), so one step from time t_i to the next, smaller, time t_{i+1} is
 
-    x_{t_{i+1}} = x_{t_i} + (t_{i+1} - t_i) v_theta(x_{t_i}, t_i)       (Euler; Liu et al. 2023, section 2.1)
+    x_{t_{i+1}} = x_{t_i} + (t_{i+1} - t_i) v_theta(x_{t_i}, t_i)       (Euler; Liu et al. 2023)
     x0_pred     = x_{t_i} - t_i v_theta(x_{t_i}, t_i)                   (the line followed to t = 0)
 
 If the learned paths were exactly straight, one step would land on the data; the straighter they
