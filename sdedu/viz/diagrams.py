@@ -33,6 +33,7 @@ __all__ = ["unet_stages", "unet_diagram", "guidance_vectors", "ring_allreduce_st
 
 _BLOCK = re.compile(r"^(down\d+|mid|up\d+)_(res|attn)$")
 _COLORS = {"conv": "0.75", "res": "tab:blue", "attn": "tab:orange", "resample": "tab:green"}
+_NAMES = {"conv": "conv", "res": "ResBlock", "attn": "ResBlock + attention", "resample": "down/upsample"}
 
 
 def unet_stages(config: UNetConfig | None = None) -> list[dict]:
@@ -108,14 +109,9 @@ def unet_diagram(config: UNetConfig | None = None, size: float = 1.0) -> plt.Fig
         ax.plot([x, x, partner[0]], [y + 0.32, y + lift, y + lift], "--", color="0.4", lw=1)
         _arrow(ax, (partner[0], y + lift), (partner[0], partner[1] + 0.32), color="0.4", ls="--")
         ax.text((x + partner[0]) / 2, y + lift + 0.05, "skip (concat)", ha="center", fontsize=7, color="0.4")
-    handles = [Rectangle((0, 0), 1, 1, facecolor=c, edgecolor="black") for c in _COLORS.values()]
-    ax.legend(
-        handles,
-        ["conv", "ResBlock", "ResBlock + attention", "down/upsample"],
-        loc="lower right",
-        fontsize=7,
-        framealpha=1,
-    )
+    kinds = [kind for kind in _COLORS if any(stage["kind"] == kind for stage in stages)]  # only what is drawn
+    handles = [Rectangle((0, 0), 1, 1, facecolor=_COLORS[kind], edgecolor="black") for kind in kinds]
+    ax.legend(handles, [_NAMES[kind] for kind in kinds], loc="lower right", fontsize=7, framealpha=1)
     ax.set_title(
         "sdedu's UNet: box height = feature-map side, width = channels (every ResBlock also gets t)", fontsize=9
     )
