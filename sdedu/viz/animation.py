@@ -6,6 +6,7 @@ network. If it fails, the same frames come back as a static grid (and a printed 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -32,7 +33,9 @@ def _to_html(fig: plt.Figure, update, count: int, interval: int, fallback):
         print(f"animation unavailable ({type(error).__name__}: {error}); showing a static grid instead")
         return fallback()
     plt.close(fig)  # the animation carries the frames; the static figure would only repeat frame 0
-    return HTML(html)
+    # matplotlib's player links Font Awesome 4 from a CDN for its button icons: JupyterLab and the course book
+    # (docs/BOOK.md) already style the `fa` icons, and an offline course asks the network for nothing.
+    return HTML(re.sub(r'<link rel="stylesheet"\s+href="https?://[^"]*font-awesome[^"]*">', "", html))
 
 
 def animate_points(
