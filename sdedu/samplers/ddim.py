@@ -30,8 +30,8 @@ class DDIMSampler:
     `timestep_spacing="leading"`, `steps_offset=steps_offset` (default 1),
     `set_alpha_to_one=False`, `clip_sample=clip_sample` (`clip_sample_range=1.0`),
     `prediction_type` ("epsilon" / "sample" / "v_prediction" for eps / x0 / v), `thresholding=False`,
-    stepped with `eta=eta` and
-    `use_clipped_model_output=False` - the configuration Stable Diffusion v1 ships.
+    stepped with `eta=eta` and `use_clipped_model_output=False` - the configuration Stable Diffusion
+    v1 ships.
 
     - Timesteps ("leading" + offset): with k = T // n they are (n-1)k+1, ..., k+1, 1.
       Each step goes from t to t - k.
@@ -42,6 +42,10 @@ class DDIMSampler:
       unclipped model output.
     - An x0 or v model's output gives x0_pred and eps_pred (`sdedu.samplers.prediction`); eq. 12
       then uses both, as for an eps model.
+    - A zero-terminal-SNR schedule is used as it is, alpha_bar_T = 0, as `DDIMScheduler` does with
+      `rescale_betas_zero_snr=True`; "leading" timesteps reach t = T - 1 only for n = T - 1 (or
+      n = T with steps_offset=0), where Lin et al. 2024 (section 3.3) start every sampler: the
+      samplers in sigma do, with "trailing" timesteps.
 
     Args:
         schedule: the NoiseSchedule the model was trained with.
@@ -50,7 +54,8 @@ class DDIMSampler:
             to [-1, 1] (diffusers' DDIM default is on, for pixel-space models).
         steps_offset: added to every timestep; Stable Diffusion uses 1. With 0, the last step
             would go from t = 0 to alpha_bar[0], i.e. nowhere (a wasted model call).
-        prediction_type: what the model predicts: "eps", "x0" or "v" (`sdedu.samplers.prediction`).
+        prediction_type: what the model predicts: "eps", "x0" or "v" (`sdedu.samplers.prediction`);
+            not "eps" with zero terminal SNR.
 
     After construction the sampler uses min(50, T - steps_offset) steps; call `set_timesteps(n)`.
     """

@@ -26,15 +26,18 @@ class DDPMSampler:
     Equals diffusers' `DDPMScheduler` configured with the same betas and
     `variance_type="fixed_small"`, `timestep_spacing="leading"`, `steps_offset=0`,
     `prediction_type` ("epsilon" / "sample" / "v_prediction" for eps / x0 / v),
-    `clip_sample=clip_sample` (`clip_sample_range=1.0`), `thresholding=False`. There is no final alpha to choose: the last timestep is 0 and its step
-    lands on x_0 itself (alpha_bar_{t_prev} = 1).
+    `clip_sample=clip_sample` (`clip_sample_range=1.0`), `thresholding=False`. There is no final
+    alpha to choose: the last timestep is 0 and its step lands on x_0 itself (alpha_bar_{t_prev} = 1).
+    A zero-terminal-SNR schedule is used as it is, alpha_bar_T = 0, as `DDPMScheduler` does with
+    `rescale_betas_zero_snr=True` (`sdedu.schedules.finite_terminal_snr` says why).
 
     Args:
         schedule: the NoiseSchedule the model was trained with.
         clip_sample: clamp x0_pred to [-1, 1] before using it. Off by default because sdedu
             samples VAE latents, which are not confined to [-1, 1] (diffusers' DDPM default is on,
             which suits pixel-space models whose data lies in [-1, 1]).
-        prediction_type: what the model predicts: "eps", "x0" or "v" (`sdedu.samplers.prediction`).
+        prediction_type: what the model predicts: "eps", "x0" or "v" (`sdedu.samplers.prediction`);
+            not "eps" with zero terminal SNR.
 
     After construction the timesteps are all T training timesteps, T-1 down to 0; call
     `set_timesteps(n)` for a shorter chain.
