@@ -2,7 +2,7 @@
 
 The source folder is the repository itself (`sphinx-build -c book . build/book`), so every notebook runs where a
 learner runs it: in notebooks/, with the library installed in the venv. Only the pages of the book are read
-(`include_patterns`): the course notebooks, the exercise statements (never solutions/), README and two docs.
+(`include_patterns`): the course notebooks, the exercise statements (never solutions/), README and docs/.
 
 Notebooks are executed by myst-nb through jupyter-cache: a rebuild re-runs only the notebooks whose code changed.
 The cache keys on the notebook's code, not on the library nor on SDEDU_QUICK, so quick- and full-mode outputs
@@ -25,8 +25,7 @@ root_doc = "book/index"
 include_patterns = [
     "book/index.md",
     "README.md",
-    "docs/GRADING.md",
-    "docs/DESIGN.md",
+    "docs/*.md",
     "notebooks/*.ipynb",
     "exercises/*.ipynb",
 ]
