@@ -10,9 +10,11 @@ STAMP        := $(VENV)/.sdedu-installed
 ROOT_FLAG    := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # Two test workers, one thread each: two torch processes that each use every core run ~100x slower.
 TEST_WORKERS ?= 2
-# Course and solution notebooks run under nbval. Exercise notebooks run in tests/test_exercises_notebooks.py,
-# which proves more than nbval can: each runs to the end and only its check cells fail, with ExerciseIncomplete.
-NBVAL_NOTEBOOKS := $(wildcard notebooks/*.ipynb solutions/*.ipynb)
+# Course notebooks run in tests/test_book.py, which builds the book (docs/BOOK.md) with every one executed and a
+# cell error failing the build: what nbval --nbval-lax checked, plus the site. Solution notebooks run under nbval.
+# Exercise notebooks run in tests/test_exercises_notebooks.py, which proves more than nbval can: each runs to the
+# end and only its check cells fail, with ExerciseIncomplete.
+NBVAL_NOTEBOOKS := $(wildcard solutions/*.ipynb)
 ALL_NOTEBOOKS   := $(wildcard notebooks/*.ipynb solutions/*.ipynb exercises/*.ipynb)
 
 .PHONY: help setup browser course workspace lint test test-lib strip exercises bench book book-clean wheel
