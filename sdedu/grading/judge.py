@@ -46,6 +46,7 @@ JUDGED_INSIDE = frozenset(
         "benchmark_timing",
         "distributed_training",
         "interview_minimal_code",
+        "flow_matching_loss",
     }
 )
 
