@@ -286,3 +286,18 @@ def test_exercise_13_wrong_answers_are_rejected_with_a_useful_hint(item, name, a
     assert keyword.lower() in str(info.value).lower(), (
         f"{name}: the message does not mention {keyword!r}:\n{info.value}"
     )
+
+
+def test_a_check_judged_inside_fails_when_a_case_failed():
+    """flow_matching_loss is judged inside the sandbox: its failed cases must fail it there too (they did not)."""
+    from sdedu.grading.checker import run_check
+    from sdedu.grading.judge import JUDGED_INSIDE, inside_result
+    from sdedu.grading.trial import Trial
+
+    assert "flow_matching_loss" in JUDGED_INSIDE
+    trial = Trial(seed=3, partial=True)
+    summary = run_check("flow_matching_loss", lambda *a: ex_loss(*a, target="x0"), trial)  # returns: cases scored
+    status, fraction, message = inside_result("passed", summary, trial.cases)
+    assert (status, fraction) == ("failed", 0.0) and "loss on x0 instead of v" in message
+    assert inside_result("passed", "4 cases", [("1", None), ("2", None)]) == ("passed", 1.0, "4 cases")
+    assert inside_result("passed", "1 case", [("1", None), ("2", "wrong")])[:2] == ("failed", 0.5)

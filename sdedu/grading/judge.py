@@ -33,7 +33,7 @@ from sdedu.grading.plan import Plan
 from sdedu.grading.remote import Oracle, OracleGone, RemoteFunction, unpack
 from sdedu.grading.trial import Trial
 
-__all__ = ["JUDGED_INSIDE", "Verdict", "judge"]
+__all__ = ["JUDGED_INSIDE", "Verdict", "judge", "inside_result"]
 
 # The checks that watch the learner's code from inside: they hand it spies (a model and an optimizer
 # that record what they see, call counters on a pipeline's modules, a function to time, a stand-in
@@ -142,14 +142,22 @@ def _judge_inside(plan, items, limits, hide, workdir, seed, notes) -> list[Verdi
         pair = []
         for seed_used in (None, seed):
             kind, *rest = results[seed_used].get(item, ("verdict", "crashed", "no reply", []))
-            if kind == "missing":
-                pair.append(("not run", 0.0, rest[0]))
-            else:
-                status, message, cases = rest
-                passed = sum(m is None for _, m in cases) / len(cases) if cases else float(status == "passed")
-                pair.append((status, 1.0 if status == "passed" else passed, message))
+            pair.append(("not run", 0.0, rest[0]) if kind == "missing" else inside_result(*rest))
         verdicts.append(Verdict(item, pair[0], pair[1], inside=True))
     return verdicts
+
+
+def inside_result(status: str, message: str, cases: list) -> tuple[str, float, str]:
+    """(status, fraction, message) of a check run inside: as `_run`, a case that failed fails the item.
+
+    A check that scores cases (`with trial.case(...)`) returns normally when some of them fail, so
+    its status alone says "passed": the failed cases decide, as they do for the items judged apart.
+    """
+    failures = [m for _, m in cases if m]
+    if status == "passed" and failures:
+        status, message = "failed", failures[0]
+    passed = sum(m is None for _, m in cases) / len(cases) if cases else float(status == "passed")
+    return status, 1.0 if status == "passed" else passed, message
 
 
 def _log_tail(workdir: Path) -> list[str]:
