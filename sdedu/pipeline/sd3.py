@@ -31,9 +31,10 @@ from sdedu.samplers import FlowMatchEulerSampler
 
 MODEL_NAME = "TinyStableDiffusion3"  # the "model" field of its weights manifest
 SHIPPED_SD3 = SHIPPED / "sd3"
-# Measured on the shipped model (python -m sdedu.bench sd3): adherence against steps and guidance.
+# Measured on the shipped model (100 full prompts, the judge): shapes right in 98% at guidance 2 with 4
+# or 8 Euler steps (99% at 6), in 94% at guidance 3 (8 steps); 8 steps keep a margin.
 DEFAULT_STEPS = 8
-DEFAULT_GUIDANCE_SCALE = 3.0
+DEFAULT_GUIDANCE_SCALE = 2.0
 SHIFT = 1.0  # SD3's resolution shift (section 5.3.2); 8x8 latents need none
 MAX_STEPS = 1000
 
