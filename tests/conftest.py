@@ -10,6 +10,12 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 
+@pytest.fixture(autouse=True)
+def seeded_global_rng():
+    """Every test starts from the same global RNG state: what it draws never depends on the tests run before it."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def generator():
     """A seeded CPU generator, so that every test draws the same numbers every run."""
