@@ -1,15 +1,15 @@
 """DDIM inversion: run deterministic DDIM backwards, from a clean sample to the noise that makes it.
 
 With eta = 0, a DDIM step is the Euler step of an ODE (Song et al. 2021, eq. 13-14), so it can be
-run the other way: from level s to the noisier level t,
+run the other way: from level t' to the noisier level t (t' < t: the step DDIM takes from t to t', undone),
 
-    x0_pred = (x_s - sqrt(1 - alpha_bar_s) eps_pred) / sqrt(alpha_bar_s)
+    x0_pred = (x_{t'} - sqrt(1 - alpha_bar_{t'}) eps_pred) / sqrt(alpha_bar_{t'})
     x_t     = sqrt(alpha_bar_t) x0_pred + sqrt(1 - alpha_bar_t) eps_pred        (eq. 12 with sigma_t = 0)
 
 i.e. `q_sample(x0_pred, t, noise=eps_pred)`. The model should be evaluated at the unknown x_t; it
-is evaluated at x_s instead (with the timestep t of the step's end, as diffusers'
+is evaluated at x_{t'} instead (with the timestep t of the step's end, as diffusers'
 `DDIMInverseScheduler` does; Mokady et al. 2023, section 3, pass the start's). The approximation
-eps(x_t) ~ eps(x_s) costs one step's change in eps, so it shrinks with more steps (Song et al. 2021,
+eps(x_t) ~ eps(x_{t'}) costs one step's change in eps, so it shrinks with more steps (Song et al. 2021,
 section 5.4, invert the ODE of eq. 14 this way and reconstruct); regenerating from the inverted
 noise with `DDIMSampler` (same n, same model) then returns close to the starting sample.
 
@@ -78,11 +78,11 @@ class DDIMInverseSampler:
         check_model_output(model_output, x_t)
         t = check_step_inputs(model_output, t, x_t, self.timesteps)
         # 1. Where the sample is: one step of k below t; before the first step, DDIM's final alpha_bar[0].
-        s = max(t - self._ddim.step_ratio, 0)
+        t_prev = max(t - self._ddim.step_ratio, 0)  # t' in docs/NOTATION.md
 
-        # 2. x0_pred and eps_pred at that level (eq. 9), from the model's output at (x_s, t).
-        x0_pred = predict_x0(model_output, x_t, s, self.schedule, self.prediction_type)
-        eps_pred = predict_eps(model_output, x_t, s, self.schedule, self.prediction_type)
+        # 2. x0_pred and eps_pred at that level (eq. 9), from the model's output at (x_{t'}, t).
+        x0_pred = predict_x0(model_output, x_t, t_prev, self.schedule, self.prediction_type)
+        eps_pred = predict_eps(model_output, x_t, t_prev, self.schedule, self.prediction_type)
 
         # 3. Up to t along the same line: sqrt(alpha_bar_t) x0_pred + sqrt(1 - alpha_bar_t) eps_pred (eq. 12).
         return SamplerStep(x_prev=q_sample(x0_pred, t, self.schedule, noise=eps_pred), x0_pred=x0_pred)
