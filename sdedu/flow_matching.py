@@ -13,18 +13,20 @@ sampling integrates dx/dt = v_theta(x, t) from t = 1 (noise) to t = 0 (data):
 `sdedu.samplers.FlowMatchEulerSampler` does it with Euler steps.
 
 SD3's two choices of time (Esser et al. 2024):
-- training t ~ logit-normal(m, s): t = sigmoid(m + s u), u ~ N(0, 1) (section 3.1, eq. 19), which
+- training t ~ logit-normal with location m and scale s (Esser et al.'s m, s, kept as the parameter
+  names of `logit_normal_times`): t = sigmoid(m + s u), u ~ N(0, 1) (section 3.1, eq. 19), which
   spends more of the training on the middle of the path than t ~ U(0, 1);
 - the resolution shift t' = shift t / (1 + (shift - 1) t) (section 5.3.2, eq. 23 with
-  shift = sqrt(m / n)), which moves sampling time towards the noise end; the same formula as
+  shift = the square root of the ratio of the pixel counts, target over base: Esser et al.'s
+  sqrt(m / n)), which moves sampling time towards the noise end; the same formula as
   diffusers' `FlowMatchEulerDiscreteScheduler` (`shift * sigmas / (1 + (shift - 1) * sigmas)`).
 
 The model sees t scaled to [0, TIME_SCALE] (1000, as SD3 and diffusers feed their transformers),
 so the sinusoidal timestep embeddings built for t in [0, 1000) need no change.
 
-Relation to DDPM (`sdedu.diffusion`): x_s = alpha x_0 + sigma eps with alpha = sqrt(alpha_bar),
+Relation to DDPM (`sdedu.diffusion`): a DDPM sample x_ddpm = alpha x_0 + sigma eps with alpha = sqrt(alpha_bar),
 sigma = sqrt(1 - alpha_bar) is, divided by (alpha + sigma), a point of the straight path:
-x_s / (alpha + sigma) = x_t at t = sigma / (alpha + sigma) (`flow_time_from_alpha_bar`). The two
+x_ddpm / (alpha + sigma) = x_t at t = sigma / (alpha + sigma) (`flow_time_from_alpha_bar`). The two
 objectives train the same model up to this change of variables; v = eps - x_0 either way.
 
 Shapes: x_0, eps, x_t, v are (B, ...); t is (B,) with values in [0, 1] (or a Python float).
@@ -115,16 +117,16 @@ def eps_from_velocity(x_t, v, t) -> torch.Tensor:
 
 
 def flow_time_from_alpha_bar(alpha_bar) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where a DDPM sample sits on the straight path: x_s / (alpha + sigma) = x_t at t = sigma / (alpha + sigma).
+    """Where a DDPM sample sits on the straight path: x_ddpm / (alpha + sigma) = x_t at t = sigma / (alpha + sigma).
 
-    With alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar), x_s = alpha x_0 + sigma eps (Ho et al.
-    2020, eq. 4) divided by (alpha + sigma) is (1 - t) x_0 + t eps (Esser et al. 2024, section 2:
+    With alpha = sqrt(alpha_bar), sigma = sqrt(1 - alpha_bar), the DDPM sample x_ddpm = alpha x_0 + sigma eps
+    (Ho et al. 2020, eq. 4) divided by (alpha + sigma) is (1 - t) x_0 + t eps (Esser et al. 2024, section 2:
     every such path is one family up to a time change and a scale).
 
     Args:
         alpha_bar: a tensor of alpha_bar values in (0, 1] (e.g. `schedule.alpha_bar[t]`), any shape.
     Returns:
-        (t, scale), both alpha_bar's shape: the flow time and 1 / (alpha + sigma), so x_t = scale * x_s.
+        (t, scale), both alpha_bar's shape: the flow time and 1 / (alpha + sigma), so x_t = scale * x_ddpm.
     """
     check_tensor("alpha_bar", alpha_bar, floating=True)
     if alpha_bar.numel() > 0 and not bool(((alpha_bar > 0) & (alpha_bar <= 1)).all()):
@@ -190,7 +192,7 @@ def straightness_gap(trajectory, times) -> torch.Tensor:
         chord = (x_end - x_start) / (t_end - t_start)
 
     It depends on how time is counted: compare paths on one clock (e.g. the flow time t; a DDPM
-    step s sits at t = sigma / (alpha + sigma), `flow_time_from_alpha_bar`).
+    timestep sits at t = sigma / (alpha + sigma), `flow_time_from_alpha_bar`).
 
     Args:
         trajectory: (S + 1, N, ...) the samples before the first step and after each step.
@@ -221,7 +223,10 @@ def straightness_gap(trajectory, times) -> torch.Tensor:
 
 
 def logit_normal_times(batch_size, m=0.0, s=1.0, generator=None, device=None) -> torch.Tensor:
-    """t ~ logit-normal(m, s): t = sigmoid(m + s u), u ~ N(0, 1) (Esser et al. 2024, section 3.1, eq. 19).
+    """t ~ logit-normal, location m, scale s: t = sigmoid(m + s u), u ~ N(0, 1) (Esser et al. 2024, §3.1, eq. 19).
+
+    m and s are Esser et al.'s letters, quoted as the parameter names (the course's s is otherwise only the
+    cosine offset, docs/NOTATION.md).
 
     The density is 1 / (s sqrt(2 pi)) 1 / (t (1 - t)) exp(-(logit(t) - m)^2 / (2 s^2)); SD3 trains
     with m = 0, s = 1 ("rf/lognorm(0.00, 1.00)"), which puts most t near the middle of the path.
@@ -268,7 +273,7 @@ def shift_time(t, shift: float):
 
 
 def sample_times(batch_size, time_sampling="logit_normal", m=0.0, s=1.0, generator=None, device=None):
-    """Training times for a batch by name: "logit_normal" (SD3, with m, s) or "uniform" (rectified flow)."""
+    """Training times for a batch by name: "logit_normal" (SD3, location m, scale s) or "uniform" (rectified flow)."""
     if time_sampling not in TIME_SAMPLINGS:
         raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}; got {describe(time_sampling)}")
     if time_sampling == "uniform":
@@ -284,7 +289,7 @@ def flow_matching_loss(
 ) -> torch.Tensor:
     """The conditional flow matching loss E || v_theta(x_t, t) - (eps - x_0) ||^2 (Lipman et al. 2023, eq. 23).
 
-    1. t ~ logit-normal(m, s) (or uniform), then eps ~ N(0, I)   (drawn in this order from `generator`)
+    1. t ~ logit-normal, location m, scale s (or uniform), then eps ~ N(0, I)   (drawn in this order from `generator`)
     2. x_t = (1 - t) x_0 + t eps                                  (`interpolate`)
     3. v_pred = model(x_t, t * TIME_SCALE, **model_kwargs)        e.g. the text embeddings of a prompt
     4. mean squared error between v_pred and eps - x_0            (`velocity_target`)

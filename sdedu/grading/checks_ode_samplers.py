@@ -9,9 +9,10 @@ wrong versions below are written in closed form (notation of `sdedu.samplers.sig
 
     Euler (Karras et al. 2022, Algorithm 1, lines 4-5), sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t):
         x = x_t / sqrt(alpha_bar_t),  x' = x + (sigma_next - sigma_t) eps_pred,  x_next = x' sqrt(alpha_bar_next)
-    DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), alpha = sqrt(alpha_bar), s = sqrt(1 - alpha_bar), lambda = log(alpha / s):
+    DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), alpha = sqrt(alpha_bar), std = sqrt(1 - alpha_bar)
+    (Lu et al.'s sigma_t, the standard deviation of x_t), lambda = log(alpha / std):
         h = lambda_next - lambda_t, r = (lambda_t - lambda_prev) / h, D = (1 + 1/(2r)) x0_pred - 1/(2r) x0_pred_prev
-        x_next = (s_next / s_t) x_t - alpha_next (e^{-h} - 1) D;   D = x0_pred at the first step;  x0_pred at the last
+        x_next = (std_next / std_t) x_t - alpha_next (e^{-h} - 1) D;  D = x0_pred at the first step; x0_pred at the last
 """
 
 from __future__ import annotations
@@ -149,13 +150,13 @@ def dpmpp_closed_form(
 
     def terms(step):
         ab = _alpha_bar_at(alpha_bar, step, wrap=wrap)
-        s = (1 - ab).sqrt()
-        return ab.sqrt(), s, -s.log() if std_lambda else (ab.sqrt() / s).log()
+        std = (1 - ab).sqrt()  # Lu et al.'s sigma_t: the standard deviation of x_t
+        return ab.sqrt(), std, -std.log() if std_lambda else (ab.sqrt() / std).log()
 
-    alpha, s, lam = terms(t)
-    alpha_next, s_next, lam_next = terms(t_next)
+    alpha, std, lam = terms(t)
+    alpha_next, std_next, lam_next = terms(t_next)
     h = lam_next - lam
-    ratio = (s_next / alpha_next) / (s / alpha) if karras_ratio else s_next / s
+    ratio = (std_next / alpha_next) / (std / alpha) if karras_ratio else std_next / std
     D = x0_pred
     if t_prev is not None and not first_order:
         r = (lam - terms(t_prev)[2]) / h
