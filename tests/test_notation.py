@@ -2,6 +2,7 @@
 
 - s is the cosine schedule's offset only: never the guidance scale (w), DDIM's other timestep (t')
   or the VAE's scaling factor (written `scale_factor`);
+- lambda is DPM-Solver's half-log-SNR: the VAE's KL weight is written `kl_weight`;
 - the start of a partial reverse process is t_start, not t_s or t*;
 - Stable Diffusion has five parts, said the same way everywhere.
 
@@ -46,10 +47,16 @@ GUIDANCE_AS_S = [
 ]
 # s as a product index ("alpha_bar_t = prod_{s <= t} alpha_s"): the index is i.
 PRODUCT_INDEX_S = [re.compile(r"\\prod_\{?s\b")]
-# DDIM's other timestep as s (course text only: the library's samplers name it t_prev).
+# DDIM's other timestep as s (the library's samplers name it t_prev).
 DDIM_STEP_AS_S = [re.compile(r"\\bar\\alpha_s\b"), re.compile(r"\bx_s\b"), re.compile(r"\balpha_bar_s\b")]
 # The VAE scaling factor as s.
 SCALE_FACTOR_AS_S = [re.compile(r"scale_factor`?\s*\$s\$"), re.compile(r"z_0\s*=\s*s\s*\\cdot")]
+# The VAE's KL weight as lambda (lambda is DPM-Solver's half-log-SNR, notebook 17).
+KL_WEIGHT_AS_LAMBDA = [
+    re.compile(r"\\lambda\\?,?\s*\\frac\{\\mathrm\{KL\}"),
+    re.compile(r"\\lambda_\{?\\(text|mathrm)\{KL\}"),
+    re.compile(r"\bweight lambda\b"),
+]
 # The start of a partial reverse process.
 START_AS_T_S = [re.compile(r"\$t_s\$|_\{t_s\}|t\^\*|t\^\{\*\}")]
 # Part counts that disagree with "Stable Diffusion has five parts".
@@ -75,13 +82,14 @@ def _violations(paths, patterns) -> list[str]:
     ("rule", "paths", "patterns"),
     [
         ("the guidance scale is w, not s", EVERYTHING, GUIDANCE_AS_S),
-        ("DDIM's other timestep is t', not s", COURSE, DDIM_STEP_AS_S),
+        ("DDIM's other timestep is t', not s", EVERYTHING, DDIM_STEP_AS_S),
         ("alpha_bar's product index is i, not s", COURSE, PRODUCT_INDEX_S),
         ("the VAE scaling factor is written scale_factor, not s", EVERYTHING, SCALE_FACTOR_AS_S),
+        ("the VAE's KL weight is written kl_weight, not lambda", EVERYTHING, KL_WEIGHT_AS_LAMBDA),
         ("the start of a partial reverse process is t_start", COURSE, START_AS_T_S),
         ("Stable Diffusion has five parts", EVERYTHING, OTHER_PART_COUNTS),
     ],
-    ids=["guidance-w", "ddim-t-prime", "product-index", "scale-factor", "t-start", "five-parts"],
+    ids=["guidance-w", "ddim-t-prime", "product-index", "scale-factor", "kl-weight", "t-start", "five-parts"],
 )
 def test_one_symbol_per_concept(rule, paths, patterns):
     found = _violations(paths, patterns)
@@ -99,6 +107,8 @@ def test_the_patterns_catch_the_old_uses():
         r"$x_s = \sqrt{\bar\alpha_s}\,\hat x_0$": DDIM_STEP_AS_S,
         r"$\bar\alpha_t = \prod_{s \le t} (1-\beta_s)$": PRODUCT_INDEX_S,
         r"latents $z_0 = s \cdot \mathcal E(x)$ (the VAE's `scale_factor` $s$)": SCALE_FACTOR_AS_S,
+        r"$\mathcal L = \text{MSE} + \lambda\, \frac{\mathrm{KL}}{N_\text{pixels}}$": KL_WEIGHT_AS_LAMBDA,
+        'print(f"KL per image {kl:.1f} nats; weight lambda = {weight}")': KL_WEIGHT_AS_LAMBDA,
         "noising an image to a timestep $t_s$": START_AS_T_S,
         "Stable Diffusion is four parts: a tokenizer": OTHER_PART_COUNTS,
         "SD has three components": OTHER_PART_COUNTS,
@@ -110,10 +120,20 @@ def test_the_patterns_catch_the_old_uses():
         "eps = eps_uncond + w (eps_cond - eps_uncond); w = 1 is the plain conditional model",
         r"$x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0$, the library's alpha_bar_prev",
         r"$\bar\alpha_t = \prod_{i=1}^{t}\alpha_i$",
+        r"$\mathcal L = \text{MSE} + \texttt{kl\_weight}\cdot \frac{\mathrm{KL}}{N_\text{pixels}}$",
+        r"DPM-Solver's $\lambda = -\log\sigma$, half the log-SNR",
         "Stable Diffusion has five parts: a VAE, a text encoder, a UNet, a noise process and a sampler",
         "The recipe's three parts; the UNet is built from three parts",
     ]
-    every = GUIDANCE_AS_S + PRODUCT_INDEX_S + DDIM_STEP_AS_S + SCALE_FACTOR_AS_S + START_AS_T_S + OTHER_PART_COUNTS
+    every = (
+        GUIDANCE_AS_S
+        + PRODUCT_INDEX_S
+        + DDIM_STEP_AS_S
+        + SCALE_FACTOR_AS_S
+        + KL_WEIGHT_AS_LAMBDA
+        + START_AS_T_S
+        + OTHER_PART_COUNTS
+    )
     for sentence in fine:
         assert not any(p.search(sentence) for p in every), sentence
 
