@@ -7,12 +7,13 @@ step (t = T - 1; DPM-Solver++ has no previous x0_pred there), a middle step, and
 wrong versions below are written in closed form (notation of `sdedu.samplers.sigmas` and
 `sdedu.samplers.dpm_solver`):
 
-    Euler (Karras et al. 2022, Algorithm 1, lines 4-5), sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t):
-        x = x_t / sqrt(alpha_bar_t),  x' = x + (sigma_next - sigma_t) eps_pred,  x_next = x' sqrt(alpha_bar_next)
-    DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), alpha = sqrt(alpha_bar), std = sqrt(1 - alpha_bar)
-    (Lu et al.'s sigma_t, the standard deviation of x_t), lambda = log(alpha / std):
+    Euler (Karras et al. 2022, Algorithm 1, lines 4-5), sigma(t) = sqrt((1 - alpha_bar_t) / alpha_bar_t):
+        x = x_t / sqrt(alpha_bar_t),  x' = x + (sigma(t_next) - sigma(t)) eps_pred,  x_next = x' sqrt(alpha_bar_next)
+    DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2), sqrt(alpha_bar) and std = sqrt(1 - alpha_bar) (Lu et al.'s
+    alpha_t and sigma_t: the mean factor and standard deviation of x_t), lambda = log(sqrt(alpha_bar) / std):
         h = lambda_next - lambda_t, r = (lambda_t - lambda_prev) / h, D = (1 + 1/(2r)) x0_pred - 1/(2r) x0_pred_prev
-        x_next = (std_next / std_t) x_t - alpha_next (e^{-h} - 1) D;  D = x0_pred at the first step; x0_pred at the last
+        x_next = (std_next / std_t) x_t - sqrt(alpha_bar_next) (e^{-h} - 1) D;  D = x0_pred at the first step;
+        x0_pred at the last
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ LAST_STEP_HINT = (
     "noisiest value of the schedule). The last step must land on the denoised estimate x0_pred."
 )
 SIGMA_HINT = (
-    "sigma vs alpha_bar: Karras et al.'s noise level is sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), the noise "
+    "sigma vs alpha_bar: Karras et al.'s noise level is sigma(t) = sqrt((1 - alpha_bar_t) / alpha_bar_t), the noise "
     "of x = x_t / sqrt(alpha_bar_t) = x_0 + sigma eps; sqrt(1 - alpha_bar_t) is the noise of x_t itself."
 )
 
@@ -95,7 +96,7 @@ def euler_mistakes(x_t, t, t_next, eps_pred, alpha_bar):
         (lambda: euler_closed_form(*args, wrap=True), LAST_STEP_HINT),
         (
             lambda: euler_closed_form(*args, sign=-1),
-            "check the sign: sigma_next < sigma_t, so (sigma_next - sigma_t) eps_pred removes noise.",
+            "check the sign: sigma(t_next) < sigma(t), so (sigma(t_next) - sigma(t)) eps_pred removes noise.",
         ),
     ]
 
@@ -130,7 +131,7 @@ def check_euler_step(euler_step, trial: Trial) -> str:
                 name="x_next",
                 mistakes=euler_mistakes(x_t, t, t_next, eps_pred, schedule.alpha_bar),
                 default_hint=default
-                or "write the three moves one by one: x = x_t / sqrt(alpha_bar_t); x + (sigma_next - sigma_t) eps_pred; "
+                or "write the three moves one by one: x = x_t / sqrt(alpha_bar_t); x + (sigma(t_next) - sigma(t)) eps_pred; "
                 "times sqrt(alpha_bar_next).",
             )
             count += 1
@@ -153,33 +154,34 @@ def dpmpp_closed_form(
         std = (1 - ab).sqrt()  # Lu et al.'s sigma_t: the standard deviation of x_t
         return ab.sqrt(), std, -std.log() if std_lambda else (ab.sqrt() / std).log()
 
-    alpha, std, lam = terms(t)
-    alpha_next, std_next, lam_next = terms(t_next)
+    sqrt_ab, std, lam = terms(t)
+    sqrt_ab_next, std_next, lam_next = terms(t_next)
     h = lam_next - lam
-    ratio = (std_next / alpha_next) / (std / alpha) if karras_ratio else std_next / std
+    ratio = (std_next / sqrt_ab_next) / (std / sqrt_ab) if karras_ratio else std_next / std
     D = x0_pred
     if t_prev is not None and not first_order:
         r = (lam - terms(t_prev)[2]) / h
         r = 1 / r if inverted_r else r
         D = (1 + 1 / (2 * r)) * x0_pred - (1 / (2 * r)) * x0_pred_prev
-    return ratio * x_t - (1 if no_alpha else alpha_next) * (torch.exp(-h) - 1) * D
+    return ratio * x_t - (1 if no_alpha else sqrt_ab_next) * (torch.exp(-h) - 1) * D
 
 
 def dpmpp_mistakes(*args):
     return [
         (
             lambda: dpmpp_closed_form(*args, karras_ratio=True),
-            "sigma vs alpha_bar: in DPM-Solver++ the sigma of the ratio sigma_next / sigma_t is sqrt(1 - alpha_bar), the "
-            "standard deviation of x_t (Lu et al.'s notation), not Karras et al.'s sqrt((1 - alpha_bar) / alpha_bar).",
+            "sigma vs alpha_bar: the ratio of DPM-Solver++ is sqrt(1 - alpha_bar_next) / sqrt(1 - alpha_bar_t), of the "
+            "standard deviations of x_t (Lu et al.'s sigma_t), not of Karras et al.'s sigma = sqrt((1 - alpha_bar) / "
+            "alpha_bar).",
         ),
         (
             lambda: dpmpp_closed_form(*args, std_lambda=True),
-            "sigma vs alpha_bar: lambda_t = log(alpha_t / sigma_t) = log(sqrt(alpha_bar_t) / sqrt(1 - alpha_bar_t)), half "
-            "the log-SNR; the alpha_t in it is missing.",
+            "sigma vs alpha_bar: lambda_t = log(sqrt(alpha_bar_t) / sqrt(1 - alpha_bar_t)) (Lu et al.'s log(alpha_t / "
+            "sigma_t)), half the log-SNR; the sqrt(alpha_bar_t) in it is missing.",
         ),
         (
             lambda: dpmpp_closed_form(*args, no_alpha=True),
-            "the missing input scaling: the x0_pred term is scaled by alpha_next = sqrt(alpha_bar_next), the signal "
+            "the missing input scaling: the x0_pred term is scaled by sqrt(alpha_bar_next) (Lu et al.'s alpha_next), the signal "
             "coefficient of x_t at t_next.",
         ),
         (
@@ -244,8 +246,9 @@ def check_dpmpp_2m_step(dpmpp_2m_step, trial: Trial) -> str:
                 if t_next == CLEAN
                 else FIRST_STEP_HINT
                 if t_prev is None
-                else "compare each factor with Algorithm 2: h, r, D, then x_next = (sigma_next / sigma_t) x_t - "
-                "alpha_next (e^{-h} - 1) D, with alpha = sqrt(alpha_bar) and sigma = sqrt(1 - alpha_bar).",
+                else "compare each factor with Algorithm 2: h, r, D, then x_next = (sqrt(1 - alpha_bar_next) / "
+                "sqrt(1 - alpha_bar_t)) x_t - sqrt(alpha_bar_next) (e^{-h} - 1) D (Lu et al.'s alpha = sqrt(alpha_bar), "
+                "sigma = sqrt(1 - alpha_bar)).",
             )
             count += 1
     return f"{count} cases"
