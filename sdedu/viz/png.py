@@ -1,5 +1,8 @@
 """Image grids as PNG files: what `sdedu generate` writes (8 bits a channel, each pixel drawn scale x scale).
 
+`write_png` is the one place the library writes a PNG: with a provenance dict it embeds the generation's
+settings and the IPTC "trainedAlgorithmicMedia" label (`sdedu.viz.provenance`).
+
 Imports numpy, torch, PIL and matplotlib only when called, so that importing this module (as
 `sdedu --help` does) stays cheap.
 """
@@ -21,11 +24,22 @@ def to_uint8(images):
     return (images.detach().float().clamp(0, 1) * 255).round().to("cpu", dtype=torch.uint8)
 
 
-def save_grid(images, path, columns=None, scale: int = 4, title=None, pad: int = 2) -> None:
+def write_png(array, path, provenance: dict | None = None) -> None:
+    """Write array (H, W, 3) uint8 as a PNG; with `provenance` (see `generation_provenance`) its metadata too."""
+    from PIL import Image
+
+    from sdedu.viz.provenance import png_info
+
+    pnginfo = None if provenance is None else png_info(provenance)
+    Image.fromarray(array).save(path, format="PNG", pnginfo=pnginfo)
+
+
+def save_grid(images, path, columns=None, scale: int = 4, title=None, pad: int = 2, provenance=None) -> None:
     """Save images (B, 3, H, W) as one PNG grid, each pixel drawn scale x scale.
 
     images: floats in [0, 1] or uint8 (see `to_uint8`); the grid is built in 8 bits, so it takes
     3 bytes per pixel of the PNG and nothing more.
+    provenance: what made the images (`sdedu.viz.provenance.generation_provenance`), written into the PNG.
     """
     import numpy as np
     import torch
@@ -41,9 +55,7 @@ def save_grid(images, path, columns=None, scale: int = 4, title=None, pad: int =
         grid[pad + r * (H + pad) : pad + r * (H + pad) + H, pad + c * (W + pad) : pad + c * (W + pad) + W] = image
     array = grid.repeat(scale, axis=0).repeat(scale, axis=1)  # (H' * scale, W' * scale, 3)
     if title is None:
-        from PIL import Image
-
-        Image.fromarray(array).save(path, format="PNG")
+        write_png(array, path, provenance)
         return
     import matplotlib
 
@@ -56,5 +68,7 @@ def save_grid(images, path, columns=None, scale: int = 4, title=None, pad: int =
     ax.imshow(array, interpolation="nearest")
     ax.axis("off")
     fig.suptitle(title, fontsize=8, y=0.99)
-    fig.savefig(path, dpi=100)
+    fig.canvas.draw()
+    titled = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()  # (H'', W'', 3) the rendered figure
     plt.close(fig)
+    write_png(titled, path, provenance)
