@@ -4,6 +4,7 @@
     sdedu train all            (delegates to `python -m sdedu.train`)
     sdedu bench --quick        (delegates to `python -m sdedu.bench`)
     sdedu course [DIR]         (the course copied into DIR, then JupyterLab there; --check: is the setup ready?)
+    sdedu info IMAGE.png       (what made a generated PNG: prompt, seed, sampler, weights, ...)
     sdedu --help
 
 Every subcommand is a pair of functions, `_add_<name>(subparsers)` to declare its arguments and
@@ -187,13 +188,58 @@ def _run_generate(args, parser) -> int:
             chunks.append(to_uint8(images))
             bar.update(count)
     images = torch.cat(chunks)
-    # 3. The grid.
+    # 3. The grid, with what made it (sdedu.viz.provenance).
+    from sdedu.viz.provenance import generation_provenance
+
+    provenance = generation_provenance(pipe, args.prompt, args.seed, args.sampler, args.steps, guidance, args.eta)
     title = f'"{args.prompt}"  seed {args.seed}, {args.steps} {args.sampler} steps, guidance {guidance:g}'
     try:
-        save_grid(images, output, columns=args.columns, scale=args.scale, title=title if args.title else None)
+        save_grid(
+            images,
+            output,
+            columns=args.columns,
+            scale=args.scale,
+            title=title if args.title else None,
+            provenance=provenance,
+        )
     except OSError as error:
         parser.exit(1, f"{parser.prog}: error: could not write {str(output)!r}: {error}\n")
     print(f"wrote {output} ({images.shape[0]} images of {args.prompt!r}, seed {args.seed})")
+    return 0
+
+
+# ---- info ------------------------------------------------------------------------------------
+
+
+def _add_info(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "info",
+        help="print what made a generated PNG (prompt, seed, sampler, steps, guidance, weights)",
+        description="Print the provenance metadata sdedu writes into its PNGs (see sdedu/viz/provenance.py).",
+    )
+    p.add_argument("image", help="a PNG written by sdedu, e.g. grid.png")
+    return p
+
+
+def _run_info(args, parser) -> int:
+    from sdedu.viz.provenance import check_png, read_provenance
+
+    try:
+        check_png(args.image, argument="argument image")
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+    try:
+        provenance = read_provenance(args.image)
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's errors for a damaged PNG, or a bad field
+        parser.exit(1, f"{parser.prog}: error: could not read {args.image!r}: {error}\n")
+    if not provenance:
+        parser.exit(
+            1,
+            f"{parser.prog}: {args.image!r} carries no sdedu provenance metadata "
+            "(it was not written by sdedu, or its metadata was stripped)\n",
+        )
+    for field, value in provenance.items():
+        print(f"{field}: {value}")
     return 0
 
 
@@ -271,6 +317,7 @@ SUBCOMMANDS = {
     "bench": (_add_bench, _run_bench),
     "grade": (_add_grade, _run_grade),
     "course": (_add_course, _run_course),
+    "info": (_add_info, _run_info),
 }
 
 
