@@ -221,7 +221,7 @@ def super_resolve(
     if len(prompts) != low_res.shape[0]:
         raise ValueError(f"prompt must be one str or one per image ({low_res.shape[0]}); got {len(prompts)} prompts")
     generators = image_generators(seed, low_res.shape[0])
-    # 1. Embeddings and the last round(strength * N) timesteps (at least one) of the DDIM chain.
+    # 1. Embeddings and the last round(strength * n) timesteps (at least one) of the DDIM chain.
     cond, uncond = pipe.encode_prompt(prompts)
     sampler = pipe.make_sampler("ddim")
     sampler.set_timesteps(num_inference_steps)

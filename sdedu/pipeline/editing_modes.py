@@ -2,7 +2,7 @@
 and `.inpaint` (bound as methods there). Each is a start and a hook on the one loop:
 
 - img2img (Meng et al. 2022): encode the image, noise it with q_sample to the first of the last
-  round(strength * N) timesteps, and denoise from there towards the new prompt;
+  round(strength * n) of the n sampler timesteps, and denoise from there towards the new prompt;
 - inpaint (latent blending, as diffusers' legacy inpainting and Avrahami et al. 2023): after every
   step, the latents outside the mask are put back as the original image's latents noised to the
   same timestep, so that only the masked region is generated.
@@ -15,7 +15,14 @@ import torch.nn.functional as F
 
 from sdedu._checks import check_number_range, describe
 from sdedu.diffusion import q_sample, randn_like
-from sdedu.pipeline.checks import check_images, check_mask, check_prompts, check_settings, match_batch
+from sdedu.pipeline.checks import (
+    check_images,
+    check_mask,
+    check_negative_prompt,
+    check_prompts,
+    check_settings,
+    match_batch,
+)
 from sdedu.pipeline.loop import DEFAULT_GUIDANCE_SCALE, image_generators, last_timesteps
 
 
@@ -32,10 +39,11 @@ def img2img(
     eta: float = 0.0,
     return_trajectory: bool = False,
     progress: bool = False,
+    negative_prompt=None,
 ):
     """SDEdit: noise the image part of the way (strength) and denoise it towards the prompt.
 
-    Of the N sampler timesteps only the last round(strength * N) run, starting from
+    Of the n sampler timesteps only the last round(strength * n) run, starting from
     z_t = q_sample(encode(image), t_start): strength 0 returns the VAE reconstruction of the
     image, strength 1 is text-to-image from (almost) pure noise.
 
@@ -43,15 +51,15 @@ def img2img(
         image: (B, 3, 32, 32) or (3, 32, 32) in [0, 1]; one image is used for every prompt.
         prompt: a str or B str (one prompt is used for every image).
         strength: in [0, 1], how much of the chain to run.
+        negative_prompt: None, one str, or one per prompt: replaces "" in the unconditional branch.
         other arguments: as for text-to-image.
     Returns:
         images (B, 3, 32, 32) in [0, 1], or a `Trajectory`.
     """
     strength = check_number_range("strength", strength, 0.0, 1.0)
     steps, guidance_scale, seed = check_settings(num_inference_steps, guidance_scale, seed, self.schedule.T)
-    image = check_images("image", image, 3, self.image_size)
-    image, prompts = match_batch(image, check_prompts(prompt))
-    # 1. Timesteps: keep the last round(strength * N).
+    image, prompts, negatives = _match(check_images("image", image, 3, self.image_size), prompt, negative_prompt)
+    # 1. Timesteps: keep the last round(strength * n) of the n.
     scheduler = self._sampler(sampler, eta, steps)
     timesteps = last_timesteps(scheduler, steps, strength)
     # 2. Encode the image and noise it to the first kept timestep (Ho et al. eq. 4).
@@ -60,7 +68,9 @@ def img2img(
     if len(timesteps):
         z = q_sample(z, int(timesteps[0]), self.schedule, noise=randn_like(z, generators))
     # 3. Denoise from there; 4. decode.
-    return self._run(z, scheduler, timesteps, prompts, guidance_scale, generators, return_trajectory, progress)
+    return self._run(
+        z, scheduler, timesteps, prompts, guidance_scale, generators, return_trajectory, progress, negatives=negatives
+    )
 
 
 @torch.no_grad()
@@ -78,6 +88,7 @@ def inpaint(
     keep_unmasked: bool = True,
     return_trajectory: bool = False,
     progress: bool = False,
+    negative_prompt=None,
 ):
     """Repaint the masked region of an image to match the prompt (latent blending).
 
@@ -94,6 +105,7 @@ def inpaint(
         strength: in [0, 1], how much of the chain to run (1: the masked region starts as noise).
         keep_unmasked: paste the original pixels outside the mask into the result (the
             latent round trip otherwise blurs them slightly).
+        negative_prompt: None, one str, or one per prompt: replaces "" in the unconditional branch.
         other arguments: as for text-to-image.
     Returns:
         images (B, 3, 32, 32) in [0, 1], or a `Trajectory`.
@@ -102,7 +114,7 @@ def inpaint(
     steps, guidance_scale, seed = check_settings(num_inference_steps, guidance_scale, seed, self.schedule.T)
     image = check_images("image", image, 3, self.image_size)
     mask = check_mask(mask, self.image_size)
-    image, prompts = match_batch(image, check_prompts(prompt))
+    image, prompts, negatives = _match(image, prompt, negative_prompt)
     if mask.shape[0] not in (1, image.shape[0]):
         raise ValueError(f"mask must have batch size 1 or {image.shape[0]} (as image); got {describe(mask)}")
     mask = mask.expand(image.shape[0], -1, -1, -1).to(self.device)  # (B, 1, 32, 32)
@@ -123,7 +135,9 @@ def inpaint(
         return latent_mask * z + (1 - latent_mask) * z_known
 
     # 4. Denoise with the blending hook; 5. decode.
-    out = self._run(z, scheduler, timesteps, prompts, guidance_scale, generators, return_trajectory, progress, blend)
+    out = self._run(
+        z, scheduler, timesteps, prompts, guidance_scale, generators, return_trajectory, progress, blend, negatives
+    )
     if keep_unmasked:
         images = out.images if return_trajectory else out
         images = mask * images + (1 - mask) * image.to(self.device)
@@ -131,3 +145,14 @@ def inpaint(
             return images
         out.images = images
     return out
+
+
+def _match(image: torch.Tensor, prompt, negative_prompt):
+    """(images, prompts, negatives) of one batch: one image for every prompt or one prompt (and its
+    negative) for every image (`match_batch`); the negatives are checked against the prompts as given."""
+    prompts = check_prompts(prompt)
+    negatives = check_negative_prompt(negative_prompt, len(prompts))
+    image, matched = match_batch(image, prompts)
+    if negatives is not None:
+        negatives = negatives * (len(matched) // len(prompts))  # a single prompt's negative, per image
+    return image, matched, negatives

@@ -50,10 +50,10 @@ class Trajectory:
     """What a pipeline call returns with return_trajectory=True.
 
     images: (B, 3, H, W) the final images in [0, 1].
-    latents: (N + 1, B, C, h, w) the scaled latents z before the first step and after each step.
-    x0_preds: (N, B, C, h, w) the sampler's estimate of the clean latent z_0 at each step
+    latents: (n + 1, B, C, h, w) the scaled latents z before the first step and after each step.
+    x0_preds: (n, B, C, h, w) the sampler's estimate of the clean latent z_0 at each step
         (decode one with `pipe.decode_latents(trajectory.x0_preds[i])`).
-    timesteps: (N,) the timestep t of each step.
+    timesteps: (n,) the timestep t of each step.
     """
 
     images: torch.Tensor
@@ -76,8 +76,8 @@ class TrajectoryRecorder:
         z = self.latents[-1]
         return Trajectory(
             images=images,
-            latents=torch.stack(self.latents),  # (N + 1, B, C, h, w)
-            x0_preds=torch.stack(self.x0_preds) if self.x0_preds else z.new_zeros((0, *z.shape)),  # (N, B, C, h, w)
+            latents=torch.stack(self.latents),  # (n + 1, B, C, h, w)
+            x0_preds=torch.stack(self.x0_preds) if self.x0_preds else z.new_zeros((0, *z.shape)),  # (n, B, C, h, w)
             timesteps=timesteps.clone(),
         )
 
@@ -98,7 +98,7 @@ def chain(*hooks: StepHook | None) -> StepHook | None:
 
 
 def last_timesteps(sampler, num_inference_steps: int, strength: float) -> torch.Tensor:
-    """The tail of `sampler.timesteps` that SDEdit runs: the last round(strength * N) steps.
+    """The tail of `sampler.timesteps` that SDEdit runs: the last round(strength * n) of its n = num_inference_steps steps.
 
     As diffusers' img2img: a sampler with `order` evaluations per step (Heun: 2) keeps order * kept.
     """
