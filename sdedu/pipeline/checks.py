@@ -20,6 +20,38 @@ def check_prompts(prompt) -> list[str]:
     raise TypeError(f"prompt must be a str or a non-empty list of str; got {describe(prompt)}")
 
 
+def check_negative_prompt(negative_prompt, batch: int) -> list[str] | None:
+    """None, a str (for every prompt) or a list of `batch` str (one per prompt) -> None or `batch` str.
+
+    As diffusers' `encode_prompt`: a list must match the prompts one to one.
+    """
+    if negative_prompt is None:
+        return None
+    if isinstance(negative_prompt, str):
+        return [negative_prompt] * batch
+    if not (isinstance(negative_prompt, (list, tuple)) and all(isinstance(p, str) for p in negative_prompt)):
+        raise TypeError(f"negative_prompt must be None, a str or a list of str; got {describe(negative_prompt)}")
+    if len(negative_prompt) != batch:
+        raise ValueError(
+            f"negative_prompt must be one str or one per prompt ({batch}); got {len(negative_prompt)} negative prompts"
+        )
+    return list(negative_prompt)
+
+
+def tokenize_with_negatives(tokenizer, prompts: list[str], negatives: list[str] | None, device) -> torch.Tensor:
+    """Ids of the B prompts, then of the unconditional branch: "" once (negatives None) or the B negatives.
+
+    Returns (B + 1, L) or (2B, L); a negative prompt with unknown words fails naming negative_prompt.
+    """
+    if negatives is None:
+        return tokenizer(prompts + [""], device=device)
+    try:
+        negative_ids = tokenizer(negatives, device=device)  # (B, L)
+    except ValueError as error:
+        raise ValueError(f"negative_prompt: {error}") from None
+    return torch.cat([tokenizer(prompts, device=device), negative_ids])
+
+
 def repeat_prompts(prompts: list[str], n: int) -> list[str]:
     """Each prompt n times, prompt-major."""
     check_int_range("num_images_per_prompt", n, 1, 10_000)

@@ -25,7 +25,15 @@ import torch
 from sdedu._checks import check_device, describe
 from sdedu.diffusion import randn
 from sdedu.manifest import MANIFEST, SHIPPED, WeightsError, fail_field
-from sdedu.pipeline.checks import check_batch, check_latents, check_prompts, check_settings, repeat_prompts
+from sdedu.pipeline.checks import (
+    check_batch,
+    check_latents,
+    check_negative_prompt,
+    check_prompts,
+    check_settings,
+    repeat_prompts,
+    tokenize_with_negatives,
+)
 from sdedu.pipeline.loop import TrajectoryRecorder, denoise, image_generators
 from sdedu.samplers import FlowMatchEulerSampler
 
@@ -125,16 +133,19 @@ class TinyStableDiffusion3:
     # ---- the parts --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode_prompt(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
-        """Packed text conditioning of the prompts and of "": (B, L, D + P) each (module docstring).
+    def encode_prompt(self, prompts, negative_prompt=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Packed text conditioning of the prompts and of "" (or of the negative prompts, as
+        `TinyStableDiffusion.encode_prompt`): (B, L, D + P) each (module docstring).
 
         [..., :D] are the token embeddings cond; [:, l, D:] is the pooled embedding, on every token l.
         """
         prompts = check_prompts(prompts)
-        ids = self.tokenizer(list(prompts) + [""], device=self.device)  # (B + 1, L)
-        cond, pooled = self.text_encoder(ids), self.text_encoder.pooled(ids)  # (B + 1, L, D), (B + 1, P)
-        packed = torch.cat([cond, pooled[:, None, :].expand(-1, cond.shape[1], -1)], dim=-1)  # (B + 1, L, D + P)
-        return packed[:-1], packed[-1:].expand_as(packed[:-1])
+        negatives = check_negative_prompt(negative_prompt, len(prompts))
+        ids = tokenize_with_negatives(self.tokenizer, prompts, negatives, self.device)  # (B + 1 or 2B, L)
+        cond, pooled = self.text_encoder(ids), self.text_encoder.pooled(ids)  # (B + 1 or 2B, L, D), (.., P)
+        packed = torch.cat([cond, pooled[:, None, :].expand(-1, cond.shape[1], -1)], dim=-1)  # (B + 1 or 2B, L, D + P)
+        B = len(prompts)
+        return packed[:B], packed[B:].expand_as(packed[:B])
 
     def velocity(self, z: torch.Tensor, t: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
         """The MM-DiT on packed conditioning: z (B, 4, 8, 8), t (B,), packed (B, L, D + P) -> v (B, 4, 8, 8)."""
@@ -166,6 +177,7 @@ class TinyStableDiffusion3:
         latents: torch.Tensor | None = None,
         return_trajectory: bool = False,
         progress: bool = False,
+        negative_prompt=None,
     ):
         """Generate images from prompt(s).
 
@@ -178,10 +190,14 @@ class TinyStableDiffusion3:
             latents: (B, 4, 8, 8) the noise z at t = 1 to start from instead of seeded noise.
             return_trajectory: also return latents and x0 predictions per step (`loop.Trajectory`).
             progress: show a progress bar.
+            negative_prompt: None (""), one str for every prompt or one per prompt: the unconditional branch.
         Returns:
             images (B * num_images_per_prompt, 3, 32, 32) in [0, 1], or a `Trajectory`.
         """
-        prompts = repeat_prompts(check_prompts(prompt), num_images_per_prompt)
+        prompts = check_prompts(prompt)
+        negatives = check_negative_prompt(negative_prompt, len(prompts))
+        prompts = repeat_prompts(prompts, num_images_per_prompt)
+        negatives = None if negatives is None else repeat_prompts(negatives, num_images_per_prompt)
         steps, guidance_scale, seed = check_settings(num_inference_steps, guidance_scale, seed, MAX_STEPS)
         # 1. The sampler's times; 2. noise at t = 1, one stream per image (or the given latents).
         sampler = self.make_sampler(steps)
@@ -191,7 +207,7 @@ class TinyStableDiffusion3:
         else:
             z = check_latents(latents, self.latent_shape, len(prompts), self.device)
         # 3. Prompts -> packed embeddings; 4. the one loop; 5. decode.
-        cond, uncond = self.encode_prompt(prompts)
+        cond, uncond = self.encode_prompt(prompts, negatives)
         recorder = TrajectoryRecorder(z) if return_trajectory else None
         z = denoise(self.velocity, sampler, z, cond, uncond, guidance_scale, on_step=recorder, progress=progress)
         images = self.decode_latents(z)

@@ -17,9 +17,11 @@ from sdedu.pipeline.checks import (
     check_batch,
     check_images,
     check_latents,
+    check_negative_prompt,
     check_prompts,
     check_settings,
     repeat_prompts,
+    tokenize_with_negatives,
 )
 from sdedu.pipeline.inversion import invert
 from sdedu.pipeline.loop import DEFAULT_GUIDANCE_SCALE, TrajectoryRecorder, chain, denoise, image_generators
@@ -80,16 +82,21 @@ class TinyStableDiffusion:
     # ---- the parts --------------------------------------------------------------------------
 
     @torch.no_grad()
-    def encode_prompt(self, prompts) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text embeddings of the prompts and of the empty prompt (the unconditional embedding).
+    def encode_prompt(self, prompts, negative_prompt=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text embeddings of the prompts and of the unconditional branch.
 
+        Args:
+            prompts: a str or B str.
+            negative_prompt: None (the empty prompt "", as in SD), one str for every prompt, or
+                B str (as diffusers' `encode_prompt`).
         Returns:
-            cond (B, L, D) and uncond (B, L, D), uncond being the encoding of "" (as in SD).
+            cond (B, L, D) and uncond (B, L, D), uncond being the encoding of "" or of the negative prompts.
         """
         prompts = check_prompts(prompts)
-        ids = self.tokenizer(list(prompts) + [""], device=self.device)  # (B + 1, L)
-        embeddings = self.text_encoder(ids)  # (B + 1, L, D)
-        cond, uncond = embeddings[:-1], embeddings[-1:]
+        negatives = check_negative_prompt(negative_prompt, len(prompts))
+        ids = tokenize_with_negatives(self.tokenizer, prompts, negatives, self.device)  # (B + 1 or 2B, L)
+        embeddings = self.text_encoder(ids)  # (B + 1 or 2B, L, D)
+        cond, uncond = embeddings[: len(prompts)], embeddings[len(prompts) :]
         return cond, uncond.expand_as(cond)
 
     @torch.no_grad()
@@ -128,6 +135,7 @@ class TinyStableDiffusion:
         latents: torch.Tensor | None = None,
         return_trajectory: bool = False,
         progress: bool = False,
+        negative_prompt=None,
     ):
         """Generate images from prompt(s).
 
@@ -144,10 +152,15 @@ class TinyStableDiffusion:
             latents: (B, 4, 8, 8) the z_T to start from (e.g. from `invert`) instead of seeded noise.
             return_trajectory: also return latents and x0 predictions per step.
             progress: show a progress bar.
+            negative_prompt: what to steer away from, in place of the unconditional branch's "":
+                one str for every prompt or a list of B str (None: "", as diffusers).
         Returns:
             images (B * num_images_per_prompt, 3, 32, 32) in [0, 1], or a `Trajectory`.
         """
-        prompts = repeat_prompts(check_prompts(prompt), num_images_per_prompt)
+        prompts = check_prompts(prompt)
+        negatives = check_negative_prompt(negative_prompt, len(prompts))
+        prompts = repeat_prompts(prompts, num_images_per_prompt)
+        negatives = None if negatives is None else repeat_prompts(negatives, num_images_per_prompt)
         steps, guidance_scale, seed = check_settings(num_inference_steps, guidance_scale, seed, self.schedule.T)
         # 1. The sampler chooses the timesteps (and says which step counts it allows).
         scheduler = self._sampler(sampler, eta, steps)
@@ -159,7 +172,15 @@ class TinyStableDiffusion:
             z = check_latents(latents, self.latent_shape, len(prompts), self.device)
         # 3. Prompt -> embeddings; 4. denoise; 5. decode.
         return self._run(
-            z, scheduler, scheduler.timesteps, prompts, guidance_scale, generators, return_trajectory, progress
+            z,
+            scheduler,
+            scheduler.timesteps,
+            prompts,
+            guidance_scale,
+            generators,
+            return_trajectory,
+            progress,
+            negatives=negatives,
         )
 
     def invert(self, images, prompt, num_inference_steps: int = 50, guidance_scale: float = 1.0, progress=False):
@@ -179,10 +200,21 @@ class TinyStableDiffusion:
         return scheduler
 
     def _run(
-        self, z, scheduler, timesteps, prompts, guidance_scale, generators, return_trajectory, progress, hook=None
+        self,
+        z,
+        scheduler,
+        timesteps,
+        prompts,
+        guidance_scale,
+        generators,
+        return_trajectory,
+        progress,
+        hook=None,
+        negatives=None,
     ):
-        """Embeddings, the one loop (recording the trajectory with a hook when asked), decoding."""
-        cond, uncond = self.encode_prompt(prompts)
+        """Embeddings (uncond: "" or the negative prompts), the one loop (recording the trajectory with a
+        hook when asked), decoding."""
+        cond, uncond = self.encode_prompt(prompts, negatives)
         recorder = TrajectoryRecorder(z) if return_trajectory else None
         z = denoise(
             self.unet,
