@@ -16,7 +16,7 @@ SD3's two choices of time (Esser et al. 2024):
 - training t ~ logit-normal with location m and scale s (Esser et al.'s m, s, kept as the parameter
   names of `logit_normal_times`): t = sigmoid(m + s u), u ~ N(0, 1) (section 3.1, eq. 19), which
   spends more of the training on the middle of the path than t ~ U(0, 1);
-- the resolution shift t' = shift t / (1 + (shift - 1) t) (section 5.3.2, eq. 23 with
+- the resolution shift t_shift = shift t / (1 + (shift - 1) t) (section 5.3.2, eq. 23 with
   shift = the square root of the ratio of the pixel counts, target over base: Esser et al.'s
   sqrt(m / n)), which moves sampling time towards the noise end; the same formula as
   diffusers' `FlowMatchEulerDiscreteScheduler` (`shift * sigmas / (1 + (shift - 1) * sigmas)`).
@@ -249,16 +249,17 @@ def uniform_times(batch_size, generator=None, device=None) -> torch.Tensor:
 
 
 def shift_time(t, shift: float):
-    """The resolution shift t' = shift t / (1 + (shift - 1) t) (Esser et al. 2024, section 5.3.2, eq. 23).
+    """The resolution shift t_shift = shift t / (1 + (shift - 1) t) (Esser et al. 2024, section 5.3.2, eq. 23).
 
-    shift = sqrt(m / n) moves times tuned for n pixels to m pixels; shift > 1 spends more of the
-    steps near the noise end (SD3 samples with shift = 3). t = 0 and t = 1 stay fixed. Exactly the
-    formula of diffusers' `FlowMatchEulerDiscreteScheduler` (`shift * sigmas / (1 + (shift - 1) * sigmas)`).
+    shift = sqrt(target pixel count / base pixel count) (Esser et al.'s sqrt(m / n)) moves times tuned
+    for the base resolution to the target one; shift > 1 spends more of the steps near the noise end
+    (SD3 samples with shift = 3). t = 0 and t = 1 stay fixed. Exactly the formula of
+    diffusers' `FlowMatchEulerDiscreteScheduler` (`shift * sigmas / (1 + (shift - 1) * sigmas)`).
 
     Args:
         t: a float or a tensor of times in [0, 1].   shift: > 0 (1 changes nothing).
     Returns:
-        t', of t's type and shape.
+        t_shift, of t's type and shape.
     """
     shift = check_number_range("shift", shift, 0.0)
     if shift == 0.0:

@@ -239,9 +239,13 @@ def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
     (Lin et al. 2024, section 3.1). Algorithm 1 shifts sqrt(alpha_bar) so that its last value is 0
     and scales it so that its first value is unchanged:
 
-        s = sqrt(alpha_bar);  s <- (s - s_T) s_1 / (s_1 - s_T);  alpha_bar = s^2;  beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}
+        sqrt_alpha_bar_t <- (sqrt_alpha_bar_t - sqrt_alpha_bar_T) * sqrt_alpha_bar_1
+                            / (sqrt_alpha_bar_1 - sqrt_alpha_bar_T),
+        then alpha_bar_t = sqrt_alpha_bar_t^2 and beta_t = 1 - alpha_bar_t / alpha_bar_{t-1},
 
-    The last beta becomes exactly 1: x_T carries no signal and sigma_T is infinite. An eps
+    with sqrt_alpha_bar_t = sqrt(alpha_bar_t) (`sqrt_alpha_bar` below).
+
+    The last beta becomes exactly 1: x_T carries no signal and sigma(T) is infinite. An eps
     prediction there is trivial (x_T = eps) and says nothing about x_0, so the paper pairs the
     schedule with v-prediction and "trailing" timesteps (sections 3.2-3.3). `NoiseSchedule(result)`
     keeps alpha_bar_T = 0; how each sampler handles it is `finite_terminal_snr`'s docstring.

@@ -50,8 +50,8 @@ def _quantize_hint(weight, q, scale) -> str:
     """Name the likely mistake from the scale and q a learner returned."""
     row_max = weight.abs().amax(dim=1, keepdim=True)  # (out, 1)
     nonzero = row_max.flatten() > 0
-    s = scale.reshape(-1, 1).to(torch.float32).expand(weight.shape[0], 1)  # (out, 1)
-    if scale.numel() == 1 or bool((s[nonzero] == s[nonzero][0]).all()):
+    row_scale = scale.reshape(-1, 1).to(torch.float32).expand(weight.shape[0], 1)  # (out, 1)
+    if scale.numel() == 1 or bool((row_scale[nonzero] == row_scale[nonzero][0]).all()):
         return (
             "use one scale per output channel (per row, max over dim=1): a single scale for the whole tensor "
             "wastes most of the int8 range on rows with small weights."
@@ -61,12 +61,12 @@ def _quantize_hint(weight, q, scale) -> str:
         (255, "a signed int8 holds -127 .. 127 here (255 levels are for unsigned uint8): divide by 127."),
         (1, "the scale maps the largest magnitude of a row onto 127: divide it by 127."),
     ]:
-        if torch.allclose(s[nonzero], (row_max / divisor)[nonzero], rtol=1e-4):
+        if torch.allclose(row_scale[nonzero], (row_max / divisor)[nonzero], rtol=1e-4):
             return text
-    if torch.allclose(s[nonzero], (weight.amax(dim=1, keepdim=True) / 127)[nonzero], rtol=1e-4):
+    if torch.allclose(row_scale[nonzero], (weight.amax(dim=1, keepdim=True) / 127)[nonzero], rtol=1e-4):
         return "the scale must come from the largest *magnitude* |W| of the row (a large negative weight counts too)."
     ref_q, ref_scale = quantize_reference(weight)
-    if torch.allclose(s[nonzero], ref_scale[nonzero], rtol=1e-4):
+    if torch.allclose(row_scale[nonzero], ref_scale[nonzero], rtol=1e-4):
         return "round to the nearest integer before casting: .to(torch.int8) truncates towards zero."
     return "scale = max |W| per row / 127, then q = round(W / scale), clamped to [-127, 127], as int8."
 
@@ -113,9 +113,9 @@ def check_quantize_int8(quantize_int8, trial: Trial) -> str:
                     "scale = weight.abs().amax(dim=1, keepdim=True) / ...",
                 )
             row_max = weight.abs().amax(dim=1, keepdim=True)  # (out, 1)
-            s = scale.detach().reshape(-1, 1).to(torch.float32).expand(rows, 1)  # (out, 1)
+            row_scale = scale.detach().reshape(-1, 1).to(torch.float32).expand(rows, 1)  # (out, 1)
             zero_rows = (row_max == 0).flatten()
-            if not torch.isfinite(s).all() or (s <= 0).any() or (q[zero_rows] != 0).any():
+            if not torch.isfinite(row_scale).all() or (row_scale <= 0).any() or (q[zero_rows] != 0).any():
                 fail(
                     item,
                     case,
@@ -131,12 +131,12 @@ def check_quantize_int8(quantize_int8, trial: Trial) -> str:
                     + " (Values beyond the int8 range wrap around when cast: clamp first.)",
                 )
             ref_q, ref_scale = quantize_reference(weight)
-            restored = q.to(torch.float32) * s
+            restored = q.to(torch.float32) * row_scale
             error = (restored - weight).abs()
-            bad = error > s / 2 * (1 + 1e-3) + 1e-12
+            bad = error > row_scale / 2 * (1 + 1e-3) + 1e-12
             if (
                 scale.numel() != rows
-                or not torch.allclose(s[~zero_rows], ref_scale[~zero_rows], rtol=1e-4)
+                or not torch.allclose(row_scale[~zero_rows], ref_scale[~zero_rows], rtol=1e-4)
                 or bad.any()
             ):
                 detail = ""
