@@ -187,8 +187,8 @@ def predict_eps_from_x0(x_t, x0, t, schedule) -> torch.Tensor:
 def velocity(x0, eps, t, schedule) -> torch.Tensor:
     """The v-prediction target v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0.
 
-    Salimans & Ho 2022, section 4 (v = alpha_t eps - sigma_t x with alpha_t = sqrt(alpha_bar_t),
-    sigma_t = sqrt(1 - alpha_bar_t)). Equals diffusers' `DDPMScheduler.get_velocity`.
+    Salimans & Ho 2022, section 4 (their v = alpha_t eps - sigma_t x, where their alpha_t and sigma_t
+    are sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t): docs/NOTATION.md). Equals diffusers' `DDPMScheduler.get_velocity`.
     """
     _check_x("x0", x0)
     check_tensor("eps", eps, floating=True)

@@ -4,6 +4,8 @@
   or the VAE's scaling factor (written `scale_factor`);
 - lambda is DPM-Solver's half-log-SNR: the VAE's KL weight is written `kl_weight`;
 - the start of a partial reverse process is t_start, not t_s or t*;
+- Karras et al.'s noise level sqrt((1 - alpha_bar_t) / alpha_bar_t) is sigma or sigma(t), never sigma_t
+  (DDPM/DDIM's per-step noise);
 - Stable Diffusion has five parts, said the same way everywhere.
 
 The patterns are narrow on purpose: each matches a way of writing the old meaning that the
@@ -57,6 +59,15 @@ KL_WEIGHT_AS_LAMBDA = [
     re.compile(r"\\lambda_\{?\\(text|mathrm)\{KL\}"),
     re.compile(r"\bweight lambda\b"),
 ]
+# Karras et al.'s noise level written as sigma_t: "sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)",
+# "\sigma_t = \sqrt{\frac{1-\bar\alpha_t}{\bar\alpha_t}}", "x_0 + sigma_t eps" (the sigma-space sample).
+KARRAS_SIGMA_AS_SIGMA_T = [
+    re.compile(r"\\?sigma_t\s*=\s*\\sqrt\{?\s*\\frac\{\s*1\s*-\s*\\bar\\alpha_t\s*\}\{\s*\\bar\\alpha_t\s*\}"),
+    re.compile(
+        r"\\?sigma_t\s*=\s*\\?sqrt\s*[({]\s*\(\s*1\s*-\s*(?P<ab>\\bar\\alpha|alpha_bar)_t\s*\)\s*/\s*(?P=ab)_t\b"
+    ),
+    re.compile(r"x_0\s*\+\s*\\?sigma_t\s*(\\,|\\;)?\s*\\?(eps|epsilon|varepsilon)\b"),
+]
 # The start of a partial reverse process.
 START_AS_T_S = [re.compile(r"\$t_s\$|_\{t_s\}|t\^\*|t\^\{\*\}")]
 # Part counts that disagree with "Stable Diffusion has five parts".
@@ -87,9 +98,19 @@ def _violations(paths, patterns) -> list[str]:
         ("the VAE scaling factor is written scale_factor, not s", EVERYTHING, SCALE_FACTOR_AS_S),
         ("the VAE's KL weight is written kl_weight, not lambda", EVERYTHING, KL_WEIGHT_AS_LAMBDA),
         ("the start of a partial reverse process is t_start", COURSE, START_AS_T_S),
+        ("Karras et al.'s noise level is sigma or sigma(t), not sigma_t", EVERYTHING, KARRAS_SIGMA_AS_SIGMA_T),
         ("Stable Diffusion has five parts", EVERYTHING, OTHER_PART_COUNTS),
     ],
-    ids=["guidance-w", "ddim-t-prime", "product-index", "scale-factor", "kl-weight", "t-start", "five-parts"],
+    ids=[
+        "guidance-w",
+        "ddim-t-prime",
+        "product-index",
+        "scale-factor",
+        "kl-weight",
+        "t-start",
+        "karras-sigma",
+        "five-parts",
+    ],
 )
 def test_one_symbol_per_concept(rule, paths, patterns):
     found = _violations(paths, patterns)
@@ -110,6 +131,10 @@ def test_the_patterns_catch_the_old_uses():
         r"$\mathcal L = \text{MSE} + \lambda\, \frac{\mathrm{KL}}{N_\text{pixels}}$": KL_WEIGHT_AS_LAMBDA,
         'print(f"KL per image {kl:.1f} nats; weight lambda = {weight}")': KL_WEIGHT_AS_LAMBDA,
         "noising an image to a timestep $t_s$": START_AS_T_S,
+        r"$x = x_t/\sqrt{\bar\alpha_t} = x_0 + \sigma_t\,\epsilon$": KARRAS_SIGMA_AS_SIGMA_T,
+        r"$\sigma_t = \sqrt{\frac{1-\bar\alpha_t}{\bar\alpha_t}}$": KARRAS_SIGMA_AS_SIGMA_T,
+        r"$\sigma_t = \sqrt{(1-\bar\alpha_t)/\bar\alpha_t}$": KARRAS_SIGMA_AS_SIGMA_T,
+        "Karras et al.'s noise level is sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t)": KARRAS_SIGMA_AS_SIGMA_T,
         "Stable Diffusion is four parts: a tokenizer": OTHER_PART_COUNTS,
         "SD has three components": OTHER_PART_COUNTS,
     }
@@ -123,6 +148,11 @@ def test_the_patterns_catch_the_old_uses():
         r"$\mathcal L = \text{MSE} + \texttt{kl\_weight}\cdot \frac{\mathrm{KL}}{N_\text{pixels}}$",
         r"DPM-Solver's $\lambda = -\log\sigma$, half the log-SNR",
         "Stable Diffusion has five parts: a VAE, a text encoder, a UNet, a noise process and a sampler",
+        r"$\sigma = \sigma(t) = \sqrt{\frac{1-\bar\alpha_t}{\bar\alpha_t}}$ (Karras et al.)",
+        "sigma_t = eta sqrt((1 - alpha_bar_prev) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_prev)",
+        r"$\sigma_t^2 = \beta_t$, the variance of a DDPM step's fresh noise",
+        r"$\sigma_t = \sqrt{\frac{1-\bar\alpha_{t-1}}{1-\bar\alpha_t}\beta_t}$, DDPM's second choice",
+        "Lu et al.'s sigma_t = sqrt(1 - alpha_bar_t), written out here",
         "The recipe's three parts; the UNet is built from three parts",
     ]
     every = (
@@ -132,6 +162,7 @@ def test_the_patterns_catch_the_old_uses():
         + SCALE_FACTOR_AS_S
         + KL_WEIGHT_AS_LAMBDA
         + START_AS_T_S
+        + KARRAS_SIGMA_AS_SIGMA_T
         + OTHER_PART_COUNTS
     )
     for sentence in fine:

@@ -51,7 +51,7 @@ class EulerSampler(SigmaSampler):
         """
         check_model_output(model_output, x_t)
         t = check_step_inputs(model_output, t, x_t, self.timesteps)
-        # 1. The noise levels of this step: sigma_t and that of the next timestep (0 after the last).
+        # 1. The noise levels of this step: sigma(t) and that of the next timestep (0 after the last).
         sigma = sigma_at(self.sigmas, t)
         sigma_next = sigma_at(self.sigmas, next_timestep(self.timesteps, t))
 

@@ -54,7 +54,7 @@ class EulerAncestralSampler(SigmaSampler):
         """
         check_model_output(model_output, x_t)
         t = check_step_inputs(model_output, t, x_t, self.timesteps)
-        # 1. The noise levels: sigma_t, the next one, and its split into sigma_down and sigma_up.
+        # 1. The noise levels: sigma(t), the next one, and its split into sigma_down and sigma_up.
         sigma = sigma_at(self.sigmas, t)
         sigma_next = sigma_at(self.sigmas, next_timestep(self.timesteps, t))
         sigma_up = (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5

@@ -78,7 +78,7 @@ class HeunSampler(SigmaSampler):
         """
         check_model_output(model_output, x_t)
         t = check_step_inputs(model_output, t, x_t, self.timesteps)
-        # 1. The denoiser's estimate D(x; sigma_t) = x0_pred and x in sigma space.
+        # 1. The denoiser's estimate D(x; sigma(t)) = x0_pred and x in sigma space.
         sigma = sigma_at(self.sigmas, t)
         x0_pred = predict_x0(model_output, x_t, t, self.schedule, self.prediction_type)
         x = to_sigma_space(x_t, sigma)

@@ -1,6 +1,6 @@
 """What the samplers in sigma (Euler, Euler ancestral, Heun, DPM-Solver++) share: their construction.
 
-Each keeps the schedule, the model's `prediction_type`, the table of noise levels sigma_t
+Each keeps the schedule, the model's `prediction_type`, the table of noise levels sigma(t)
 (`sdedu.samplers.sigmas`) and "trailing" timesteps; each adds its own `step`, and a sampler that
 keeps state between steps (Heun's predictor, DPM-Solver++'s previous x0_pred) extends
 `set_timesteps` to reset it.

@@ -2,11 +2,12 @@
 
 Divide x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps by sqrt(alpha_bar_t):
 
-    x = x_t / sqrt(alpha_bar_t) = x_0 + sigma_t eps,   sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) = 1 / sqrt(SNR(t))
+    x = x_t / sqrt(alpha_bar_t) = x_0 + sigma eps,   sigma(t) = sqrt((1 - alpha_bar_t) / alpha_bar_t) = 1 / sqrt(SNR(t))
 
-(Song et al. 2021, DDIM, section 4.3; Karras et al. 2022, Table 1, the VP column, with scaling
-s = sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2)). This sigma is Karras et al.'s noise level, not DDIM's
-sigma_t of the notation table (the noise added per step). In (sigma, x) the probability-flow ODE reads
+(Song et al. 2021, DDIM, section 4.3; Karras et al. 2022, Table 1, the VP column, whose scaling is
+sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2)). This sigma is Karras et al.'s noise level, written sigma or
+sigma(t), not DDIM's sigma_t of the notation table (the noise added per step). In (sigma, x) the
+probability-flow ODE reads
 
     dx / dsigma = (x - D(x; sigma)) / sigma          (Karras et al. 2022, eq. 1 with eq. 3 and sigma(t) = t)
 
@@ -49,16 +50,16 @@ def trailing_timesteps(T: int, n: int) -> torch.Tensor:
 
 
 def sigmas(schedule: NoiseSchedule) -> torch.Tensor:
-    """(T,) float32 sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), on the schedule's device.
+    """(T,) float32 sigma(t) = sqrt((1 - alpha_bar_t) / alpha_bar_t), on the schedule's device.
 
     Computed in float32 like diffusers' `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5`. With zero
-    terminal SNR sigma_T is inf: the samplers pass `sdedu.schedules.finite_terminal_snr(schedule)`.
+    terminal SNR sigma(T) is inf: the samplers pass `sdedu.schedules.finite_terminal_snr(schedule)`.
     """
     return ((1 - schedule.alpha_bar) / schedule.alpha_bar) ** 0.5
 
 
 def sigma_at(sigma_table: torch.Tensor, t: int) -> float:
-    """sigma_t as a Python float; t = CLEAN (-1) gives 0, the noise level of x_0."""
+    """sigma(t) as a Python float; t = CLEAN (-1) gives 0, the noise level of x_0."""
     return 0.0 if t == CLEAN else float(sigma_table[t])
 
 
