@@ -31,7 +31,7 @@ FLOORS = {"color": 0.98, "shape": 0.95, "position": 0.95, "size": 0.95}
 
 
 def straightness(latents: torch.Tensor) -> float:
-    """Mean over images of (length of the path z_T -> z_0) / ||z_0 - z_T|| - 1; latents (N + 1, B, ...)."""
+    """Mean over images of (length of the path z_T -> z_0) / ||z_0 - z_T|| - 1; latents (n + 1, B, ...)."""
     steps = (latents[1:] - latents[:-1]).flatten(2).norm(dim=-1).sum(0)  # (B,)
     chord = (latents[-1] - latents[0]).flatten(1).norm(dim=-1)  # (B,)
     return float((steps / chord - 1).mean())

@@ -13,7 +13,7 @@ and combined: `optimize.compile(optimize.quantize_int8(pipe))` (apply `compile` 
 Each has a module of its own (precision.py, int8.py, pruning.py, compiling.py, text_cache.py);
 wrappers.py holds what they share (the wrapper a changed network sits in, copying a pipeline).
 
-Only the UNet is changed by the first four: it runs 2 x N times per image (N steps, two branches
+Only the UNet is changed by the first four: it runs 2 x n times per image (n steps, two branches
 for guidance), the text encoder and the VAE once. `python -m sdedu.bench` measures time, size
 and prompt adherence of each on your machine; the notes below say where the gain comes from.
 

@@ -141,7 +141,7 @@ class TinyStableDiffusion:
 
         Args:
             prompt: a str or a list of B str; "" generates unconditionally.
-            num_inference_steps: sampler steps N >= 1, as the sampler allows (DDPM: up to T, all
+            num_inference_steps: sampler steps n >= 1, as the sampler allows (DDPM: up to T, all
                 of them being Ho et al.'s Algorithm 2; DDIM: up to T - 1).
             guidance_scale: classifier-free guidance w >= 0 (0: ignore the prompt, 1: no guidance).
             seed: image i draws all its noise from its own generator, seeded seed + i: image i
