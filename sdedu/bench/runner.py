@@ -10,6 +10,7 @@ from dataclasses import asdict
 
 import torch
 
+from sdedu.bench.adaptation import adaptation_section
 from sdedu.bench.common import is_trained, random_pipeline
 from sdedu.bench.precision import precision_section
 from sdedu.bench.quality import adherence_section, diversity_section, held_out_section, speed_section, vae_section
@@ -36,7 +37,7 @@ PERFORMANCE_SECTIONS = [
 ]
 #: The two shipped models side by side (UNet + eps + DDIM vs the tiny SD3's MM-DiT + flow + Euler).
 COMPARISON_SECTIONS = [sd3_section]
-SECTIONS = QUALITY_SECTIONS + PERFORMANCE_SECTIONS + COMPARISON_SECTIONS
+SECTIONS = QUALITY_SECTIONS + PERFORMANCE_SECTIONS + COMPARISON_SECTIONS + [adaptation_section]
 
 
 def run(pipe=None, quick: bool = False, device="cpu", sections=None, seed: int = 0, weights=None, log=print) -> dict:
