@@ -35,6 +35,9 @@ during the run. Timings live here, never in tests.
       sd3                the two shipped models side by side: UNet + eps + DDIM vs the tiny SD3's
                          MM-DiT + flow + Euler (size, FLOPs, speed, matmul-peak fraction, path
                          straightness, adherence against NFE) and the tiny SD3's targets
+    adaptation
+      adaptation         "a large shape in the center" without and with negative_prompt "red":
+                         the share of images judged red (it should fall), size and position kept
 
 
 Every comparison is measured side by side in the same run and reported as a ratio, each time the
