@@ -4,7 +4,8 @@ The pipeline owns no maths of its own. It wires Stable Diffusion's five parts to
 encoder, UNet, noise schedule, sampler), as diffusers' StableDiffusionPipeline does, and runs the
 one denoising loop (`loop.denoise`):
 
-    cond, uncond = encode_prompt(prompts)               tokenizer + text encoder, (B, L, D) each
+    cond, uncond = encode_prompt(prompts, negative)     tokenizer + text encoder, (B, L, D) each;
+                                                        uncond encodes "" or the negative prompts
     sampler.set_timesteps(n)                            the sampler's own rule for n
     z = noise (B, 4, 8, 8)                              z_T, image i from manual_seed(seed + i)
     for t in sampler.timesteps:
