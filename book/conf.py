@@ -9,9 +9,15 @@ The cache keys on the notebook's code, not on the library nor on SDEDU_QUICK, so
 live in separate caches; after a library change `make book-clean` forces every notebook to run again.
 """
 
+import os
 import pathlib
 
 from sdedu.config import quick_mode
+
+# The kernels that execute the notebooks inherit this: sdedu.widgets.widgets_available() is then False and each
+# notebook draws its static figures instead of sliders, which a static page could not move anyway; it also keeps
+# nbclient away from widget comms, on which it can hang for good (jupyter/nbclient issue #312).
+os.environ["SDEDU_WIDGETS"] = "0"
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

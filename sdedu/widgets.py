@@ -6,10 +6,14 @@ several (side by side, to compare them at the same t).
 
 Headless use degrades gracefully: without ipywidgets, or outside a running Jupyter kernel (a
 script, a test), the same function returns a static matplotlib figure of a few timesteps.
+So does a kernel started with SDEDU_WIDGETS=0: the book (`make book`) sets it, because a static page cannot
+move a slider, and because nbclient, which executes the book's notebooks, can hang for good on a cell that
+opens widget comms (jupyter/nbclient issue #312; seen here in a CI run on notebook 07's `interact`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
 import torch
@@ -22,7 +26,9 @@ __all__ = ["noise_slider", "widgets_available"]
 
 
 def widgets_available() -> bool:
-    """True inside a Jupyter kernel with ipywidgets installed (where a slider can be shown)."""
+    """True inside a Jupyter kernel with ipywidgets installed (where a slider can be shown), unless SDEDU_WIDGETS=0."""
+    if os.environ.get("SDEDU_WIDGETS", "1") == "0":
+        return False
     try:
         import ipywidgets  # noqa: F401
         from IPython import get_ipython

@@ -111,6 +111,19 @@ def test_noise_slider_outside_jupyter_is_a_static_figure():
     assert np.asarray(axes[5].images[0].get_array()).std() > 0.2
 
 
+def test_sdedu_widgets_0_turns_sliders_off_even_inside_a_kernel(monkeypatch):
+    """The book's kernels run with SDEDU_WIDGETS=0 (book/conf.py): static figures, no widget comms for nbclient."""
+
+    class KernelShell:
+        kernel = object()
+
+    monkeypatch.setattr("IPython.get_ipython", lambda: KernelShell())
+    monkeypatch.delenv("SDEDU_WIDGETS", raising=False)
+    assert widgets.widgets_available()
+    monkeypatch.setenv("SDEDU_WIDGETS", "0")
+    assert not widgets.widgets_available()
+
+
 def test_noise_slider_rejects_bad_arguments():
     x0 = torch.zeros(1, 3, 8, 8)
     with pytest.raises(ValueError, match="same T"):
