@@ -36,12 +36,3 @@ def tiny_random_pipe():
     unet = UNet(UNetConfig(channels=(16, 32), context_dim=16, head_dim=8, norm_groups=8))
     vae = VAE(VAEConfig(channels=(8, 8, 8), norm_groups=4))
     return TinyStableDiffusion(Tokenizer(), text_encoder, vae, unet, NoiseSchedule.scaled_linear())
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """The book's test (the course notebooks, ~11 worker-minutes in one file) goes first.
-
-    With `pytest -n 2 --dist loadfile` a file runs whole on one worker; scheduled last, the longest file would run
-    alone at the end while the other worker idles. Every worker collects the same order, as xdist requires.
-    """
-    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_book.py")
