@@ -1,0 +1,4 @@
+"""Safety, provenance and privacy, shown for real: watermarks, a safety checker, concept erasure, memorisation.
+
+Issue #19. Each module here works on a trained pipeline and measures what it can and cannot guarantee.
+"""
