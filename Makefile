@@ -70,9 +70,11 @@ lint: setup
 	$(VENV)/bin/lint-imports
 
 # Style and architecture are checked by tools first (seconds), then every test and notebook.
+# --no-loadscope-reorder: test files go to the workers in collection order (xdist would sort them by test count),
+# so tests/test_book.py, ~11 worker-minutes of notebooks, starts at once instead of running alone at the end.
 test: lint browser
 	SDEDU_QUICK=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 \
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --nbval-lax --nbval-cell-timeout=900 \
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --nbval-lax --nbval-cell-timeout=900 \
 		--durations=15 tests $(NBVAL_NOTEBOOKS)
 
 test-lib: setup
