@@ -41,6 +41,8 @@ LIBRARY_TWINS = {
     "flow_velocity_target": [("sdedu.flow_matching", "velocity_target")],
     "flow_logit_normal_t": [("sdedu.flow_matching", "logit_normal_times")],
     "flow_matching_loss": [("sdedu.flow_matching", "flow_matching_loss")],
+    "lora_forward": [("sdedu.nn.lora", "LoRALinear")],
+    "lora_init": [("sdedu.nn.lora", "LoRALinear")],
 }
 PATCHING = ("set_custom_exc", "sys.modules", "builtins", "setattr(torch", "torch.testing", "__code__")
 
