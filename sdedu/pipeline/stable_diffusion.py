@@ -136,6 +136,7 @@ class TinyStableDiffusion:
         return_trajectory: bool = False,
         progress: bool = False,
         negative_prompt=None,
+        watermark=None,
     ):
         """Generate images from prompt(s).
 
@@ -154,6 +155,8 @@ class TinyStableDiffusion:
             progress: show a progress bar.
             negative_prompt: what to steer away from, in place of the unconditional branch's "":
                 one str for every prompt or a list of B str (None: "", as diffusers).
+            watermark: None (off) or a `sdedu.safety.WatermarkKey`: its Tree-Ring key is written into the
+                Fourier transform of z_T (the seeded noise or `latents`), `sdedu.safety.detect_watermark` finds it.
         Returns:
             images (B * num_images_per_prompt, 3, 32, 32) in [0, 1], or a `Trajectory`.
         """
@@ -170,6 +173,10 @@ class TinyStableDiffusion:
             z = randn((len(prompts), *self.latent_shape), generators, self.device)
         else:
             z = check_latents(latents, self.latent_shape, len(prompts), self.device)
+        if watermark is not None:
+            if not callable(getattr(watermark, "apply", None)):
+                raise TypeError(f"watermark must be None or a sdedu.safety.WatermarkKey; got {describe(watermark)}")
+            z = watermark.apply(z)  # the key in z_T's centred 2-D Fourier transform; the rest of z_T as seeded
         # 3. Prompt -> embeddings; 4. denoise; 5. decode.
         return self._run(
             z,
