@@ -118,13 +118,18 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(g, c0)
         self.conv_out = nn.Conv2d(c0, config.in_channels, 3, padding=1)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, down_residuals=None, mid_residual=None
+    ) -> torch.Tensor:
         """Predict the noise in x_t.
 
         Args:
             x_t: (B, 4, 8, 8) noisy scaled latents; in general (B, in_channels, sample_size, sample_size).
             t: (B,) int64 timesteps in [0, T).
             cond: (B, L, D) text embeddings (the encoded "" for the unconditional branch).
+            down_residuals, mid_residual: a ControlNet's outputs (`sdedu.models.controlnet`), added to
+                skip 0 (B, c0, 8, 8) and skip 1 (B, c1, 4, 4) and to the middle's output (B, c1, 4, 4)
+                (diffusers' down_block_additional_residuals, mid_block_additional_residual); None: none.
         Returns:
             eps_pred (B, 4, 8, 8).
         """
@@ -138,6 +143,11 @@ class UNet(nn.Module):
         skip1 = self.down1_attn(self.down1_res(h, temb), cond)  # (B, c1, 4, 4)
         # 3. Middle: the coarsest, most global view.
         h = self.mid_attn(self.mid_res(skip1, temb), cond)  # (B, c1, 4, 4)
+        # 3b. A ControlNet's residuals join the skips and the middle (Zhang et al. 2023, section 3.2).
+        if down_residuals is not None:
+            skip0, skip1 = skip0 + down_residuals[0], skip1 + down_residuals[1]
+        if mid_residual is not None:
+            h = h + mid_residual
         # 4. Up path: concatenate the matching skip, then ResBlock + SpatialTransformer.
         h = torch.cat([h, skip1], dim=1)  # (B, 2 * c1, 4, 4)
         h = self.up1_attn(self.up1_res(h, temb), cond)  # (B, c1, 4, 4)
