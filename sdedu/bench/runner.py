@@ -16,6 +16,7 @@ from sdedu.bench.precision import precision_section
 from sdedu.bench.quality import adherence_section, diversity_section, held_out_section, speed_section, vae_section
 from sdedu.bench.report import STEPS, Context, format_row, section_name
 from sdedu.bench.roofline import roofline_section
+from sdedu.bench.safety import safety_section
 from sdedu.bench.samplers import samplers_section
 from sdedu.bench.sampling import ddim_vs_ddpm_section, latent_vs_pixel_section, scaling_section
 from sdedu.bench.sd3 import sd3_section
@@ -37,7 +38,7 @@ PERFORMANCE_SECTIONS = [
 ]
 #: The two shipped models side by side (UNet + eps + DDIM vs the tiny SD3's MM-DiT + flow + Euler).
 COMPARISON_SECTIONS = [sd3_section]
-SECTIONS = QUALITY_SECTIONS + PERFORMANCE_SECTIONS + COMPARISON_SECTIONS + [adaptation_section]
+SECTIONS = QUALITY_SECTIONS + PERFORMANCE_SECTIONS + COMPARISON_SECTIONS + [adaptation_section, safety_section]
 
 
 def run(pipe=None, quick: bool = False, device="cpu", sections=None, seed: int = 0, weights=None, log=print) -> dict:

@@ -1,0 +1,17 @@
+"""safety (issue 19): watermark detection, the safety checker, concept erasure and memorisation, measured.
+
+The section is the rows of its parts, each a function `ctx -> list[Row]` in its own module (one per
+idea: `safety_watermark`, ...); a part is added by importing it here and listing it in PARTS.
+"""
+
+from __future__ import annotations
+
+from sdedu.bench.report import Context, Row
+
+#: The parts of the section, run in this order (each: Context -> list[Row], section name "safety").
+PARTS: list = []
+
+
+def safety_section(ctx: Context) -> list[Row]:
+    """The rows of every part in PARTS (module docstring)."""
+    return [row for part in PARTS for row in part(ctx)]
