@@ -189,14 +189,25 @@ class TextEncoder(nn.Module):
         return self.text_projection(states[torch.arange(ids.shape[0]), end])  # (B, embed_dim)
 
 
+@dataclass
+class ImageEncoderConfig:
+    """Sizes of the image tower: embed_dim (the joint space's width), channels (the first conv's)."""
+
+    embed_dim: int = 64
+    channels: int = 32
+
+
 class ImageEncoder(nn.Module):
     """A tiny CNN image tower for contrastive pretraining: (B, 3, 32, 32) -> (B, embed_dim).
 
     It flattens the 4x4 feature map instead of pooling it, so *where* the shape is survives.
+    (`sdedu.safety.checker` ships one, trained against the frozen text tower, as its image embedding.)
     """
 
-    def __init__(self, embed_dim: int = 64, channels: int = 32):
+    def __init__(self, config: ImageEncoderConfig | None = None):
         super().__init__()
+        self.config = config or ImageEncoderConfig()
+        embed_dim, channels = self.config.embed_dim, self.config.channels
         self.net = nn.Sequential(
             nn.Conv2d(3, channels, 3, stride=2, padding=1),
             nn.SiLU(),  # 16x16
@@ -224,7 +235,7 @@ class ContrastiveModel(nn.Module):
     def __init__(self, text_encoder: TextEncoder, image_channels: int = 32):
         super().__init__()
         self.text_encoder = text_encoder
-        self.image_encoder = ImageEncoder(text_encoder.config.embed_dim, image_channels)
+        self.image_encoder = ImageEncoder(ImageEncoderConfig(text_encoder.config.embed_dim, image_channels))
         self.logit_scale = nn.Parameter(torch.tensor(2.659))  # log(1 / 0.07), CLIP's initial value
 
     def loss(self, images: torch.Tensor, ids: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
