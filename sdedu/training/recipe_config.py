@@ -20,8 +20,9 @@ from sdedu.training.distributed import local_batch_size
 from sdedu.training.loop import TrainConfig
 
 EVAL_SEED = 10_000  # evaluation images come from seeds no training step uses
-# Each part's initial weights: seed * 1_000_003 + offset (sd3: the tiny SD3's MM-DiT, sdedu.training.sd3_recipe).
-INIT_SEED_OFFSETS = {"vae": 101, "text": 102, "unet": 103, "sd3": 104}
+# Each part's initial weights: seed * 1_000_003 + offset (sd3: the tiny SD3's MM-DiT, sdedu.training.sd3_recipe;
+# controlnet: the ControlNet's condition network, sdedu.training.controlnet_recipe).
+INIT_SEED_OFFSETS = {"vae": 101, "text": 102, "unet": 103, "sd3": 104, "controlnet": 105, "checker": 107}
 PARTS = ("vae", "text", "unet")  # in the order they train
 
 
