@@ -23,6 +23,7 @@ from sdedu.pipeline.checks import (
     repeat_prompts,
     tokenize_with_negatives,
 )
+from sdedu.pipeline.controlnet import controlled_unet
 from sdedu.pipeline.inversion import invert
 from sdedu.pipeline.loop import DEFAULT_GUIDANCE_SCALE, TrajectoryRecorder, chain, denoise, image_generators
 from sdedu.pipeline.registry import make_sampler as _make_sampler
@@ -137,6 +138,9 @@ class TinyStableDiffusion:
         progress: bool = False,
         negative_prompt=None,
         watermark=None,
+        control_image=None,
+        controlnet=None,
+        controlnet_conditioning_scale: float = 1.0,
     ):
         """Generate images from prompt(s).
 
@@ -157,11 +161,18 @@ class TinyStableDiffusion:
                 one str for every prompt or a list of B str (None: "", as diffusers).
             watermark: None (off) or a `sdedu.safety.WatermarkKey`: its Tree-Ring key is written into the
                 Fourier transform of z_T (the seeded noise or `latents`), `sdedu.safety.detect_watermark` finds it.
+            control_image: masks (B, 1, 32, 32) in [0, 1] (or 1, or one per image) that a ControlNet
+                turns into the shape's place, size and outline; needs `controlnet`.
+            controlnet: a `sdedu.ControlNet` made for this model (`ControlNet.from_pretrained()`).
+            controlnet_conditioning_scale: multiplies the ControlNet's residuals (0: no control).
         Returns:
             images (B * num_images_per_prompt, 3, 32, 32) in [0, 1], or a `Trajectory`.
         """
         prompts = check_prompts(prompt)
         negatives = check_negative_prompt(negative_prompt, len(prompts))
+        unet = controlled_unet(
+            self, control_image, controlnet, len(prompts), num_images_per_prompt, controlnet_conditioning_scale
+        )
         prompts = repeat_prompts(prompts, num_images_per_prompt)
         negatives = None if negatives is None else repeat_prompts(negatives, num_images_per_prompt)
         steps, guidance_scale, seed = check_settings(num_inference_steps, guidance_scale, seed, self.schedule.T)
@@ -188,6 +199,7 @@ class TinyStableDiffusion:
             return_trajectory,
             progress,
             negatives=negatives,
+            model=unet,
         )
 
     def invert(self, images, prompt, num_inference_steps: int = 50, guidance_scale: float = 1.0, progress=False):
@@ -218,13 +230,14 @@ class TinyStableDiffusion:
         progress,
         hook=None,
         negatives=None,
+        model=None,
     ):
         """Embeddings (uncond: "" or the negative prompts), the one loop (recording the trajectory with a
-        hook when asked), decoding."""
+        hook when asked; `model` in place of the UNet: a ControlledUNet), decoding."""
         cond, uncond = self.encode_prompt(prompts, negatives)
         recorder = TrajectoryRecorder(z) if return_trajectory else None
         z = denoise(
-            self.unet,
+            self.unet if model is None else model,
             scheduler,
             z,
             cond,
