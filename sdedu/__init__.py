@@ -19,6 +19,7 @@ _EXPORTS = {
     "classifier_free_guidance": "sdedu.guidance",
     "TinyStableDiffusion": "sdedu.pipeline",
     "TinyStableDiffusion3": "sdedu.pipeline.sd3",
+    "ControlNet": "sdedu.pipeline.controlnet",
 }
 
 __all__ = sorted(_EXPORTS)

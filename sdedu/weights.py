@@ -101,6 +101,7 @@ def save_component(module: torch.nn.Module, name: str, directory, metadata: dict
 
 def _build(name: str, entry: dict, directory: Path) -> torch.nn.Module:
     """An untrained module of the class and config the manifest names (a closed list: no imports by string)."""
+    from sdedu.models.controlnet import ControlNetConfig, ControlNetModel
     from sdedu.models.mmdit import MMDiT, MMDiTConfig
     from sdedu.models.text_encoder import ImageEncoder, ImageEncoderConfig, TextEncoder, TextEncoderConfig
     from sdedu.models.unet import UNet, UNetConfig
@@ -112,6 +113,7 @@ def _build(name: str, entry: dict, directory: Path) -> torch.nn.Module:
         "sdedu.models.unet.UNet": (UNet, UNetConfig),
         "sdedu.models.mmdit.MMDiT": (MMDiT, MMDiTConfig),
         "sdedu.models.text_encoder.ImageEncoder": (ImageEncoder, ImageEncoderConfig),
+        "sdedu.models.controlnet.ControlNetModel": (ControlNetModel, ControlNetConfig),
     }
     if entry["class"] not in classes:
         fail_field(
