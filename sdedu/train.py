@@ -4,6 +4,7 @@
     python -m sdedu.train vae --steps 20                  # a smoke run of one part
     python -m sdedu.train unet --out runs/tiny-sd --resume  # continue an interrupted UNet run
     python -m sdedu.train sd3 --out runs/tiny-sd3          # the tiny SD3 (MM-DiT + flow) on the shipped VAE/text
+    python -m sdedu.train controlnet --out runs/controlnet # a ControlNet (mask control) for the shipped model
 
 Each part writes its loss log (loss.csv) and checkpoint into <out>/<part>/ and its weights into
 <out>/weights/ (safetensors + manifest.json, loadable with
@@ -26,7 +27,14 @@ import sys
 
 from sdedu.config import OneLineParser, device_argument
 
-PARTS = {"vae": ("vae",), "text": ("text",), "unet": ("unet",), "all": ("vae", "text", "unet"), "sd3": ("sd3",)}
+PARTS = {
+    "vae": ("vae",),
+    "text": ("text",),
+    "unet": ("unet",),
+    "all": ("vae", "text", "unet"),
+    "sd3": ("sd3",),
+    "controlnet": ("controlnet",),
+}
 
 
 def build_parser() -> OneLineParser:
@@ -34,9 +42,14 @@ def build_parser() -> OneLineParser:
     parser.add_argument(
         "part",
         choices=sorted(PARTS),
-        help="what to train: vae, text, unet, all three in order, or sd3 (sdedu.training.sd3_recipe)",
+        help="what to train: vae, text, unet, all three in order, sd3 (sdedu.training.sd3_recipe) "
+        "or controlnet (sdedu.training.controlnet_recipe)",
     )
-    parser.add_argument("--out", default=None, help="run folder (default: runs/tiny-sd; runs/tiny-sd3 for sd3)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="run folder (default: runs/tiny-sd; runs/tiny-sd3 for sd3, runs/controlnet for controlnet)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="override every part's step count (smoke runs)")
     parser.add_argument("--seed", type=int, default=0, help="the recipe's seed (default: 0)")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fast only with bf16 hardware)")
@@ -59,6 +72,8 @@ def main(argv=None) -> int:
 
     if args.part == "sd3":
         return _train_sd3(parser, args)
+    if args.part == "controlnet":
+        return _train_controlnet(parser, args)
     recipe = Recipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16)
     distributed, device, threads = None, args.device, args.threads
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several processes
@@ -112,6 +127,28 @@ def _train_sd3(parser, args) -> int:
         parser.error(f"argument --resume: {error}")
     except WeightsError as error:
         parser.error(f"the shipped VAE and text encoder do not load: {error}")
+    return _report(weights)
+
+
+def _train_controlnet(parser, args) -> int:
+    """A ControlNet for the shipped model (everything else frozen), one process."""
+    from sdedu.training.checkpoint import CheckpointError
+    from sdedu.training.controlnet_recipe import ControlNetRecipe, train_controlnet
+    from sdedu.weights import WeightsError
+
+    try:
+        weights = train_controlnet(
+            args.out or "runs/controlnet",
+            ControlNetRecipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16),
+            resume=args.resume,
+            progress=not args.no_progress,
+            device=args.device,
+            threads=args.threads,
+        )
+    except CheckpointError as error:
+        parser.error(f"argument --resume: {error}")
+    except WeightsError as error:
+        parser.error(f"the shipped model does not load: {error}")
     return _report(weights)
 
 
