@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from exercise_catalogue import assert_passes, assert_rejected, mutants, right_answers, wrong_answers
 
 from sdedu.grading import ExerciseFailed, ExerciseIncomplete, check
 
@@ -504,19 +505,14 @@ CATALOGUE = (
 )
 
 
-@pytest.mark.parametrize("item, answer", RIGHT_ANSWERS, ids=[item for item, _ in RIGHT_ANSWERS])
+@right_answers(RIGHT_ANSWERS)
 def test_right_answers_pass(item, answer, capsys):
-    check(item, answer)
-    assert f"\u2714 {item}: passed" in capsys.readouterr().out
+    assert_passes(item, answer, capsys)
 
 
-@pytest.mark.parametrize("item, name, answer, keyword", CATALOGUE, ids=[f"{c[0]}: {c[1]}" for c in CATALOGUE])
+@wrong_answers(CATALOGUE)
 def test_wrong_answers_are_rejected_with_a_useful_hint(item, name, answer, keyword):
-    with pytest.raises(ExerciseFailed) as info:
-        check(item, answer)
-    assert keyword.lower() in str(info.value).lower(), (
-        f"{name}: the message does not mention {keyword!r}:\n{info.value}"
-    )
+    assert_rejected(item, name, answer, keyword)
 
 
 def test_distributed_right_answer_and_stub(capsys):
@@ -747,22 +743,17 @@ SD_RIGHT = [
     ("image_grid", image_grid),
     ("attention_maps", word_attention_maps),
 ]
-SD_CATALOGUE = [(item, name, fn, kw) for item, wrong in SD_WRONG.items() for name, (fn, kw) in wrong.items()]
+SD_CATALOGUE = mutants(SD_WRONG)
 
 
-@pytest.mark.parametrize("item, answer", SD_RIGHT, ids=[item for item, _ in SD_RIGHT])
+@right_answers(SD_RIGHT)
 def test_tiny_sd_right_answers_pass(item, answer, capsys):
-    check(item, answer)
-    assert f"\u2714 {item}: passed" in capsys.readouterr().out
+    assert_passes(item, answer, capsys)
 
 
-@pytest.mark.parametrize("item, name, answer, keyword", SD_CATALOGUE, ids=[f"{c[0]}: {c[1]}" for c in SD_CATALOGUE])
+@wrong_answers(SD_CATALOGUE)
 def test_tiny_sd_wrong_answers_are_rejected_with_a_useful_hint(item, name, answer, keyword):
-    with pytest.raises(ExerciseFailed) as info:
-        check(item, answer)
-    assert keyword.lower() in str(info.value).lower(), (
-        f"{name}: the message does not mention {keyword!r}:\n{info.value}"
-    )
+    assert_rejected(item, name, answer, keyword)
 
 
 # ---- 12 samplers as ODE solvers: one Euler step, one DPM-Solver++(2M) step ------------------------
@@ -816,19 +807,14 @@ ODE_WRONG = {
         "no last-step special case": (lambda *a: dpmpp_2m_step(*a, last=False), "land on the denoised estimate"),
     },
 }
-ODE_CATALOGUE = [(item, name, fn, kw) for item, wrong in ODE_WRONG.items() for name, (fn, kw) in wrong.items()]
+ODE_CATALOGUE = mutants(ODE_WRONG)
 
 
-@pytest.mark.parametrize("item, answer", ODE_RIGHT, ids=[item for item, _ in ODE_RIGHT])
+@right_answers(ODE_RIGHT)
 def test_ode_sampler_right_answers_pass(item, answer, capsys):
-    check(item, answer)
-    assert f"\u2714 {item}: passed" in capsys.readouterr().out
+    assert_passes(item, answer, capsys)
 
 
-@pytest.mark.parametrize("item, name, answer, keyword", ODE_CATALOGUE, ids=[f"{c[0]}: {c[1]}" for c in ODE_CATALOGUE])
+@wrong_answers(ODE_CATALOGUE)
 def test_ode_sampler_wrong_answers_are_rejected_with_a_useful_hint(item, name, answer, keyword):
-    with pytest.raises(ExerciseFailed) as info:
-        check(item, answer)
-    assert keyword.lower() in str(info.value).lower(), (
-        f"{name}: the message does not mention {keyword!r}:\n{info.value}"
-    )
+    assert_rejected(item, name, answer, keyword)

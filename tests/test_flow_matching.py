@@ -3,6 +3,7 @@
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from exercise_catalogue import assert_passes, assert_rejected, mutants, right_answers, wrong_answers
 
 from sdedu import flow_matching as fm
 from sdedu.diffusion import q_sample
@@ -272,26 +273,17 @@ EX13_WRONG = {
         "detached": (lambda *a: ex_loss(*a, detach=True), "gradients"),
     },
 }
-EX13_CATALOGUE = [(item, name, fn, kw) for item, wrong in EX13_WRONG.items() for name, (fn, kw) in wrong.items()]
+EX13_CATALOGUE = mutants(EX13_WRONG)
 
 
-@pytest.mark.parametrize("item, answer", EX13_RIGHT, ids=[item for item, _ in EX13_RIGHT])
+@right_answers(EX13_RIGHT)
 def test_exercise_13_right_answers_pass(item, answer, capsys):
-    from sdedu.grading import check
-
-    check(item, answer)
-    assert f"\u2714 {item}: passed" in capsys.readouterr().out
+    assert_passes(item, answer, capsys)
 
 
-@pytest.mark.parametrize("item, name, answer, keyword", EX13_CATALOGUE, ids=[f"{c[0]}: {c[1]}" for c in EX13_CATALOGUE])
+@wrong_answers(EX13_CATALOGUE)
 def test_exercise_13_wrong_answers_are_rejected_with_a_useful_hint(item, name, answer, keyword):
-    from sdedu.grading import ExerciseFailed, check
-
-    with pytest.raises(ExerciseFailed) as info:
-        check(item, answer)
-    assert keyword.lower() in str(info.value).lower(), (
-        f"{name}: the message does not mention {keyword!r}:\n{info.value}"
-    )
+    assert_rejected(item, name, answer, keyword)
 
 
 def test_a_check_judged_inside_fails_when_a_case_failed():
