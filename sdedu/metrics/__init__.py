@@ -14,6 +14,7 @@ from sdedu.metrics.reconstruction import psnr
 from sdedu.metrics.shapes_judge import (
     CENTER_RADIUS,
     FILL_CIRCLE_SQUARE,
+    FILL_DIAMOND_CIRCLE,
     FILL_RANGE,
     FOREGROUND_THRESHOLD,
     LARGE_EXTENT,
@@ -25,6 +26,7 @@ from sdedu.metrics.shapes_judge import (
     TRIANGLE_DROP,
     adherence,
     diversity,
+    fill_fraction,
     judge,
     measure,
 )
@@ -32,6 +34,7 @@ from sdedu.metrics.shapes_judge import (
 __all__ = [
     "CENTER_RADIUS",
     "FILL_CIRCLE_SQUARE",
+    "FILL_DIAMOND_CIRCLE",
     "FILL_RANGE",
     "FOREGROUND_THRESHOLD",
     "LARGE_EXTENT",
@@ -44,6 +47,7 @@ __all__ = [
     "adherence",
     "distances",
     "diversity",
+    "fill_fraction",
     "frechet_distance",
     "judge",
     "measure",

@@ -25,6 +25,16 @@ How the judge reads one image (B images at once, no learning):
     7. "none"      = no clear shape: too few foreground pixels, a box too big or too elongated
                      for one shape, a fill ratio no shape has, or (for colour alone) a mean colour
                      far from every palette colour. Noise, blur and two shapes end here.
+
+The new concepts (issue 18, read only with concepts=True, so standard verdicts never change):
+    orange         joins the palette (1, 0.5, 0): 0.5 from red and from yellow, so it was "none" before
+    diamond        a shape without a triangle's drop whose fill ratio is below 0.74: a diamond fills
+                   half its box (rendered large 0.51-0.58, small up to 0.71; the shipped VAE's
+                   reconstructions of large ones 0.63-0.70), a circle pi/4 (>= 0.78 rendered or decoded).
+                   Small diamonds come back from the shipped VAE as round blobs (fill 0.76-0.87, a
+                   circle's), so only large ones can be read off decoded images.
+And a style measure: `fill_fraction`, the lit share of the region a shape encloses (1 filled, less
+for an outline: 0.3-0.7 large, 0.6-1 small).
 """
 
 from __future__ import annotations
@@ -55,8 +65,11 @@ TRIANGLE_DROP = 0.04
 FILL_CIRCLE_SQUARE = 0.89
 FILL_RANGE = (0.40, 1.10)
 MAX_COLOR_DISTANCE = 0.45
+# With concepts=True: below this fill ratio a shape without a triangle's drop is a diamond (see above).
+FILL_DIAMOND_CIRCLE = 0.74
 
 _PALETTE = torch.tensor([shapes.COLOR_RGB[c] for c in shapes.COLORS])  # (6, 3)
+_CONCEPT_PALETTE = torch.cat([_PALETTE, torch.tensor([shapes.CONCEPT_COLOR_RGB[c] for c in shapes.CONCEPT_COLORS])])
 
 
 def measure(images: torch.Tensor) -> dict:
@@ -108,11 +121,13 @@ def measure(images: torch.Tensor) -> dict:
     }
 
 
-def judge(images: torch.Tensor) -> list[dict]:
+def judge(images: torch.Tensor, concepts: bool = False) -> list[dict]:
     """Read shape, colour, size and position off each image.
 
     Args:
         images: (B, 3, H, W) float in [0, 1] (H = W = 32 for the shapes world), or one (3, H, W).
+        concepts: also read the new concepts, orange and diamond (off by default: then the verdicts
+            are those of the standard world's judge, bit for bit).
     Returns:
         one dict per image with keys shape, color, size, position; values from the constants in
         `sdedu.data.shapes`, or "none" where the image holds no clear shape.
@@ -123,7 +138,8 @@ def judge(images: torch.Tensor) -> list[dict]:
     m = {k: v.cpu() for k, v in measure(images).items()}
     H, W = images.shape[-2:]
 
-    distance = torch.cdist(m["mean_rgb"], _PALETTE)  # (B, 6)
+    colors = shapes.COLORS + shapes.CONCEPT_COLORS if concepts else shapes.COLORS
+    distance = torch.cdist(m["mean_rgb"], _CONCEPT_PALETTE if concepts else _PALETTE)  # (B, 6 or 7)
     color_distance, color_index = distance.min(dim=1)
     aspect = torch.maximum(m["width"], m["height"]) / torch.minimum(m["width"], m["height"]).clamp(min=1)
     clear = (
@@ -141,9 +157,11 @@ def judge(images: torch.Tensor) -> list[dict]:
             continue
         if m["drop"][i] > TRIANGLE_DROP:
             shape = "triangle"
+        elif concepts and m["fill"][i] < FILL_DIAMOND_CIRCLE:
+            shape = "diamond"
         else:
             shape = "circle" if m["fill"][i] < FILL_CIRCLE_SQUARE else "square"
-        color = shapes.COLORS[int(color_index[i])] if color_distance[i] <= MAX_COLOR_DISTANCE else NONE
+        color = colors[int(color_index[i])] if color_distance[i] <= MAX_COLOR_DISTANCE else NONE
         size = "large" if m["extent"][i] >= LARGE_EXTENT * W / 32 else "small"
         dx = float(m["center_x"][i]) - W / 2
         dy = float(m["center_y"][i]) - H / 2
@@ -155,7 +173,7 @@ def judge(images: torch.Tensor) -> list[dict]:
     return verdicts
 
 
-def adherence(images, prompts_or_attributes: Sequence) -> dict:
+def adherence(images, prompts_or_attributes: Sequence, concepts: bool | None = None) -> dict:
     """How often each attribute a prompt asks for is what the judge sees.
 
     Only the attributes a prompt names count: "a red shape" is scored on colour only, a full
@@ -164,12 +182,15 @@ def adherence(images, prompts_or_attributes: Sequence) -> dict:
     Args:
         images: (B, 3, 32, 32) in [0, 1], or a list of B verdicts from `judge`.
         prompts_or_attributes: B prompts (str) or B attribute dicts (the keys present are scored).
+        concepts: judge with the new concepts (see `judge`); None: when any prompt names one.
     Returns:
         {attribute: accuracy in [0, 1]} for each attribute named by at least one prompt, plus
         "all": the fraction of images whose every named attribute is right, and "n": B.
     """
-    verdicts = images if isinstance(images, list) else judge(images)
     targets = [_named_attributes(p) for p in prompts_or_attributes]
+    if concepts is None:
+        concepts = any(value in shapes.CONCEPTS for target in targets for value in target.values())
+    verdicts = images if isinstance(images, list) else judge(images, concepts=concepts)
     if len(targets) != len(verdicts):
         raise ValueError(f"prompts_or_attributes must have one entry per image ({len(verdicts)}); got {len(targets)}")
     right, asked = Counter(), Counter()
@@ -189,12 +210,13 @@ def adherence(images, prompts_or_attributes: Sequence) -> dict:
     return result
 
 
-def diversity(images, attribute: str = "shape") -> dict:
+def diversity(images, attribute: str = "shape", concepts: bool = False) -> dict:
     """The distribution of one judged attribute over a batch, and its entropy.
 
     Args:
         images: (B, 3, 32, 32) in [0, 1], or a list of verdicts from `judge`.
         attribute: one of shape, color, size, position.
+        concepts: judge with, and count, the new concepts too (see `judge`).
     Returns:
         {"counts": {value: count}, "fractions": {value: fraction}, "entropy_bits": H,
          "normalized_entropy": H / log2(number of possible values)} where values include "none"
@@ -202,8 +224,11 @@ def diversity(images, attribute: str = "shape") -> dict:
     """
     if attribute not in shapes.ATTRIBUTES:
         raise ValueError(f"attribute must be one of {shapes.ATTRIBUTES}; got {attribute!r}")
-    verdicts = images if isinstance(images, list) else judge(images)
-    values = dict(zip(shapes.ATTRIBUTES, (shapes.SHAPES, shapes.COLORS, shapes.SIZES, shapes.POSITIONS)))[attribute]
+    verdicts = images if isinstance(images, list) else judge(images, concepts=concepts)
+    tables = (shapes.SHAPES, shapes.COLORS, shapes.SIZES, shapes.POSITIONS)
+    if concepts:
+        tables = (shapes.SHAPES + shapes.CONCEPT_SHAPES, shapes.COLORS + shapes.CONCEPT_COLORS, *tables[2:])
+    values = dict(zip(shapes.ATTRIBUTES, tables))[attribute]
     counts = Counter(v[attribute] for v in verdicts)
     ordered = {value: counts.get(value, 0) for value in values}
     if counts.get(NONE):
@@ -217,6 +242,38 @@ def diversity(images, attribute: str = "shape") -> dict:
         "entropy_bits": entropy,
         "normalized_entropy": entropy / math.log2(len(values)),
     }
+
+
+def fill_fraction(images: torch.Tensor) -> torch.Tensor:
+    """The lit share of the region each image's shape encloses: 1 for a filled shape, less for an outline.
+
+    The enclosed region is every pixel that the background cannot reach from the image's border
+    by steps up, down, left or right through unlit pixels (a flood fill); lit = brightness above
+    FOREGROUND_THRESHOLD. Rendered outlines (OUTLINE_WIDTH 1.5 px) give 0.3-0.7 large, 0.6-1 small
+    (a small shape's hole is a pixel or two, sometimes lit by the anti-aliased rim).
+
+    Args:
+        images: (B, 3, H, W) in [0, 1].
+    Returns:
+        (B,) in [0, 1]; 0 where nothing is lit.
+    """
+    images = _check_images(images)
+    lit = images.amax(dim=1) > FOREGROUND_THRESHOLD  # (B, H, W)
+    border = torch.ones_like(lit)
+    border[:, 1:-1, 1:-1] = False
+    outside = border & ~lit  # (B, H, W) unlit border pixels: the background's seeds
+    while True:  # grow the outside by one 4-neighbour step through unlit pixels until it stops
+        grown = outside.clone()
+        grown[:, 1:, :] |= outside[:, :-1, :]
+        grown[:, :-1, :] |= outside[:, 1:, :]
+        grown[:, :, 1:] |= outside[:, :, :-1]
+        grown[:, :, :-1] |= outside[:, :, 1:]
+        grown &= ~lit
+        if torch.equal(grown, outside):
+            break
+        outside = grown
+    enclosed = (~outside).sum(dim=(1, 2)).float()  # (B,)
+    return lit.sum(dim=(1, 2)).float() / enclosed.clamp(min=1)
 
 
 def _named_attributes(prompt_or_attributes) -> dict:

@@ -26,25 +26,36 @@ The package, one module per idea (every name is importable from `sdedu.data.shap
     world     the attribute values, colours, positions, sizes, HELD_OUT, VOCABULARY
     captions  caption, random_partial_caption, parse_caption
     drawing   render (attributes -> images in [0, 1])
-    sampling  sample_attributes, sample, training_batches
+    sampling  sample_attributes, sample, training_batches, sample_concept
+
+New concepts for teaching (issue 18): the colour "orange" (RGB 1, 0.5, 0) and the shape "diamond"
+(a square turned 45 degrees), and the "outline" style, are opt-in: `render` draws them when asked,
+`sample_concept` samples them; `sample`, `training_batches` and VOCABULARY never hold them.
 """
 
 from sdedu.data.shapes.captions import caption, parse_caption, random_partial_caption
 from sdedu.data.shapes.drawing import render
-from sdedu.data.shapes.sampling import sample, sample_attributes, training_batches
+from sdedu.data.shapes.sampling import sample, sample_attributes, sample_concept, training_batches
 from sdedu.data.shapes.world import (
     ATTRIBUTES,
     CENTER_JITTER,
     COLOR_RGB,
     COLORS,
+    CONCEPT_COLOR_RGB,
+    CONCEPT_COLORS,
+    CONCEPT_SHAPES,
+    CONCEPT_VOCABULARY,
+    CONCEPTS,
     HELD_OUT,
     IMAGE_SIZE,
+    OUTLINE_WIDTH,
     POSITION_CENTER,
     POSITIONS,
     SHAPES,
     SIZE_HALF_EXTENT,
     SIZE_JITTER,
     SIZES,
+    STYLES,
     VOCABULARY,
 )
 
@@ -53,7 +64,13 @@ __all__ = [
     "CENTER_JITTER",
     "COLOR_RGB",
     "COLORS",
+    "CONCEPT_COLOR_RGB",
+    "CONCEPT_COLORS",
+    "CONCEPT_SHAPES",
+    "CONCEPT_VOCABULARY",
+    "CONCEPTS",
     "HELD_OUT",
+    "OUTLINE_WIDTH",
     "IMAGE_SIZE",
     "POSITION_CENTER",
     "POSITIONS",
@@ -61,6 +78,7 @@ __all__ = [
     "SIZE_HALF_EXTENT",
     "SIZE_JITTER",
     "SIZES",
+    "STYLES",
     "VOCABULARY",
     "caption",
     "parse_caption",
@@ -68,5 +86,6 @@ __all__ = [
     "render",
     "sample",
     "sample_attributes",
+    "sample_concept",
     "training_batches",
 ]

@@ -13,7 +13,18 @@ from collections.abc import Sequence
 import torch
 
 from sdedu._checks import check_number_range, describe
-from sdedu.data.shapes.world import ATTRIBUTES, COLORS, POSITIONS, SHAPES, SIZES, VOCABULARY, check_attributes
+from sdedu.data.shapes.world import (
+    ATTRIBUTES,
+    COLORS,
+    CONCEPT_COLORS,
+    CONCEPT_SHAPES,
+    CONCEPT_VOCABULARY,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    VOCABULARY,
+    check_attributes,
+)
 
 __all__ = ["caption", "random_partial_caption", "parse_caption"]
 
@@ -26,10 +37,11 @@ def caption(attributes: dict, drop: Sequence[str] = ()) -> str:
     Dropping everything gives "a shape".
 
     Args:
-        attributes: dict with keys shape, color, size, position (values from the constants).
+        attributes: dict with keys shape, color, size, position (values from the constants; the
+            new concepts, "orange" and "diamond", are said as any other colour and shape).
         drop: names of attributes to leave out, a subset of ATTRIBUTES.
     """
-    check_attributes(attributes)
+    check_attributes(attributes, concepts=True)
     unknown = [name for name in drop if name not in ATTRIBUTES]
     if unknown:
         raise ValueError(f"drop must name attributes from {ATTRIBUTES}; got {list(drop)!r}")
@@ -66,16 +78,16 @@ def parse_caption(text: str) -> dict:
     """The attributes a caption names: {"color": "red", "shape": "circle"} for "a red circle".
 
     The inverse of `caption`: attributes the caption leaves out (or says only as "shape") are
-    absent from the result. Used by `sdedu.metrics` to score only what a prompt asks for.
+    absent from the result. Used by `sdedu.metrics` to score only what a prompt asks for. The new
+    concepts' words (CONCEPT_VOCABULARY: "orange", "diamond") are read too; other words are refused.
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str; got {describe(text)}")
     words = text.lower().split()
-    unknown = sorted({w for w in words if w not in VOCABULARY})
+    known = VOCABULARY + CONCEPT_VOCABULARY
+    unknown = sorted({w for w in words if w not in known})
     if unknown:
-        raise ValueError(
-            f"caption {text!r} has words outside the vocabulary: {unknown}; vocabulary: {list(VOCABULARY)}"
-        )
+        raise ValueError(f"caption {text!r} has words outside the vocabulary: {unknown}; vocabulary: {list(known)}")
     named = {}
     joined = " ".join(words)
     for position in sorted(POSITIONS, key=len, reverse=True):
@@ -83,9 +95,9 @@ def parse_caption(text: str) -> dict:
             named["position"] = position
             break
     for word in words:
-        if word in SHAPES:
+        if word in SHAPES + CONCEPT_SHAPES:
             named["shape"] = word
-        elif word in COLORS:
+        elif word in COLORS + CONCEPT_COLORS:
             named["color"] = word
         elif word in SIZES:
             named["size"] = word

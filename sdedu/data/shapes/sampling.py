@@ -2,7 +2,8 @@
 
 `sample(n, seed)` draws a fixed evaluation set; `training_batches` an endless training stream
 with partial captions. Two (colour, shape) pairs, `HELD_OUT`, can be excluded: asking the model
-for them measures compositional generalisation.
+for them measures compositional generalisation. `sample_concept` draws the new concepts (orange,
+the diamond) or the outline style, for teaching (`sdedu.adapt.teach`); the two others never do.
 """
 
 from __future__ import annotations
@@ -14,15 +15,34 @@ import torch
 from sdedu._checks import check_int_range, check_number_range
 from sdedu.data.shapes.captions import caption
 from sdedu.data.shapes.drawing import render_codes
-from sdedu.data.shapes.world import ATTRIBUTES, COLORS, HELD_OUT, POSITIONS, SHAPES, SIZES
+from sdedu.data.shapes.world import (
+    ATTRIBUTES,
+    COLORS,
+    CONCEPT_COLORS,
+    CONCEPT_SHAPES,
+    CONCEPTS,
+    HELD_OUT,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    check_style,
+)
 
-__all__ = ["attributes_from_codes", "sample_indices", "sample_attributes", "sample", "training_batches"]
+__all__ = [
+    "attributes_from_codes",
+    "sample_indices",
+    "sample_attributes",
+    "sample",
+    "sample_concept",
+    "training_batches",
+]
 
 
 def attributes_from_codes(index: dict) -> list[dict]:
     """Integer codes {"shape": (n,), "color": (n,), "size": (n,), "position": (n,)} -> n attribute dicts."""
+    shapes, colors = SHAPES + CONCEPT_SHAPES, COLORS + CONCEPT_COLORS
     return [
-        {"shape": SHAPES[s], "color": COLORS[c], "size": SIZES[z], "position": POSITIONS[p]}
+        {"shape": shapes[s], "color": colors[c], "size": SIZES[z], "position": POSITIONS[p]}
         for s, c, z, p in zip(*(index[name].tolist() for name in ATTRIBUTES))
     ]
 
@@ -71,6 +91,36 @@ def sample(n: int, seed: int = 0, exclude_held_out: bool = False, device="cpu"):
     generator = torch.Generator().manual_seed(int(seed))
     index = sample_indices(n, generator, exclude_held_out)
     images = render_codes(**index, generator=generator).to(device)
+    attributes = attributes_from_codes(index)
+    return images, [caption(a) for a in attributes], attributes
+
+
+def sample_concept(n: int, concept: str | None = None, seed: int = 0, style: str = "filled", device="cpu"):
+    """n images showing a new concept, with their full captions and attributes (for `sdedu.adapt.teach`).
+
+    The other attributes are uniform as in `sample`; the concept replaces the colour ("orange") or
+    the shape ("diamond") of every image. concept=None keeps the standard world (for a style alone).
+
+    Args:
+        n: number of images.
+        concept: one of CONCEPTS ("orange", "diamond") or None.
+        seed: the same seed gives the same images, captions and attributes.
+        style: one of STYLES, "filled" or "outline".
+        device: where the images live.
+    Returns:
+        images (n, 3, 32, 32) float32 in [0, 1], captions list[str], attributes list[dict].
+    """
+    check_int_range("n", n, 0, 10**8)
+    check_style(style)
+    if concept is not None and concept not in CONCEPTS:
+        raise ValueError(f"concept must be one of {CONCEPTS} or None; got {concept!r}")
+    generator = torch.Generator().manual_seed(int(seed))
+    index = sample_indices(n, generator, exclude_held_out=False)
+    if concept in CONCEPT_COLORS:
+        index["color"].fill_(len(COLORS) + CONCEPT_COLORS.index(concept))
+    elif concept in CONCEPT_SHAPES:
+        index["shape"].fill_(len(SHAPES) + CONCEPT_SHAPES.index(concept))
+    images = render_codes(**index, generator=generator, style=style).to(device)
     attributes = attributes_from_codes(index)
     return images, [caption(a) for a in attributes], attributes
 

@@ -28,7 +28,15 @@ __all__ = [
     "CENTER_JITTER",
     "SIZE_JITTER",
     "VOCABULARY",
+    "CONCEPT_COLORS",
+    "CONCEPT_SHAPES",
+    "CONCEPT_COLOR_RGB",
+    "CONCEPTS",
+    "CONCEPT_VOCABULARY",
+    "STYLES",
+    "OUTLINE_WIDTH",
     "check_attributes",
+    "check_style",
 ]
 
 SHAPES = ("circle", "square", "triangle")
@@ -79,13 +87,39 @@ def _vocabulary() -> tuple[str, ...]:
 #: Every word any caption can use, sorted.
 VOCABULARY = _vocabulary()
 
+#: New concepts for teaching (issue 18, `sdedu.adapt.teach`): the colour orange and the diamond (a square
+#: turned 45 degrees, its corners on the same box as the other shapes). Opt-in only: `render` draws them
+#: when asked and `sample_concept` samples them, but `sample`, `training_batches` and VOCABULARY never
+#: hold them, so the shipped model never saw them and its weights and recipes are unchanged.
+CONCEPT_COLORS = ("orange",)
+CONCEPT_SHAPES = ("diamond",)
+CONCEPT_COLOR_RGB = {"orange": (1.0, 0.5, 0.0)}
+CONCEPTS = CONCEPT_COLORS + CONCEPT_SHAPES
+#: The words the new concepts add to captions, sorted.
+CONCEPT_VOCABULARY = tuple(sorted(CONCEPTS))
 
-def check_attributes(attributes) -> None:
-    """Require a dict with a valid value for each of ATTRIBUTES (the error names what is wrong)."""
+#: How a shape is drawn: filled (the standard world) or as an outline OUTLINE_WIDTH px wide, inside its edge.
+STYLES = ("filled", "outline")
+OUTLINE_WIDTH = 1.5
+
+
+def check_attributes(attributes, concepts: bool = False) -> None:
+    """Require a dict with a valid value for each of ATTRIBUTES (the error names what is wrong).
+
+    concepts: also accept the new concepts (CONCEPT_SHAPES, CONCEPT_COLORS).
+    """
     if not isinstance(attributes, dict):
         raise TypeError(f"attributes must be a dict with keys {ATTRIBUTES}; got {describe(attributes)}")
-    for name, table in zip(ATTRIBUTES, (SHAPES, COLORS, SIZES, POSITIONS)):
+    shapes, colors = (SHAPES + CONCEPT_SHAPES, COLORS + CONCEPT_COLORS) if concepts else (SHAPES, COLORS)
+    for name, table in zip(ATTRIBUTES, (shapes, colors, SIZES, POSITIONS)):
         if name not in attributes:
             raise ValueError(f"attributes must have the key {name!r}; got keys {sorted(attributes)}")
         if attributes[name] not in table:
             raise ValueError(f"attributes[{name!r}] must be one of {table}; got {attributes[name]!r}")
+
+
+def check_style(style) -> str:
+    """Require one of STYLES; returns it."""
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}; got {describe(style)}")
+    return style
