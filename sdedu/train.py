@@ -5,6 +5,7 @@
     python -m sdedu.train unet --out runs/tiny-sd --resume  # continue an interrupted UNet run
     python -m sdedu.train sd3 --out runs/tiny-sd3          # the tiny SD3 (MM-DiT + flow) on the shipped VAE/text
     python -m sdedu.train controlnet --out runs/controlnet # a ControlNet (mask control) for the shipped model
+    python -m sdedu.train memorise --out runs/memorise     # the UNet recipe on 32 images: it memorises them
 
 Each part writes its loss log (loss.csv) and checkpoint into <out>/<part>/ and its weights into
 <out>/weights/ (safetensors + manifest.json, loadable with
@@ -34,6 +35,7 @@ PARTS = {
     "all": ("vae", "text", "unet"),
     "sd3": ("sd3",),
     "controlnet": ("controlnet",),
+    "memorise": ("memorise",),
 }
 
 
@@ -43,12 +45,13 @@ def build_parser() -> OneLineParser:
         "part",
         choices=sorted(PARTS),
         help="what to train: vae, text, unet, all three in order, sd3 (sdedu.training.sd3_recipe) "
-        "or controlnet (sdedu.training.controlnet_recipe)",
+        "or controlnet (sdedu.training.controlnet_recipe) or memorise (sdedu.training.memorisation_recipe)",
     )
     parser.add_argument(
         "--out",
         default=None,
-        help="run folder (default: runs/tiny-sd; runs/tiny-sd3 for sd3, runs/controlnet for controlnet)",
+        help="run folder (default: runs/tiny-sd; runs/tiny-sd3 for sd3, runs/controlnet for controlnet, "
+        "runs/memorise for memorise)",
     )
     parser.add_argument("--steps", type=int, default=None, help="override every part's step count (smoke runs)")
     parser.add_argument("--seed", type=int, default=0, help="the recipe's seed (default: 0)")
@@ -74,6 +77,8 @@ def main(argv=None) -> int:
         return _train_sd3(parser, args)
     if args.part == "controlnet":
         return _train_controlnet(parser, args)
+    if args.part == "memorise":
+        return _train_memorise(parser, args)
     recipe = Recipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16)
     distributed, device, threads = None, args.device, args.threads
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several processes
@@ -149,6 +154,28 @@ def _train_controlnet(parser, args) -> int:
         parser.error(f"argument --resume: {error}")
     except WeightsError as error:
         parser.error(f"the shipped model does not load: {error}")
+    return _report(weights)
+
+
+def _train_memorise(parser, args) -> int:
+    """The UNet recipe on 32 fixed images (it memorises them), on the shipped VAE and text encoder, one process."""
+    from sdedu.training.checkpoint import CheckpointError
+    from sdedu.training.memorisation_recipe import memorising_recipe, train_memorising
+    from sdedu.weights import WeightsError
+
+    try:
+        weights = train_memorising(
+            args.out or "runs/memorise",
+            memorising_recipe(seed=args.seed, steps=args.steps, bf16=args.bf16),
+            resume=args.resume,
+            progress=not args.no_progress,
+            device=args.device,
+            threads=args.threads,
+        )
+    except CheckpointError as error:
+        parser.error(f"argument --resume: {error}")
+    except WeightsError as error:
+        parser.error(f"the shipped VAE and text encoder do not load: {error}")
     return _report(weights)
 
 

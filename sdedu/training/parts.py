@@ -23,7 +23,7 @@ from sdedu.models.vae import VAE
 from sdedu.training.evaluation import evaluate_text_encoder, evaluate_vae
 from sdedu.training.loop import train
 from sdedu.training.recipe_config import Recipe, build_seeded
-from sdedu.training.recipe_data import captions_for, draw_images, matches
+from sdedu.training.recipe_data import bank_images, captions_for, draw_images, matches
 
 # ---- 1. VAE ------------------------------------------------------------------------------------
 
@@ -117,10 +117,8 @@ def train_text_encoder(
 @torch.no_grad()
 def encode_bank(vae: VAE, n: int, seed: int, device="cpu", batch_size: int = 500):
     """Encode n fresh training images once: (means, logvars) (n, 4, 8, 8) each, and attributes."""
-    generator = torch.Generator().manual_seed(seed)
     means, logvars, attributes = [], [], []
-    for start in range(0, n, batch_size):
-        images, attrs = draw_images(min(batch_size, n - start), generator)
+    for images, attrs in bank_images(n, seed, batch_size):
         mean, logvar = vae.encode(images.to(device))
         means.append(mean)
         logvars.append(logvar)

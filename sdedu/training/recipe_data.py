@@ -49,3 +49,14 @@ def draw_images(n: int, generator: torch.Generator):
     """n training images (held-out pairs excluded) and their attributes."""
     attributes = shapes.sample_attributes(n, generator, exclude_held_out=True)
     return shapes.render(attributes, generator=generator), attributes
+
+
+def bank_images(n: int, seed: int, batch_size: int = 500):
+    """The n images of a latent bank (`parts.encode_bank`), in batches: yields (images, attributes) per batch.
+
+    The one place a bank's images are drawn, so that they can be drawn again (e.g. to compare a model's
+    samples with the exact images it was trained on, `sdedu.safety.memorisation`).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, n, batch_size):
+        yield draw_images(min(batch_size, n - start), generator)
