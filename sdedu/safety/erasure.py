@@ -1,0 +1,184 @@
+"""Concept erasure in the weights: ESD (Gandikota et al. 2023, "Erasing Concepts from Diffusion Models").
+
+A prompt filter or a safety checker sits *around* a model; whoever has the weights can remove it. ESD
+changes the weights themselves, using the model's own knowledge of the concept as the teacher: with
+the frozen original eps_orig, the fine-tuned copy eps_new is trained so that, for the concept c,
+
+    eps_new(z_t, t, c)  ->  eps_orig(z_t, t, "") - eta * (eps_orig(z_t, t, c) - eps_orig(z_t, t, ""))
+
+(Sec. 3 of the paper: classifier-free guidance run backwards, *negative* guidance of strength eta, made
+the model's conditional prediction for c). Sampling "a triangle" with the erased copy then steers away
+from triangles, as a negative prompt would, but nobody can switch it off.
+
+Where x_t comes from: as in the paper, by partially denoising with the model being trained,
+conditioned on c (DDIM, a random number of the `num_inference_steps` steps, through the one loop
+`denoise`), so the fine-tuning sees the states its own sampler reaches.
+
+Which parameters (the paper's two variants):
+    "x"  ESD-x: only the cross-attention layers (attn2: to_q, to_k, to_v, to_out), where the text enters.
+    "u"  ESD-u: every parameter *except* cross-attention, so the concept goes even without its word.
+The default is ESD-x: here the concept is a word ("triangle"), and the paper recommends ESD-x when
+erasure is tied to a prompt because it interferes least with other prompts (their artist-style
+experiments); the measured result (bench, safety section) is that "a triangle" and its paraphrases stop
+drawing triangles while other prompts keep their adherence. What ESD-x does *not* do is remove the
+ability to draw triangles: "a shape" still draws them about a third of the time, which is exactly
+what a post-hoc image checker (`sdedu.safety.checker`) is for.
+
+Paraphrases: the vocabulary has no synonyms for "triangle", so the paraphrases are every caption that
+names the concept ("a large triangle", "a red triangle in the top left", ...): training draws them
+(`concept_prompts`), evaluation uses a fixed set.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from sdedu._checks import check_int_range, check_number_range, describe
+from sdedu.data import shapes
+from sdedu.pipeline import TinyStableDiffusion
+from sdedu.pipeline.loop import denoise
+from sdedu.training.loop import TrainConfig, train
+
+METHODS = ("x", "u")
+
+
+@dataclass
+class ESDConfig:
+    """Settings of one erasure run.
+
+    method: "x" (ESD-x, cross-attention) or "u" (ESD-u, everything else).   eta: negative guidance.
+    steps, batch_size, lr: the fine-tuning (AdamW, no EMA).   num_inference_steps, guidance_scale:
+    the DDIM schedule and guidance used to reach x_t.   seed: the run's seed.
+    """
+
+    method: str = "x"
+    eta: float = 1.0
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 3e-4
+    num_inference_steps: int = 10
+    guidance_scale: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS} (ESD-x, ESD-u); got {describe(self.method)}")
+        check_number_range("eta", self.eta, 0.0)
+        check_int_range("steps", self.steps, 1, 10**6)
+        check_int_range("batch_size", self.batch_size, 1, 4096)
+        check_number_range("lr", self.lr, 0.0)
+        check_int_range("num_inference_steps", self.num_inference_steps, 1, 1000)
+        check_number_range("guidance_scale", self.guidance_scale, 0.0)
+
+
+def concept_attributes(concept) -> dict:
+    """The attributes a concept names ({"shape": "triangle"} for "triangle" or "a triangle"); clear errors."""
+    if not isinstance(concept, str) or not concept.strip():
+        raise ValueError(f"concept must be a non-empty str such as 'triangle'; got {describe(concept)}")
+    try:
+        named = shapes.parse_caption(concept)
+    except ValueError as error:
+        raise ValueError(f"concept {concept!r} cannot be erased: {error}") from None
+    if not named:
+        raise ValueError(
+            f"concept {concept!r} names no shape, colour, size or position; use words such as "
+            f"{', '.join(shapes.SHAPES + shapes.COLORS)}"
+        )
+    return named
+
+
+def concept_prompts(concept: str, n: int, generator: torch.Generator | None = None) -> list[str]:
+    """n random captions that name the concept (every other attribute dropped with probability 1/2)."""
+    named = concept_attributes(concept)
+    prompts = []
+    for attributes in shapes.sample_attributes(n, generator):
+        attributes.update(named)
+        keep = [name for name in shapes.ATTRIBUTES if name not in named]
+        coins = torch.rand(len(keep), generator=generator).tolist()
+        drop = [name for name, coin in zip(keep, coins) if coin < 0.5]
+        prompts.append(shapes.caption(attributes, drop=drop))
+    return prompts
+
+
+def erasure_parameters(unet: torch.nn.Module, method: str) -> list[torch.nn.Parameter]:
+    """The parameters ESD-x ("x": names containing "attn2") or ESD-u ("u": all the others) fine-tunes."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {describe(method)}")
+    chosen = [p for name, p in unet.named_parameters() if ("attn2" in name) == (method == "x")]
+    if not chosen:
+        raise ValueError("the UNet has no cross-attention parameters named 'attn2'; ESD needs them")
+    return chosen
+
+
+def erase_concept(
+    pipe: TinyStableDiffusion, concept: str = "triangle", config: ESDConfig | None = None, progress: bool = False
+) -> TinyStableDiffusion:
+    """Fine-tune a copy of `pipe`'s UNet so that prompts naming `concept` no longer produce it (ESD).
+
+    Args:
+        pipe: a TinyStableDiffusion; it is left unchanged (its UNet is the frozen teacher).
+        concept: words of the vocabulary naming what to erase: "triangle", "red", "a red square".
+        config: `ESDConfig` (ESD-x, eta = 1, 200 steps of 8 when None).
+        progress: show a progress bar.
+    Returns:
+        a new TinyStableDiffusion sharing pipe's tokenizer, text encoder and VAE, with the erased UNet;
+        its `manifest["erasure"]` records the concept, the config, the run's seconds and final loss.
+    """
+    if not isinstance(pipe, TinyStableDiffusion):
+        raise TypeError(f"pipe must be a TinyStableDiffusion; got {describe(pipe)}")
+    concept_attributes(concept)
+    config = config or ESDConfig()
+    frozen = pipe.unet
+    unet = copy.deepcopy(frozen)
+    device = next(frozen.parameters()).device
+    uncond = pipe.encode_prompt("")[0]  # (1, L, D)
+    sampler = pipe.make_sampler("ddim")
+    sampler.set_timesteps(config.num_inference_steps)
+
+    def loss_fn(model, generator):
+        B = config.batch_size
+        cond = pipe.encode_prompt(concept_prompts(concept, B, generator))[0]  # (B, L, D)
+        empty = uncond.expand_as(cond)
+        # 1. x_t: the copy's own DDIM trajectory for c, stopped after k of the n steps.
+        k = int(torch.randint(config.num_inference_steps, (), generator=generator))
+        z = torch.randn((B, *pipe.latent_shape), generator=generator).to(device)
+        model.eval()
+        z = denoise(model, sampler, z, cond, empty, config.guidance_scale, timesteps=sampler.timesteps[:k])
+        model.train()
+        t = sampler.timesteps[k].to(device).expand(B)  # (B,)
+        # 2. The target: negative guidance from the frozen original.
+        with torch.no_grad():
+            eps_uncond, eps_cond = frozen(torch.cat([z, z]), torch.cat([t, t]), torch.cat([empty, cond])).chunk(2)
+            target = eps_uncond - config.eta * (eps_cond - eps_uncond)
+        # 3. The copy's conditional prediction is pulled to it.
+        return torch.nn.functional.mse_loss(model(z, t, cond), target)
+
+    trained = erasure_parameters(unet, config.method)
+    for p in unet.parameters():
+        p.requires_grad_(False)
+    for p in trained:
+        p.requires_grad_(True)
+    run = train(
+        unet,
+        loss_fn,
+        TrainConfig(steps=config.steps, lr=config.lr, warmup_steps=config.steps // 10, ema_decay=0.0, seed=config.seed),
+        desc=f"ESD-{config.method} erasing {concept!r}",
+        progress=progress,
+        parameters=trained,
+    )
+    unet = run.model.requires_grad_(False).eval()
+    erased = TinyStableDiffusion(pipe.tokenizer, pipe.text_encoder, pipe.vae, unet, pipe.schedule, device=device)
+    erased.manifest = {
+        **pipe.manifest,
+        "erasure": {
+            "concept": concept,
+            **vars(config),
+            "train_seconds": run.seconds,
+            "final_loss": run.final_loss,
+            "trained_parameters": sum(p.numel() for p in trained),
+        },
+    }
+    return erased
