@@ -26,6 +26,7 @@ from sdedu.grading import (  # noqa: F401 - imported for their @register side ef
     checks_unet,
     checks_vae,
     checks_visualisation,
+    checks_watermark,
 )
 from sdedu.grading.registry import REGISTERED, Item
 

@@ -43,6 +43,7 @@ LIBRARY_TWINS = {
     "flow_matching_loss": [("sdedu.flow_matching", "flow_matching_loss")],
     "lora_forward": [("sdedu.nn.lora", "LoRALinear")],
     "lora_init": [("sdedu.nn.lora", "LoRALinear")],
+    "watermark_statistic": [("sdedu.safety.watermark", "watermark_statistic"), ("sdedu.safety", "watermark_statistic")],
 }
 PATCHING = ("set_custom_exc", "sys.modules", "builtins", "setattr(torch", "torch.testing", "__code__")
 

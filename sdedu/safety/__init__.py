@@ -2,3 +2,5 @@
 
 Issue #19. Each module here works on a trained pipeline and measures what it can and cannot guarantee.
 """
+
+from sdedu.safety.watermark import WatermarkKey, detect_watermark, watermark_statistic  # noqa: F401 (issue 19.1)
