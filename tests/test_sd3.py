@@ -141,17 +141,37 @@ def test_default_steps_are_the_call_default(pipe):
 def test_recipe_smoke_run_is_reproducible_and_loads(tmp_path):
     recipe = SD3Recipe(
         mmdit=MMDiTConfig(width=32, depth=2, num_heads=2),
-        train=TrainConfig(steps=2, warmup_steps=1, checkpoint_every=2),
+        train=TrainConfig(steps=2, warmup_steps=1, checkpoint_every=1),
         batch_size=4,
         latent_bank=8,
+        eval_prompts=4,
     )
-    first = train_sd3(tmp_path / "a", recipe, progress=False, evaluate=False)
+    first = train_sd3(tmp_path / "a", recipe, progress=False, evaluate=True)
     second = train_sd3(tmp_path / "b", recipe, progress=False, evaluate=False)
+    # The evaluation at every checkpoint changes nothing in the weights.
     assert sha256_file(first / "mmdit.safetensors") == sha256_file(second / "mmdit.safetensors")
     manifest = read_manifest(first)
     assert manifest["model"] == "TinyStableDiffusion3" and manifest["recipe"]["batch_size"] == 4
+    training = manifest["components"]["mmdit"]["training"]
+    log = training["adherence_log"]
+    assert [row["step"] for row in log] == [1, 2] and log[0]["full_prompts"]["n"] == 4
+    assert 0 < log[0]["seconds"] < log[1]["seconds"] <= training["train_seconds"]
+    assert training["time_to_target"] is None  # two steps of a random model reach nothing
     pipe = TinyStableDiffusion3.from_pretrained(first)
     assert pipe("a red shape", num_inference_steps=1).shape == (1, 3, 32, 32)
+
+
+def test_time_to_target_is_the_first_checkpoint_meeting_every_floor():
+    from sdedu.training.evaluation import ADHERENCE_TARGET, time_to_target
+
+    def row(step, **scores):
+        return {"step": step, "seconds": 10.0 * step, "cpu_seconds": 5.0 * step, "full_prompts": {**scores}}
+
+    good = dict(ADHERENCE_TARGET)
+    log = [row(1, **{**good, "color": 0.97}), row(2, **good), row(3, **{**good, "size": 0.5}), row(4, **good)]
+    assert time_to_target(log) == {"step": 2, "seconds": 20.0, "cpu_seconds": 10.0}
+    assert time_to_target(log[:1]) is None
+    assert time_to_target(log[:1], {"shape": 0.9}) == {"step": 1, "seconds": 10.0, "cpu_seconds": 5.0}
 
 
 def test_recipe_bad_settings():

@@ -109,6 +109,21 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path):
     assert rows_a == rows_b and len(rows_a) == CONFIG.steps + 1
 
 
+def test_on_checkpoint_sees_every_checkpoint_and_changes_nothing(tmp_path):
+    seen = []
+
+    def on_checkpoint(step, model, seconds, cpu_seconds):
+        seen.append((step, model, seconds, cpu_seconds))
+
+    plain = train(_model(), _loss, CONFIG, tmp_path / "a", progress=False)
+    hooked = train(_model(), _loss, CONFIG, tmp_path / "b", progress=False, on_checkpoint=on_checkpoint)
+    assert [s[0] for s in seen] == [5, 10, 12]  # checkpoint_every = 5, and the last step
+    assert all(s[1] is hooked.ema_model for s in seen)
+    assert all(s[2] > 0 and s[3] >= 0 for s in seen) and seen[0][2] < seen[-1][2]
+    for a, b in zip(plain.ema_model.parameters(), hooked.ema_model.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_unreadable_checkpoint_is_refused(tmp_path):
     model = _model()
     optimizer = torch.optim.AdamW(model.parameters())

@@ -94,3 +94,18 @@ def evaluate_generation(
             "shape_fractions": metrics.diversity(red_images, "shape")["fractions"],
         },
     }
+
+
+#: The adherence target of issue 17 on full prompts (the judge, each attribute): colour, shape, position, size.
+ADHERENCE_TARGET = {"color": 0.98, "shape": 0.95, "position": 0.95, "size": 0.95}
+
+
+def time_to_target(log: list[dict], target: dict | None = None) -> dict | None:
+    """The first row of an adherence log (rows {"step", "seconds", "cpu_seconds", "full_prompts": {...}}, in
+    step order, as the recipes record at their checkpoints) whose full-prompt adherence meets `target`
+    (default `ADHERENCE_TARGET`) on every attribute: {"step", "seconds", "cpu_seconds"}, or None if none does."""
+    target = ADHERENCE_TARGET if target is None else target
+    for row in log:
+        if all(row["full_prompts"][name] >= floor for name, floor in target.items()):
+            return {key: row[key] for key in ("step", "seconds", "cpu_seconds")}
+    return None

@@ -151,6 +151,7 @@ def train(
     parameters=None,
     distributed=None,
     settings: dict | None = None,
+    on_checkpoint: Callable[[int, nn.Module, float, float], None] | None = None,
 ) -> TrainResult:
     """Train `model` by minimising `loss_fn(model, generator)` (see the module docstring).
 
@@ -167,6 +168,9 @@ def train(
             (DDP): each rank draws its batch from its own seed, only rank 0 writes files.
         settings: JSON-able settings beyond `config` (e.g. the recipe's part) that a resumed run
             must share with the checkpoint; `config` itself is always compared.
+        on_checkpoint: called as on_checkpoint(step, model, seconds, cpu_seconds) at every checkpoint
+            step (rank 0 only) with the EMA model (else the model) and the training time so far;
+            the time it takes (an evaluation, say) is not counted as training time.
     Returns:
         `TrainResult` (seconds and cpu_seconds add up over resumed segments).
     Raises:
@@ -252,6 +256,12 @@ def train(
                     log_file.flush()
             if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
                 checkpoint(step + 1)
+                if on_checkpoint is not None and main:
+                    paused, cpu_paused = time.perf_counter(), time.process_time()
+                    on_checkpoint(step + 1, ema.module if ema is not None else model, *spent())
+                    t_start += time.perf_counter() - paused  # the callback's time is not training time
+                    cpu_start += time.process_time() - cpu_paused
+                    model.train()
     except KeyboardInterrupt:
         # Ctrl-C: keep every completed step; a step interrupted before its update is redone on
         # resume. (Interrupted during the update itself, the last periodic checkpoint stands.)

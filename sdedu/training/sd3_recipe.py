@@ -16,11 +16,15 @@ first model (`sdedu/weights`), loaded hash-checked and frozen. What changes from
 The same data (`recipe_data`), latent bank (`parts.encode_bank`), training loop (`loop.train`:
 seeded per step, resumable, EMA) and evaluation (`evaluation.evaluate_generation`) as the UNet.
 The weights folder holds `mmdit.safetensors` and a manifest that names the VAE and text encoder
-it was trained with by their sha256 (`sdedu.pipeline.sd3` refuses others).
+it was trained with by their sha256 (`sdedu.pipeline.sd3` refuses others). At every checkpoint the
+EMA model's adherence is measured at the pipeline's defaults and logged with the training time so far
+(<out>/sd3/adherence.json, and the manifest's `training.adherence_log`); `training.time_to_target` is
+the first checkpoint meeting `evaluation.ADHERENCE_TARGET`: the training time to the adherence target.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -31,6 +35,7 @@ from sdedu._checks import check_int_range, check_number_range
 from sdedu.flow_matching import TIME_SAMPLINGS, flow_matching_loss
 from sdedu.models.mmdit import MMDiT, MMDiTConfig
 from sdedu.models.text_encoder import Tokenizer
+from sdedu.training.evaluation import evaluate_generation, time_to_target
 from sdedu.training.loop import TrainConfig, set_threads, train
 from sdedu.training.parts import encode_bank
 from sdedu.training.recipe_config import build_seeded
@@ -38,6 +43,7 @@ from sdedu.training.recipe_data import captions_for
 from sdedu.weights import SHIPPED, load_component, read_manifest, save_component, update_manifest
 
 MODEL_NAME = "TinyStableDiffusion3"  # the manifest's "model" field: what a weights folder holds
+ADHERENCE_LOG = "adherence.json"  # in <out>/sd3/: the EMA model's adherence at every checkpoint
 
 
 @dataclass
@@ -59,11 +65,14 @@ class SD3Recipe:
     time_sampling: str = "logit_normal"
     time_m: float = 0.0
     time_s: float = 1.0
+    # full-prompt adherence at every checkpoint (the time to the adherence target), on `eval_prompts` prompts
+    eval_prompts: int = 100
 
     def __post_init__(self):
         check_int_range("recipe.seed", self.seed, 0, 2**40)
         check_int_range("recipe.batch_size", self.batch_size, 1, 10**9)
         check_int_range("recipe.latent_bank", self.latent_bank, 1, 10**9)
+        check_int_range("recipe.eval_prompts", self.eval_prompts, 2, 10**6)
         for name in ("p_full", "p_drop", "p_uncond"):
             check_number_range(f"recipe.{name}", getattr(self, name), 0.0, 1.0)
         if self.time_sampling not in TIME_SAMPLINGS:
@@ -106,6 +115,8 @@ def train_sd3(
     manifest.json, loadable with `TinyStableDiffusion3.from_pretrained(<out_dir>/weights)`).
     Returns the weights folder.
     """
+    from sdedu.pipeline.sd3 import TinyStableDiffusion3  # the evaluation samples through the pipeline
+
     recipe = recipe or SD3Recipe()
     threads = set_threads(threads)
     device = torch.device(device)
@@ -145,6 +156,27 @@ def train_sd3(
             pooled=pooled,
         )
 
+    # 4. At every checkpoint, the EMA model's adherence (the evaluation's time is not training time).
+    adherence_log_path = out_dir / "sd3" / ADHERENCE_LOG
+    log = json.loads(adherence_log_path.read_text()) if resume and adherence_log_path.is_file() else []
+
+    def on_checkpoint(step, model, seconds, cpu_seconds):
+        pipe = TinyStableDiffusion3(tokenizer, text_encoder, vae, model, device=device)
+        metrics = evaluate_generation(
+            pipe,
+            n=recipe.eval_prompts,
+            guidance_scale=pipe.default_guidance_scale,
+            num_inference_steps=pipe.default_steps,
+        )
+        row = {
+            "step": step,
+            "seconds": bank_seconds + seconds,
+            "cpu_seconds": bank_cpu_seconds + cpu_seconds,
+            **metrics,
+        }
+        log[:] = [r for r in log if r["step"] < step] + [row]
+        adherence_log_path.write_text(json.dumps(log, indent=1))
+
     run = train(
         mmdit,
         loss_fn,
@@ -154,6 +186,7 @@ def train_sd3(
         desc="MM-DiT",
         progress=progress,
         settings={k: v for k, v in asdict(recipe).items() if k != "train"},
+        on_checkpoint=on_checkpoint if evaluate else None,
     )
     info = {
         "train_seconds": run.seconds + bank_seconds,
@@ -163,6 +196,9 @@ def train_sd3(
         "steps": run.steps,
         "final_loss": run.final_loss,
     }
+    if evaluate:
+        info["adherence_log"] = log  # seconds, cpu_seconds: training time up to each checkpoint, the bank included
+        info["time_to_target"] = time_to_target(log)
     save_component(run.ema_model, "mmdit", weights, {"training": info})
     base_components = read_manifest(base)["components"]
     update_manifest(
@@ -178,9 +214,6 @@ def train_sd3(
         training_cpu_seconds=info["cpu_seconds"],
     )
     if evaluate:
-        from sdedu.pipeline.sd3 import TinyStableDiffusion3
-        from sdedu.training.evaluation import evaluate_generation
-
         t1 = time.perf_counter()
         pipe = TinyStableDiffusion3(tokenizer, text_encoder, vae, run.ema_model, device=device)
         metrics = evaluate_generation(
