@@ -29,8 +29,17 @@ import torch
 
 from sdedu._checks import check_int_range, describe
 from sdedu.data import shapes
+from sdedu.metrics import adherence
 
-__all__ = ["FACTS", "KnowledgeBase", "Retrieved", "retrieve", "caption_database"]
+__all__ = [
+    "FACTS",
+    "KnowledgeBase",
+    "Retrieved",
+    "retrieve",
+    "caption_database",
+    "knowledge_prompts",
+    "measure_knowledge",
+]
 
 #: The knowledge base: "a(n) WORD is <a partial caption of the shapes world>", one fact per word.
 FACTS = (
@@ -188,3 +197,31 @@ def retrieve(pipe, prompt: str, k: int = 4, knowledge: KnowledgeBase | None = No
     chosen = [attributes[i] for i in best.indices.tolist()]
     images = shapes.render(chosen, generator=torch.Generator().manual_seed(seed))
     return Retrieved(query, [captions[i] for i in best.indices.tolist()], chosen, best.values, images)
+
+
+def knowledge_prompts(knowledge: KnowledgeBase | None = None) -> list[str]:
+    """Two prompts per fact: "a tomato", then "a tomato in the {position}" (positions in turn)."""
+    words = list((KnowledgeBase() if knowledge is None else knowledge).facts)
+    placed = [f"a {w} in the {shapes.POSITIONS[i % len(shapes.POSITIONS)]}" for i, w in enumerate(words)]
+    return [f"a {w}" for w in words] + placed
+
+
+def measure_knowledge(generate, prompts: list[str], knowledge: KnowledgeBase | None = None) -> dict:
+    """Judge adherence to what the prompts mean, generated without the knowledge and with it.
+
+    Args:
+        generate: generate(prompts) -> images (B, 3, 32, 32) (e.g. `lambda p: pipe(p, seed=0)`).
+        prompts: prompts with words the model never saw (e.g. `knowledge_prompts()`).
+    Returns:
+        {"without": adherence, "with": adherence, "meant": [attributes], "images": {"without", "with"}}:
+        "without" generates `knowledge.without(p)` (the unknown word ignored), "with" `knowledge.expand(p)`;
+        both are scored against `knowledge.attributes(p)`, with the same seeds.
+    """
+    knowledge = KnowledgeBase() if knowledge is None else knowledge
+    meant = [knowledge.attributes(p) for p in prompts]
+    result: dict = {"meant": meant, "images": {}}
+    for name, said in (("without", knowledge.without), ("with", knowledge.expand)):
+        images = generate([said(p) for p in prompts])
+        result[name] = adherence(images, meant)
+        result["images"][name] = images
+    return result

@@ -13,6 +13,7 @@ so the guided step points away from c_neg as well as towards c (diffusers' `nega
 from __future__ import annotations
 
 from sdedu import metrics
+from sdedu.bench.adapt_style import knowledge_rows, sdedit_style_rows
 from sdedu.bench.report import Context, Row
 
 PROMPT = "a large shape in the center"
@@ -31,7 +32,7 @@ def adaptation_section(ctx: Context) -> list[Row]:
         adherence[name] = metrics.adherence(verdicts, prompts)["all"]
     section = "adaptation"
     label = f'"{PROMPT}": share {NEGATIVE}'
-    return [
+    rows = [
         Row(section, f"{label}, no negative prompt", shares["without"], extra={"n": n, "colors": counts["without"]}),
         Row(
             section,
@@ -44,3 +45,6 @@ def adaptation_section(ctx: Context) -> list[Row]:
         Row(section, f'"{PROMPT}": size and position, no negative prompt', adherence["without"], extra={"n": n}),
         Row(section, f'"{PROMPT}": size and position, negative_prompt "{NEGATIVE}"', adherence["with"]),
     ]
+    rows += knowledge_rows(ctx)
+    rows += sdedit_style_rows(ctx)
+    return rows
