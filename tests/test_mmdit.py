@@ -7,7 +7,7 @@ from diffusers.models.embeddings import PatchEmbed as DiffusersPatchEmbed
 from diffusers.models.normalization import AdaLayerNormZero as DiffusersAdaLayerNormZero
 
 from sdedu.models.mmdit import MMDiT, MMDiTConfig, PatchEmbed, sincos_2d
-from sdedu.models.mmdit_blocks import AdaLayerNormZero, JointTransformerBlock
+from sdedu.models.mmdit_blocks import AdaLayerNormZero, JointTransformerBlock, gelu_tanh
 from sdedu.models.mmdit_diffusers import diffusers_state_dict, to_diffusers
 
 SMALL = dict(width=64, depth=2, num_heads=2, context_dim=16, pooled_dim=24)
@@ -55,6 +55,20 @@ def test_joint_transformer_block_matches_diffusers(generator, context_pre_only):
         assert c_ours is None and c_theirs is None
     else:
         torch.testing.assert_close(c_ours, c_theirs, atol=1e-5, rtol=1e-5)
+    # the same gradients too: training runs through the fused forward (in-place steps included)
+    grads = []
+    for model, stream in ((ours, 0), (theirs, 1)):
+        x_in, y_in = x.clone().requires_grad_(), y.clone().requires_grad_()
+        grads.append(torch.autograd.grad(model(x_in, c, y_in)[stream].square().sum(), (x_in, y_in)))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_gelu_tanh_is_torchs_tanh_gelu():
+    x = torch.linspace(-8, 8, 1001, dtype=torch.float64, requires_grad=True)
+    ours, theirs = gelu_tanh(x), torch.nn.functional.gelu(x, approximate="tanh")
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(*(torch.autograd.grad(out.sum(), x)[0] for out in (ours, theirs)))
 
 
 def test_patch_embed_matches_diffusers(generator):
@@ -121,8 +135,10 @@ def test_image_to_text_attention_maps(generator):
     for probs in maps.values():
         assert probs.shape == (3, config.num_heads, 16, 5)
         assert bool((probs.sum(-1) <= 1 + 1e-5).all())  # a share of each image token's attention
+    stored = model(x, t, cond, pooled)
     model.set_store_attention(False)
     assert model.image_to_text_attention() == {}
+    torch.testing.assert_close(model(x, t, cond, pooled), stored)  # the written-out attention: the same maths
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,8 @@ copy weights across; one difference for speed: Q, K and V are one matrix product
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +32,33 @@ from torch import nn
 from sdedu.nn.attention import scaled_dot_product_attention
 
 LAYER_NORM_EPS = 1e-6  # SD3's (diffusers' JointTransformerBlock)
+_GELU_C1 = 2 * math.sqrt(2 / math.pi)  # 2 sqrt(2 / pi): gelu_tanh below writes tanh(u) as 2 sigmoid(2u) - 1
+_GELU_C2 = _GELU_C1 * 0.044715
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU, tanh approximation (Hendrycks & Gimpel 2016, section 2), as SD3's MLPs use it; any shape.
+
+    GELU(x) ~ x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) = x sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)),
+    since (1 + tanh u) / 2 = sigmoid(2u). The same function as F.gelu(x, approximate="tanh") (to
+    float32 rounding), written with a sigmoid because torch's CPU tanh is not vectorised here:
+    ~4x faster at the MLP's sizes (1.2M values: ~4 ms against ~17 ms, one thread, measured).
+    """
+    z = torch.addcmul(x.new_tensor(_GELU_C1), x, x, value=_GELU_C2).mul_(x)  # 2 sqrt(2/pi) (x + 0.044715 x^3)
+    return x * z.sigmoid_()  # in place where autograd allows: each new buffer costs page faults on a CPU
+
+
+def modulate(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """h * (1 + scale) + shift, one (shift, scale) per sequence: h (B, N, D), shift and scale (B, D) -> (B, N, D).
+
+    One pass over h (torch.addcmul) instead of a product and a sum.
+    """
+    return torch.addcmul(shift[:, None], h, 1 + scale[:, None])
+
+
+def gated_add(x: torch.Tensor, gate: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+    """x + gate * update, the adaLN-Zero residual: x, update (B, N, D), gate (B, D) -> (B, N, D), in one pass."""
+    return torch.addcmul(x, gate[:, None], update)
 
 
 class AdaLayerNormZero(nn.Module):
@@ -54,8 +83,7 @@ class AdaLayerNormZero(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor):
         """x (B, N, D), y (B, D) -> (h (B, N, D), gate_msa, shift_mlp, scale_mlp, gate_mlp (B, D) each)."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.linear(F.silu(y)).chunk(6, dim=1)
-        h = self.norm(x) * (1 + scale_msa[:, None]) + shift_msa[:, None]  # (B, N, D)
-        return h, gate_msa, shift_mlp, scale_mlp, gate_mlp
+        return modulate(self.norm(x), shift_msa, scale_msa), gate_msa, shift_mlp, scale_mlp, gate_mlp
 
 
 class AdaLayerNormContinuous(nn.Module):
@@ -78,7 +106,7 @@ class AdaLayerNormContinuous(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x (B, N, D), y (B, D) -> (B, N, D)."""
         scale, shift = self.linear(F.silu(y)).chunk(2, dim=1)  # (B, D) each
-        return self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+        return modulate(self.norm(x), shift, scale)
 
 
 class GeluMLP(nn.Module):
@@ -94,7 +122,7 @@ class GeluMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, D) -> (B, N, D)."""
-        return self.proj_out(F.gelu(self.proj_in(x), approximate="tanh"))
+        return self.proj_out(gelu_tanh(self.proj_in(x)))
 
 
 class JointAttention(nn.Module):
@@ -111,7 +139,8 @@ class JointAttention(nn.Module):
             reads their output, so there is no text output projection.
 
     `store_attention = True` keeps the last probabilities (B, heads, N + L, N + L) in
-    `attention_probs`; `[..., :N, N:]` is how much each image token reads each word.
+    `attention_probs` ((B, heads, N, N + L) in the last block, whose words ask nothing);
+    `[..., :N, N:]` is how much each image token reads each word.
     """
 
     def __init__(self, dim: int, num_heads: int, context_pre_only: bool = False):
@@ -129,21 +158,30 @@ class JointAttention(nn.Module):
     def forward(self, x: torch.Tensor, c: torch.Tensor):
         """x (B, N, D), c (B, L, D) -> (x_out (B, N, D), c_out (B, L, D) or None)."""
         B, N, D = x.shape
-        heads = self.num_heads
-        # 1. Each stream projects its tokens with its own weights; then one sequence of N + L tokens.
-        qkv = torch.cat([self.to_qkv(x), self.add_qkv(c)], dim=1)  # (B, N + L, 3D)
-        qkv = qkv.view(B, -1, 3, heads, D // heads).permute(2, 0, 3, 1, 4)  # (3, B, heads, N + L, d_head)
-        q, k, v = qkv.unbind(0)  # (B, heads, N + L, d_head) each
-        # 2. Joint attention: every token (image or word) attends to every token (Vaswani et al. 2017, eq. 1).
-        if self.store_attention:
-            out, probs = scaled_dot_product_attention(q, k, v, return_probs=True)
-            self.attention_probs = probs.detach()  # (B, heads, N + L, N + L)
+        L, heads = c.shape[1], self.num_heads
+        # 1. Each stream projects its tokens with its own weights (the last block needs no text queries).
+        q_x, k_x, v_x = self.to_qkv(x).view(B, N, 3, heads, D // heads).unbind(2)  # (B, N, heads, d_head) each
+        if self.to_add_out is None:
+            kv_c = F.linear(c, self.add_qkv.weight[D:], self.add_qkv.bias[D:])  # (B, L, 2D): keys and values only
+            k_c, v_c = kv_c.view(B, L, 2, heads, D // heads).unbind(2)
         else:
-            out = scaled_dot_product_attention(q, k, v)
-        out = out.transpose(1, 2).reshape(B, -1, D)  # (B, N + L, D)
-        # 3. Split the streams again; each has its own output projection.
-        x_out = self.to_out(out[:, :N])  # (B, N, D)
-        c_out = None if self.to_add_out is None else self.to_add_out(out[:, N:])  # (B, L, D)
+            q_c, k_c, v_c = self.add_qkv(c).view(B, L, 3, heads, D // heads).unbind(2)  # (B, L, heads, d_head)
+        # 2. One sequence of N + L keys and values: every token (image or word) reads every token
+        #    (Vaswani et al. 2017, eq. 1). The two streams' queries are attended separately, which is the
+        #    same maths as one attention over [q_x; q_c] and spares copying the queries and outputs around.
+        k = torch.cat([k_x, k_c], dim=1).transpose(1, 2)  # (B, heads, N + L, d_head)
+        v = torch.cat([v_x, v_c], dim=1).transpose(1, 2)
+        if self.store_attention:
+            q = q_x if self.to_add_out is None else torch.cat([q_x, q_c], dim=1)  # (B, N (+ L), heads, d_head)
+            out, probs = scaled_dot_product_attention(q.transpose(1, 2), k, v, return_probs=True)
+            self.attention_probs = probs.detach()  # (B, heads, N (+ L), N + L)
+            out_x, out_c = out[:, :, :N], (None if self.to_add_out is None else out[:, :, N:])
+        else:
+            out_x = scaled_dot_product_attention(q_x.transpose(1, 2), k, v)  # (B, heads, N, d_head)
+            out_c = None if self.to_add_out is None else scaled_dot_product_attention(q_c.transpose(1, 2), k, v)
+        # 3. Each stream has its own output projection.
+        x_out = self.to_out(out_x.transpose(1, 2).reshape(B, N, D))  # (B, N, D)
+        c_out = None if out_c is None else self.to_add_out(out_c.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
         return x_out, c_out
 
 
@@ -183,14 +221,12 @@ class JointTransformerBlock(nn.Module):
             h_c, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = self.norm1_context(c, y)
         # 2. Joint attention, added back through the zero-initialised gates.
         attn_x, attn_c = self.attn(h, h_c)
-        x = x + gate_msa[:, None] * attn_x
+        x = gated_add(x, gate_msa, attn_x)
         # 3. The image stream's MLP, modulated and gated.
-        h = self.norm2(x) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
-        x = x + gate_mlp[:, None] * self.ff(h)  # (B, N, D)
+        x = gated_add(x, gate_mlp, self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp)))  # (B, N, D)
         if self.context_pre_only:
             return x, None
         # 4. The text stream: the same with its own weights.
-        c = c + c_gate_msa[:, None] * attn_c
-        h_c = self.norm2_context(c) * (1 + c_scale_mlp[:, None]) + c_shift_mlp[:, None]
-        c = c + c_gate_mlp[:, None] * self.ff_context(h_c)  # (B, L, D)
-        return x, c
+        c = gated_add(c, c_gate_msa, attn_c)
+        c = gated_add(c, c_gate_mlp, self.ff_context(modulate(self.norm2_context(c), c_shift_mlp, c_scale_mlp)))
+        return x, c  # (B, N, D), (B, L, D)
