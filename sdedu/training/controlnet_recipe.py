@@ -44,7 +44,7 @@ class ControlNetRecipe:
 
     seed: int = 0
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=600, lr=1e-3, warmup_steps=30, ema_decay=0.0, checkpoint_every=100)
+        default_factory=lambda: TrainConfig(steps=1000, lr=1e-3, warmup_steps=30, ema_decay=0.0, checkpoint_every=100)
     )
     batch_size: int = 32
     bank: int = 4000
