@@ -202,5 +202,7 @@ def test_bench_section_measures_both_models(tiny_random_pipe):
     for name in ("unet", "mmdit"):
         assert metrics[f"{name}: parameters"].value > 0
         assert metrics[f"{name}: path length / chord - 1 (0 = straight), 25 steps"].value >= 0
+    unet_to_target = metrics["unet: training CPU-seconds to the adherence target (manifest)"]
+    assert unet_to_target.extra["note"].startswith("not measured")  # the random UNet has no manifest
     assert any("matmul peak" in m for m in metrics)
     assert not any("at NFE" in m for m in metrics)  # a random UNet: adherence is not measured
