@@ -6,6 +6,7 @@
     python -m sdedu.train sd3 --out runs/tiny-sd3          # the tiny SD3 (MM-DiT + flow) on the shipped VAE/text
     python -m sdedu.train controlnet --out runs/controlnet # a ControlNet (mask control) for the shipped model
     python -m sdedu.train memorise --out runs/memorise     # the UNet recipe on 32 images: it memorises them
+    python -m sdedu.train checker --out runs/checker       # the safety checker's image tower (sdedu.safety.checker)
 
 Each part writes its loss log (loss.csv) and checkpoint into <out>/<part>/ and its weights into
 <out>/weights/ (safetensors + manifest.json, loadable with
@@ -36,6 +37,7 @@ PARTS = {
     "sd3": ("sd3",),
     "controlnet": ("controlnet",),
     "memorise": ("memorise",),
+    "checker": ("checker",),
 }
 
 
@@ -79,6 +81,8 @@ def main(argv=None) -> int:
         return _train_controlnet(parser, args)
     if args.part == "memorise":
         return _train_memorise(parser, args)
+    if args.part == "checker":
+        return _train_checker(parser, args)
     recipe = Recipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16)
     distributed, device, threads = None, args.device, args.threads
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several processes
@@ -174,6 +178,23 @@ def _train_memorise(parser, args) -> int:
         )
     except CheckpointError as error:
         parser.error(f"argument --resume: {error}")
+    except WeightsError as error:
+        parser.error(f"the shipped VAE and text encoder do not load: {error}")
+    return _report(weights)
+
+
+def _train_checker(parser, args) -> int:
+    """The safety checker's image tower, against the shipped (frozen) text encoder, one process."""
+    from dataclasses import replace
+
+    from sdedu.training.checker_recipe import CheckerRecipe, train_checker_encoder
+    from sdedu.weights import WeightsError
+
+    recipe = replace(CheckerRecipe(), seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    try:
+        weights = train_checker_encoder(
+            args.out or "runs/checker", recipe, progress=not args.no_progress, threads=args.threads
+        )
     except WeightsError as error:
         parser.error(f"the shipped VAE and text encoder do not load: {error}")
     return _report(weights)

@@ -70,7 +70,9 @@ def vae_round_trip(vae, images: torch.Tensor) -> torch.Tensor:
     return vae.decode(mean).clamp(0.0, 1.0)
 
 
-def train_checker_encoder(out_dir="runs/checker", recipe: CheckerRecipe | None = None, base=None, progress=True):
+def train_checker_encoder(
+    out_dir="runs/checker", recipe: CheckerRecipe | None = None, base=None, progress=True, threads: int | None = None
+):
     """Train the image tower against the frozen text encoder of `base`; write it to <out_dir>/weights.
 
     Args:
@@ -78,11 +80,12 @@ def train_checker_encoder(out_dir="runs/checker", recipe: CheckerRecipe | None =
         recipe: `CheckerRecipe` (default settings when None).
         base: the weights folder whose text encoder and VAE are used (None: the shipped ones).
         progress: show a progress bar.
+        threads: torch CPU threads (None: $SDEDU_THREADS, else $OMP_NUM_THREADS, else 1).
     Returns:
         the weights folder, loadable with `sdedu.safety.checker.load_image_encoder(path)`.
     """
     recipe = recipe or CheckerRecipe()
-    threads = set_threads(None)
+    threads = set_threads(threads)
     base = Path(base or SHIPPED)
     text_encoder = load_component("text_encoder", base).requires_grad_(False)
     vae = load_component("vae", base).requires_grad_(False)
