@@ -78,5 +78,6 @@ def erasure_rows(ctx: Context) -> list[Row]:
             unit="s",
             target="<= 300",
             passed=seconds <= 300 if full else None,
+            extra={"cpu_seconds": erased.manifest["erasure"]["cpu_seconds"]},
         ),
     ]

@@ -125,7 +125,7 @@ def erase_concept(
         progress: show a progress bar.
     Returns:
         a new TinyStableDiffusion sharing pipe's tokenizer, text encoder and VAE, with the erased UNet;
-        its `manifest["erasure"]` records the concept, the config, the run's seconds and final loss.
+        its `manifest["erasure"]` records the concept, the config, the run's wall and CPU seconds and final loss.
     """
     if not isinstance(pipe, TinyStableDiffusion):
         raise TypeError(f"pipe must be a TinyStableDiffusion; got {describe(pipe)}")
@@ -177,6 +177,7 @@ def erase_concept(
             "concept": concept,
             **vars(config),
             "train_seconds": run.seconds,
+            "cpu_seconds": run.cpu_seconds,
             "final_loss": run.final_loss,
             "trained_parameters": sum(p.numel() for p in trained),
         },
