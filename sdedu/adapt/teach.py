@@ -1,0 +1,164 @@
+"""Teach a trained pipeline new words from a handful of captioned images: textual inversion, LoRA, or both.
+
+    teach(pipe, images, captions, method="textual_inversion" | "lora" | "both", steps=None, seed=0)
+
+returns a NEW pipeline that understands the captions' new words (the input pipeline is not changed).
+Every method minimises the same denoising loss the UNet was trained with (Ho et al. 2020, eq. 14,
+`sdedu.diffusion.noise_prediction_loss`), on the teaching images' latents and their captions, through
+the shared training loop (`sdedu.training.loop.train`); they differ only in what may move:
+
+    textual_inversion   the new words' embedding rows v* alone (Gal et al. 2023, eq. 2):
+                        v* = argmin_v E || eps - eps_theta(z_t, t, c_theta(y with S* -> v)) ||^2;
+                        the text encoder's other weights, old rows included, and the UNet stay bit-identical
+    lora                a rank-r update W + (alpha / r) B A of the UNet's attention and feed-forward
+                        projections (Hu et al. 2022; `sdedu.nn.lora`), merged into a copy of the UNet after
+                        training; the new words keep their initial rows, which the LoRA learns to read
+    both                the two at once (as diffusers' "pivotal tuning" trains an embedding with a LoRA)
+
+Diffusers: `pipe.load_textual_inversion(...)` loads v* into a tokenizer and text encoder extended the
+same way; `pipe.load_lora_weights(...)` loads (and `fuse_lora` merges) a LoRA of the same layers.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from sdedu._checks import check_int_range, check_tensor, describe
+from sdedu.adapt.vocabulary import extend_text_encoder, new_words
+from sdedu.diffusion import noise_prediction_loss
+from sdedu.nn.lora import inject_lora, lora_parameters, merge_lora
+from sdedu.pipeline import TinyStableDiffusion
+from sdedu.training.loop import TrainConfig, train
+
+__all__ = ["METHODS", "DEFAULT_STEPS", "LEARNING_RATE", "teach"]
+
+METHODS = ("textual_inversion", "lora", "both")
+#: Optimizer steps (batch BATCH_SIZE) when steps=None, and AdamW's peak learning rate, per method.
+DEFAULT_STEPS = {"textual_inversion": 300, "lora": 300, "both": 300}
+LEARNING_RATE = {"textual_inversion": 2e-2, "lora": 2e-3, "both": 5e-3}
+BATCH_SIZE = 32
+LORA_RANK = 4
+
+
+def teach(
+    pipe: TinyStableDiffusion,
+    images: torch.Tensor,
+    captions: Sequence[str],
+    method: str = "textual_inversion",
+    steps: int | None = None,
+    seed: int = 0,
+    words: Sequence[str] | None = None,
+    rank: int = LORA_RANK,
+    progress: bool = True,
+) -> TinyStableDiffusion:
+    """A new pipeline that understands the captions' new words, learned from the images.
+
+    Args:
+        pipe: a trained TinyStableDiffusion (not changed; the new pipeline shares its VAE and schedule).
+        images: (N, 3, 32, 32) in [0, 1], N >= 1: the teaching images.
+        captions: N captions, one per image, using the new words ("a large orange circle in the center").
+        method: "textual_inversion", "lora" or "both" (see the module docstring).
+        steps: optimizer steps (None: DEFAULT_STEPS[method]); each draws BATCH_SIZE of the images
+            (with replacement), a timestep and noise for each.
+        seed: the same seed gives the same new pipeline (initial rows, LoRA's A, every batch and noise).
+        words: the new words (None: every caption word outside the vocabulary); each must be new.
+        rank: r of the LoRA update (methods "lora" and "both").
+        progress: show a progress bar.
+    Returns:
+        a TinyStableDiffusion whose tokenizer knows the new words; `manifest["adaptation"]` says how it
+        was taught (method, words, steps, seconds, trained parameters, final loss).
+    """
+    if not isinstance(pipe, TinyStableDiffusion):
+        raise TypeError(f"pipe must be a sdedu TinyStableDiffusion; got {describe(pipe)}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {describe(method)}")
+    images = _check_images(images, pipe.image_size)
+    captions = _check_captions(captions, images.shape[0])
+    steps = DEFAULT_STEPS[method] if steps is None else check_int_range("steps", steps, 1, 10**6)
+    seed = check_int_range("seed", seed, 0, 2**40)
+    words = new_words(pipe.tokenizer, captions, words)
+    t0 = time.perf_counter()
+
+    # 1. The copies that change: the tokenizer and text encoder with the new rows, the UNet (LoRA-wrapped).
+    tokenizer, text_encoder = extend_text_encoder(pipe.tokenizer, pipe.text_encoder, words, seed)
+    unet = copy.deepcopy(pipe.unet).requires_grad_(False)
+    trained = []
+    if method in ("textual_inversion", "both"):
+        embedding = text_encoder.token_embedding.weight.requires_grad_(True)  # (V + k, D)
+        trained_rows = torch.zeros(embedding.shape[0], 1, device=embedding.device)
+        trained_rows[len(pipe.tokenizer) :] = 1.0
+        hook = embedding.register_hook(lambda grad: grad * trained_rows)  # old rows get zero gradient: never move
+        trained.append(embedding)
+    if method in ("lora", "both"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # LoRA's A is drawn from the global generator
+            inject_lora(unet, rank=rank, alpha=float(rank))
+        trained += lora_parameters(unet)
+
+    # 2. The teaching data, encoded once: latents z_0 (N, 4, 8, 8) and token ids (N, L).
+    z0 = pipe.encode_images(images)
+    ids = tokenizer(list(captions), device=pipe.device)
+    model = nn.ModuleDict({"text_encoder": text_encoder, "unet": unet})
+
+    def loss_fn(model, generator):
+        index = torch.randint(len(captions), (BATCH_SIZE,), generator=generator).to(pipe.device)
+        cond = model["text_encoder"](ids[index])  # (B, L, D)
+        return noise_prediction_loss(model["unet"], z0[index], pipe.schedule, generator=generator, cond=cond)
+
+    # 3. The shared loop (AdamW, warm-up then cosine decay, gradient clipping), on the trained tensors alone.
+    lr = LEARNING_RATE[method]
+    config = TrainConfig(steps=steps, lr=lr, warmup_steps=min(20, steps // 10), ema_decay=0.0, seed=seed)
+    run = train(model, loss_fn, config, desc=f"teach ({method})", progress=progress, parameters=trained)
+
+    # 4. The new pipeline: frozen, the LoRA merged into the UNet copy.
+    if method != "lora":
+        hook.remove()
+    text_encoder.requires_grad_(False)
+    trained_parameters = sum(p.numel() for p in lora_parameters(unet))
+    trained_parameters += len(words) * text_encoder.config.width if method != "lora" else 0
+    if method in ("lora", "both"):
+        merge_lora(unet)
+    unet.requires_grad_(False)
+    taught = TinyStableDiffusion(tokenizer, text_encoder, pipe.vae, unet, pipe.schedule, device=pipe.device)
+    taught.manifest = {
+        **pipe.manifest,
+        "adaptation": {
+            "method": method,
+            "words": list(words),
+            "images": len(captions),
+            "steps": steps,
+            "seed": seed,
+            "rank": rank if method != "textual_inversion" else None,
+            "trained_parameters": trained_parameters,
+            "seconds": time.perf_counter() - t0,
+            "final_loss": run.final_loss,
+        },
+    }
+    return taught
+
+
+def _check_images(images, size: int) -> torch.Tensor:
+    check_tensor("images", images, ndim=4, floating=True)
+    if images.shape[0] == 0:
+        raise ValueError("images must hold at least one image; got 0 (shape (0, ...))")
+    if tuple(images.shape[1:]) != (3, size, size):
+        raise ValueError(f"images must have shape (N, 3, {size}, {size}); got {describe(images)}")
+    low, high = float(images.min()), float(images.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"images must lie in [0, 1]; got values in [{low:.3g}, {high:.3g}]")
+    return images.detach()
+
+
+def _check_captions(captions, n: int) -> list[str]:
+    if isinstance(captions, str) or not isinstance(captions, (list, tuple)):
+        raise TypeError(f"captions must be a list of str, one per image; got {describe(captions)}")
+    if not all(isinstance(c, str) for c in captions):
+        raise TypeError(f"captions must be a list of str; got {[describe(c) for c in captions][:4]}")
+    if len(captions) != n:
+        raise ValueError(f"captions must have one caption per image: {n} images, {len(captions)} captions")
+    return list(captions)
