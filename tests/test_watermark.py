@@ -11,7 +11,7 @@ from sdedu.safety.watermark import fourier, noncentral_chi2_logcdf, ring_index
 
 
 def test_the_key_is_rings_of_real_values_in_one_channel_and_keeps_the_rest_of_z():
-    key = WatermarkKey(seed=5)
+    key = WatermarkKey(seed=5, channel=3)
     rings = ring_index(8)
     assert rings[4, 4] == 0 and rings[4, 7] == 3 and rings[0, 0] == 6  # the zero frequency sits at (4, 4)
     assert int(key.mask.sum()) == 29 and bool((rings[key.mask] <= 3).all())

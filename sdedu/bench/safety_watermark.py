@@ -8,7 +8,9 @@ attacked alike, as Wen et al. do). Reported:
 - the true-positive rate at a 1% false-positive rate: the threshold is the 99th percentile of the
   clean images' scores under the same attack (empirical, so it holds whatever the p-values' calibration);
 - the share of clean images with p < 0.01 (what the chi-squared test's own 1% means on real images);
-- the judge's adherence (all four attributes) without and with the key: the watermark's cost.
+- the judge's adherence (all four attributes) without and with the key: the watermark's cost;
+- a diagnostic: the TPR when the detector inverts the generated latents z_0 themselves, skipping the
+  VAE round trip z_0 -> image -> encoder (what limits detection here: see `sdedu.safety.watermark`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import torch
 
 from sdedu import metrics
 from sdedu.bench.common import bench_row, sample_prompts
-from sdedu.bench.report import Context, Row
+from sdedu.bench.report import STEPS, Context, Row
+from sdedu.pipeline.loop import denoise
 from sdedu.safety.attacks import ATTACKS
-from sdedu.safety.watermark import INVERSION_STEPS, WatermarkKey, detect_watermark
+from sdedu.safety.watermark import INVERSION_STEPS, WatermarkKey, detect_in_noise, detect_watermark
+from sdedu.samplers import DDIMInverseSampler
 
 WATERMARK_SEED = 7
 FPR = 0.01
@@ -32,10 +36,35 @@ def tpr_at_fpr(marked_scores: torch.Tensor, clean_scores: torch.Tensor, fpr: flo
 
 
 def _detect(pipe, images, key, batch_size=100):
-    scores, p_values = zip(
-        *(detect_watermark(pipe, images[i : i + batch_size], key) for i in range(0, len(images), batch_size))
-    )
-    return torch.cat(scores), torch.cat(p_values)
+    return _cat(detect_watermark(pipe, images[i : i + batch_size], key) for i in range(0, len(images), batch_size))
+
+
+def _cat(pairs):
+    first, second = zip(*pairs)
+    return torch.cat(first), torch.cat(second)
+
+
+def _generate(ctx: Context, prompts, key, batch_size=100):
+    """Images and their final latents z_0 (image k: seed + k), with the key or without (key None)."""
+    trajectories = [
+        ctx.pipe(
+            prompts[i : i + batch_size],
+            num_inference_steps=STEPS,
+            seed=ctx.seed + i,
+            watermark=key,
+            return_trajectory=True,
+        )
+        for i in range(0, len(prompts), batch_size)
+    ]
+    return torch.cat([t.images.cpu() for t in trajectories]), torch.cat([t.latents[-1] for t in trajectories])
+
+
+def _detect_from_latents(pipe, z0, key):
+    """The detector without the VAE round trip: `inversion.invert`'s loop started from z_0 itself (a diagnostic)."""
+    sampler = DDIMInverseSampler(pipe.schedule)
+    sampler.set_timesteps(INVERSION_STEPS)
+    cond, uncond = pipe.encode_prompt([""] * len(z0))
+    return detect_in_noise(denoise(pipe.unet, sampler, z0, cond, uncond, 1.0).cpu(), key)
 
 
 def watermark_rows(ctx: Context) -> list[Row]:
@@ -43,14 +72,17 @@ def watermark_rows(ctx: Context) -> list[Row]:
     n = ctx.n(200, 16)
     key = WatermarkKey(seed=WATERMARK_SEED, latent_shape=ctx.pipe.latent_shape)
     prompts, attributes = sample_prompts(n, seed=ctx.seed + 1)
-    images = {"clean": ctx.generate(prompts), "marked": ctx.generate(prompts, watermark=key)}
+    (clean, clean_z0), (marked, marked_z0) = _generate(ctx, prompts, None), _generate(ctx, prompts, key)
+    images = {"clean": clean, "marked": marked}
     detail = {"n": n, "key": repr(key), "inversion_steps": INVERSION_STEPS}
     rows = []
     for attack in [None, *ATTACKS]:
         attacked = {k: v if attack is None else ATTACKS[attack](v, ctx.pipe, prompts) for k, v in images.items()}
-        (marked, _), (clean, clean_p) = (_detect(ctx.pipe, attacked[k], key) for k in ("marked", "clean"))
+        (marked_scores, _), (clean_scores, clean_p) = (_detect(ctx.pipe, attacked[k], key) for k in ("marked", "clean"))
         name = "no attack" if attack is None else attack
-        rows.append(bench_row("safety", f"watermark TPR@1%FPR, {name}", tpr_at_fpr(marked, clean), **detail))
+        rows.append(
+            bench_row("safety", f"watermark TPR@1%FPR, {name}", tpr_at_fpr(marked_scores, clean_scores), **detail)
+        )
         if attack is None:
             rows.append(
                 bench_row(
@@ -61,6 +93,9 @@ def watermark_rows(ctx: Context) -> list[Row]:
                     **detail,
                 )
             )
+    (marked_scores, _), (clean_scores, _) = (_detect_from_latents(ctx.pipe, z0, key) for z0 in (marked_z0, clean_z0))
+    tpr = tpr_at_fpr(marked_scores, clean_scores)
+    rows.append(bench_row("safety", "watermark TPR@1%FPR, from latents z_0", tpr, **detail))
     adherence = {k: metrics.adherence(v, attributes)["all"] for k, v in images.items()}
     rows.append(bench_row("safety", "watermark: adherence, no key", adherence["clean"], n=n))
     rows.append(
