@@ -6,23 +6,24 @@ the frozen original eps_orig, the fine-tuned copy eps_new is trained so that, fo
 
     eps_new(z_t, t, c)  ->  eps_orig(z_t, t, "") - eta * (eps_orig(z_t, t, c) - eps_orig(z_t, t, ""))
 
-(Sec. 3 of the paper: classifier-free guidance run backwards, *negative* guidance of strength eta, made
-the model's conditional prediction for c). Sampling "a triangle" with the erased copy then steers away
-from triangles, as a negative prompt would, but nobody can switch it off.
+(Sec. 4, eq. 6 of the paper: classifier-free guidance, eq. 3, run backwards: *negative* guidance of
+strength eta made the model's conditional prediction for c; it is the score of P(x) / P(c | x)^eta,
+eq. 4). Sampling "a triangle" with the erased copy then steers away from triangles, as a negative
+prompt would, but nobody can switch it off.
 
 Where x_t comes from: as in the paper, by partially denoising with the model being trained,
 conditioned on c (DDIM, a random number of the `num_inference_steps` steps, through the one loop
 `denoise`), so the fine-tuning sees the states its own sampler reaches.
 
-Which parameters (the paper's two variants):
+Which parameters (the paper's two variants, Sec. 4.1):
     "x"  ESD-x: only the cross-attention layers (attn2: to_q, to_k, to_v, to_out), where the text enters.
     "u"  ESD-u: every parameter *except* cross-attention, so the concept goes even without its word.
-The default is ESD-x: here the concept is a word ("triangle"), and the paper recommends ESD-x when
-erasure is tied to a prompt because it interferes least with other prompts (their artist-style
-experiments); the measured result (bench, safety section) is that "a triangle" and its paraphrases stop
-drawing triangles while other prompts keep their adherence. What ESD-x does *not* do is remove the
-ability to draw triangles: "a shape" still draws them about a third of the time, which is exactly
-what a post-hoc image checker (`sdedu.safety.checker`) is for.
+The default is ESD-x: cross-attention is "a gateway to the prompt" (Sec. 4.1), so ESD-x erases the
+concept where its word is used and interferes least with other prompts (the paper's Fig. 4); ESD-u,
+which the paper uses for nudity and whole object classes, erases it globally but touches every prompt.
+The course's target is the prompt-tied kind. What ESD-x does *not* do is remove the ability to draw
+triangles: "a shape" still draws them, which is what a post-hoc image checker
+(`sdedu.safety.checker`) is for. (The bench's safety section measures both.)
 
 Paraphrases: the vocabulary has no synonyms for "triangle", so the paraphrases are every caption that
 names the concept ("a large triangle", "a red triangle in the top left", ...): training draws them
