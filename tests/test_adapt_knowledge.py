@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sdedu.adapt.knowledge import FACTS, KnowledgeBase, caption_database, retrieve
+from sdedu.adapt.knowledge import FACTS, KnowledgeBase, caption_database, knowledge_prompts, measure_knowledge, retrieve
 from sdedu.adapt.style_transfer import restyle_prompts, sdedit_sweep
 from sdedu.data import shapes
 from sdedu.metrics import judge
@@ -83,3 +83,34 @@ def test_sdedit_at_strength_zero_keeps_the_content_and_ignores_the_prompt(pipe):
     with pytest.raises(ValueError, match="^strength"):
         sdedit_sweep(pipe, n=1, strengths=(1.5,))
     assert torch.is_tensor(result["sources"])
+
+
+def test_measure_knowledge_scores_both_ways_against_what_the_prompt_means():
+    kb = KnowledgeBase()
+    prompts = knowledge_prompts(kb)
+    assert len(prompts) == 2 * len(kb) and prompts[0] == "a tomato"
+
+    def draw(said):  # a perfect model: renders exactly what the words say (unnamed attributes fixed)
+        full = {"shape": "square", "color": "blue", "size": "large", "position": "center"}
+        return shapes.render([{**full, **shapes.parse_caption(p)} for p in said], jitter=False)
+
+    measured = measure_knowledge(draw, prompts, kb)
+    assert measured["with"]["all"] == 1.0  # the expansion says everything the prompt means
+    assert measured["without"]["color"] < 0.2 and measured["without"]["position"] == 1.0
+    assert measured["images"]["with"].shape == (len(prompts), 3, 32, 32)
+
+
+def test_the_style_examples_and_prompts(pipe):
+    from sdedu.adapt.style_lora import STYLE_WORD, measure_style, style_examples, style_prompts, teach_style
+    from sdedu.metrics import fill_fraction
+
+    images, captions = style_examples(16)
+    assert images.shape == (16, 3, 32, 32) and all(c.endswith(" " + STYLE_WORD) for c in captions)
+    large = [i for i, c in enumerate(captions) if " large " in c]
+    assert large and float(fill_fraction(images[large]).max()) < 0.8  # outlines, not filled shapes
+    prompts, attributes = style_prompts(6)
+    assert all(a["size"] == "large" for a in attributes) and prompts[0] == shapes.caption(attributes[0])
+    styled = teach_style(pipe, steps=2, progress=False)
+    assert styled.manifest["adaptation"]["words"] == [STYLE_WORD] and styled.manifest["adaptation"]["images"] == 16
+    measured = measure_style(styled, pipe, n=2, num_inference_steps=2)
+    assert measured["rendered outline"] < 0.8 and measured["images"]["original"].shape == (2, 3, 32, 32)
