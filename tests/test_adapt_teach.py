@@ -105,7 +105,7 @@ def test_teach_freezes_what_it_must_and_leaves_the_input(pipe, method):
     before = {"text": state(pipe.text_encoder), "unet": state(pipe.unet), "vae": state(pipe.vae)}
     vocabulary = pipe.tokenizer.vocabulary
     images, captions = orange_set()
-    taught = teach(pipe, images, captions, method=method, steps=3, progress=False)
+    taught = teach(pipe, images, captions, method=method, steps=3, batch_size=4, prior_images=4, progress=False)
     # The input pipeline is unchanged.
     assert pipe.tokenizer.vocabulary == vocabulary
     for name, module in (("text", pipe.text_encoder), ("unet", pipe.unet), ("vae", pipe.vae)):
@@ -125,14 +125,19 @@ def test_teach_freezes_what_it_must_and_leaves_the_input(pipe, method):
 
 def test_teach_textual_inversion_moves_the_new_row(pipe):
     images, captions = orange_set()
-    taught = teach(pipe, images, captions, method="textual_inversion", steps=3, progress=False)
+    taught = teach(
+        pipe, images, captions, method="textual_inversion", steps=3, batch_size=4, prior_images=4, progress=False
+    )
     start = extend_text_encoder(pipe.tokenizer, pipe.text_encoder, ["orange"], seed=0)[1]
     assert not torch.equal(taught.text_encoder.token_embedding.weight[-1], start.token_embedding.weight[-1])
 
 
 def test_teach_is_deterministic_for_a_seed(pipe):
     images, captions = orange_set()
-    a, b = (teach(pipe, images, captions, method="both", steps=2, seed=5, progress=False) for _ in range(2))
+    a, b = (
+        teach(pipe, images, captions, method="both", steps=2, seed=5, batch_size=4, prior_images=2, progress=False)
+        for _ in range(2)
+    )
     assert_same(state(a.unet), state(b.unet))
     assert_same(state(a.text_encoder), state(b.text_encoder))
 

@@ -15,6 +15,11 @@ the shared training loop (`sdedu.training.loop.train`); they differ only in what
                         training; the new words keep their initial rows, which the LoRA learns to read
     both                the two at once (as diffusers' "pivotal tuning" trains an embedding with a LoRA)
 
+A LoRA trained on the new captions alone drifts the old ones too ("a red circle" turns a little orange).
+Prior preservation (Ruiz et al. 2023, "DreamBooth", eq. 2) keeps them: half of every batch is drawn from
+prior_images (64) images the input pipeline itself generates for standard captions, with those captions, so the
+LoRA is also asked to keep what the model did. Textual inversion needs none: nothing old can move.
+
 Diffusers: `pipe.load_textual_inversion(...)` loads v* into a tokenizer and text encoder extended the
 same way; `pipe.load_lora_weights(...)` loads (and `fuse_lora` merges) a LoRA of the same layers.
 """
@@ -30,6 +35,7 @@ from torch import nn
 
 from sdedu._checks import check_int_range, check_tensor, describe
 from sdedu.adapt.vocabulary import extend_text_encoder, new_words
+from sdedu.data import shapes
 from sdedu.diffusion import noise_prediction_loss
 from sdedu.nn.lora import inject_lora, lora_parameters, merge_lora
 from sdedu.pipeline import TinyStableDiffusion
@@ -39,10 +45,11 @@ __all__ = ["METHODS", "DEFAULT_STEPS", "LEARNING_RATE", "teach"]
 
 METHODS = ("textual_inversion", "lora", "both")
 #: Optimizer steps (batch BATCH_SIZE) when steps=None, and AdamW's peak learning rate, per method.
-DEFAULT_STEPS = {"textual_inversion": 300, "lora": 300, "both": 300}
+DEFAULT_STEPS = {"textual_inversion": 300, "lora": 200, "both": 200}
 LEARNING_RATE = {"textual_inversion": 2e-2, "lora": 2e-3, "both": 5e-3}
 BATCH_SIZE = 32
 LORA_RANK = 4
+PRIOR_IMAGES = 64
 
 
 def teach(
@@ -54,6 +61,8 @@ def teach(
     seed: int = 0,
     words: Sequence[str] | None = None,
     rank: int = LORA_RANK,
+    batch_size: int = BATCH_SIZE,
+    prior_images: int = PRIOR_IMAGES,
     progress: bool = True,
 ) -> TinyStableDiffusion:
     """A new pipeline that understands the captions' new words, learned from the images.
@@ -63,15 +72,19 @@ def teach(
         images: (N, 3, 32, 32) in [0, 1], N >= 1: the teaching images.
         captions: N captions, one per image, using the new words ("a large orange circle in the center").
         method: "textual_inversion", "lora" or "both" (see the module docstring).
-        steps: optimizer steps (None: DEFAULT_STEPS[method]); each draws BATCH_SIZE of the images
+        steps: optimizer steps (None: DEFAULT_STEPS[method]); each draws batch_size of the images
             (with replacement), a timestep and noise for each.
         seed: the same seed gives the same new pipeline (initial rows, LoRA's A, every batch and noise).
         words: the new words (None: every caption word outside the vocabulary); each must be new.
         rank: r of the LoRA update (methods "lora" and "both").
+        batch_size: images per step (half of them prior images when prior preservation is on).
+        prior_images: with "lora" and "both", train on this many of the input pipeline's own images of
+            standard captions too (prior preservation, see the module docstring; 0: off); unused by
+            "textual_inversion".
         progress: show a progress bar.
     Returns:
         a TinyStableDiffusion whose tokenizer knows the new words; `manifest["adaptation"]` says how it
-        was taught (method, words, steps, seconds, trained parameters, final loss).
+        was taught (method, words, steps, seconds, training's CPU seconds, trained parameters, final loss).
     """
     if not isinstance(pipe, TinyStableDiffusion):
         raise TypeError(f"pipe must be a sdedu TinyStableDiffusion; got {describe(pipe)}")
@@ -81,6 +94,8 @@ def teach(
     captions = _check_captions(captions, images.shape[0])
     steps = DEFAULT_STEPS[method] if steps is None else check_int_range("steps", steps, 1, 10**6)
     seed = check_int_range("seed", seed, 0, 2**40)
+    batch_size = check_int_range("batch_size", batch_size, 1, 10**5)
+    prior_images = check_int_range("prior_images", prior_images, 0, 10**5)
     words = new_words(pipe.tokenizer, captions, words)
     t0 = time.perf_counter()
 
@@ -100,15 +115,23 @@ def teach(
             inject_lora(unet, rank=rank, alpha=float(rank))
         trained += lora_parameters(unet)
 
-    # 2. The teaching data, encoded once: latents z_0 (N, 4, 8, 8) and token ids (N, L).
+    # 2. The teaching data, encoded once: latents z_0 (N, 4, 8, 8) and token ids (N, L); the prior set likewise.
     z0 = pipe.encode_images(images)
     ids = tokenizer(list(captions), device=pipe.device)
+    prior = method != "textual_inversion" and prior_images > 0
+    if prior:
+        prior_z0, prior_ids = _prior_set(pipe, tokenizer, prior_images, seed)
     model = nn.ModuleDict({"text_encoder": text_encoder, "unet": unet})
 
     def loss_fn(model, generator):
-        index = torch.randint(len(captions), (BATCH_SIZE,), generator=generator).to(pipe.device)
-        cond = model["text_encoder"](ids[index])  # (B, L, D)
-        return noise_prediction_loss(model["unet"], z0[index], pipe.schedule, generator=generator, cond=cond)
+        n_new = batch_size - batch_size // 2 if prior else batch_size
+        index = torch.randint(len(captions), (n_new,), generator=generator).to(pipe.device)
+        batch_z0, batch_ids = z0[index], ids[index]
+        if prior:
+            index = torch.randint(prior_images, (batch_size - n_new,), generator=generator).to(pipe.device)
+            batch_z0, batch_ids = torch.cat([batch_z0, prior_z0[index]]), torch.cat([batch_ids, prior_ids[index]])
+        cond = model["text_encoder"](batch_ids)  # (B, L, D)
+        return noise_prediction_loss(model["unet"], batch_z0, pipe.schedule, generator=generator, cond=cond)
 
     # 3. The shared loop (AdamW, warm-up then cosine decay, gradient clipping), on the trained tensors alone.
     lr = LEARNING_RATE[method]
@@ -134,12 +157,21 @@ def teach(
             "steps": steps,
             "seed": seed,
             "rank": rank if method != "textual_inversion" else None,
+            "prior_images": prior_images if prior else 0,
             "trained_parameters": trained_parameters,
             "seconds": time.perf_counter() - t0,
+            "train_cpu_seconds": run.cpu_seconds,
             "final_loss": run.final_loss,
         },
     }
     return taught
+
+
+def _prior_set(pipe: TinyStableDiffusion, tokenizer, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n latents (n, 4, 8, 8) the input pipeline makes for standard full captions, and their ids (n, L)."""
+    attributes = shapes.sample_attributes(n, torch.Generator().manual_seed(seed), exclude_held_out=True)
+    prompts = [shapes.caption(a) for a in attributes]
+    return pipe.encode_images(pipe(prompts, seed=seed)), tokenizer(prompts, device=pipe.device)
 
 
 def _check_images(images, size: int) -> torch.Tensor:
