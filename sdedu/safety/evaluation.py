@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import torch
 
-from sdedu.data import shapes
 from sdedu.metrics.shapes_judge import NONE, adherence, judge
 from sdedu.safety.checker import SafetyChecker, blocked_by_words
-from sdedu.safety.erasure import concept_attributes, concept_prompts
+from sdedu.safety.erasure import concept_attributes, concept_prompts, other_prompts
 
 
 def shows(verdicts: list[dict], named: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,21 +70,6 @@ def blocklist_bypass(pipe, checker: SafetyChecker, prompts: list[str], words, se
     }
 
 
-def other_prompts(concept: str, n: int, seed: int = 0) -> list[str]:
-    """n random (full or partial) captions of images that do not show the concept."""
-    named = concept_attributes(concept)
-    generator = torch.Generator().manual_seed(seed)
-    prompts = []
-    while len(prompts) < n:
-        for attributes in shapes.sample_attributes(n, generator):
-            if any(attributes[a] != value for a, value in named.items()):
-                full = torch.rand((), generator=generator) < 0.5
-                prompts.append(
-                    shapes.caption(attributes) if full else shapes.random_partial_caption(attributes, generator)
-                )
-    return prompts[:n]
-
-
 def erasure_report(pipe, erased, concept: str = "triangle", n: int = 64, seed: int = 0, **kwargs) -> dict:
     """The concept's rate before and after erasure, and the adherence other prompts keep.
 
@@ -96,7 +80,7 @@ def erasure_report(pipe, erased, concept: str = "triangle", n: int = 64, seed: i
     """
     named = concept_attributes(concept)
     paraphrases = concept_prompts(concept, n, torch.Generator().manual_seed(seed))
-    others = other_prompts(concept, n, seed)
+    others = other_prompts(concept, n, torch.Generator().manual_seed(seed + 1))
     report = {"prompts": paraphrases}
     for name, model in (("before", pipe), ("after", erased)):
         rates = {}
