@@ -8,7 +8,8 @@ For each new concept (the colour "orange", the shape "diamond") and each method 
                         diamonds back as round blobs a judge cannot tell from circles (`shapes_judge`)
     old adherence       full prompts of the standard world, taught pipeline minus the shipped one (same seeds):
                         forgetting shows as a negative change (target: no worse than -0.02)
-    seconds             teaching time (target: <= 180 s for 16 images on an idle 2-core CPU)
+    CPU seconds         teaching's CPU time, one thread: its time on an idle machine (target: <= 180 s for
+                        16 images); the wall time, longer on a shared machine, goes to the JSON
 
 Quick mode: one concept, one method, 4 images, a few steps, 8 prompts each (that it runs, not what it gives).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import time
 
 from sdedu import metrics
-from sdedu.adapt.teach import METHODS, teach
+from sdedu.adapt.teach import METHODS, PRIOR_IMAGES, teach
 from sdedu.bench.common import bench_row, sample_prompts
 from sdedu.bench.report import STEPS, Context, Row
 from sdedu.data import shapes
@@ -38,19 +39,28 @@ def concept_prompts(concept: str, n: int, seed: int = 10_000) -> list[str]:
 
 
 def measure_teaching(
-    pipe, concept: str, method: str, n_images: int, steps=None, n_eval: int = 64, seed: int = 0, baseline=None
+    pipe,
+    concept: str,
+    method: str,
+    n_images: int,
+    steps=None,
+    n_eval: int = 64,
+    seed: int = 0,
+    baseline=None,
+    prior_images: int = PRIOR_IMAGES,
 ) -> dict:
     """Teach `concept` from n_images by `method`; judge the new word and the old prompts.
 
     baseline: the shipped pipeline's adherence on the old prompts (computed when None).
+    steps, prior_images: as `teach`.
     Returns {"concept": adherence of the concept prompts ("all"), "old": adherence after, "old_before",
-    "forgetting": old_before - old, "seconds": teaching time, "cpu_seconds": training's CPU time (what it takes
-    on an idle machine with one thread), "steps"}.
+    "forgetting": old_before - old, "seconds": teaching's wall time, "cpu_seconds": its CPU time (what it
+    takes on an idle machine with one thread), "steps"}.
     """
     images, captions, _ = shapes.sample_concept(n_images, concept, seed=seed)
-    t0 = time.perf_counter()
-    taught = teach(pipe, images, captions, method=method, steps=steps, seed=seed, progress=False)
-    seconds = time.perf_counter() - t0
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    taught = teach(pipe, images, captions, method, steps, seed, prior_images=prior_images, progress=False)
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     prompts = concept_prompts(concept, n_eval)
     concept_score = metrics.adherence(taught(prompts, num_inference_steps=STEPS, seed=seed), prompts)
     old_prompts, _ = sample_prompts(n_eval, seed=seed + 1)
@@ -64,7 +74,7 @@ def measure_teaching(
         "old_before": baseline,
         "forgetting": baseline - old,
         "seconds": seconds,
-        "cpu_seconds": taught.manifest["adaptation"]["train_cpu_seconds"],
+        "cpu_seconds": cpu_seconds,
         "steps": taught.manifest["adaptation"]["steps"],
     }
 
@@ -74,14 +84,14 @@ def teach_rows(ctx: Context) -> list[Row]:
     concepts = ("orange",) if ctx.quick else shapes.CONCEPTS
     methods = ("lora",) if ctx.quick else METHODS
     counts = (4,) if ctx.quick else IMAGE_COUNTS
-    steps, n_eval = (5, 8) if ctx.quick else (None, 64)
+    steps, n_eval, prior_images = (5, 8, 8) if ctx.quick else (None, 64, PRIOR_IMAGES)
     old_prompts, _ = sample_prompts(n_eval, seed=ctx.seed + 1)
     baseline = metrics.adherence(ctx.pipe(old_prompts, num_inference_steps=STEPS, seed=ctx.seed), old_prompts)["all"]
     rows = []
     for concept in concepts:
         for method in methods:
             for n in counts:
-                m = measure_teaching(ctx.pipe, concept, method, n, steps, n_eval, ctx.seed, baseline)
+                m = measure_teaching(ctx.pipe, concept, method, n, steps, n_eval, ctx.seed, baseline, prior_images)
                 label = f"teach {concept} ({method}, {n} images)"
                 extra = {"steps": m["steps"], "n": n_eval, "detail": m["concept_detail"]}
                 rows.append(bench_row(SECTION, f"{label}: adherence", m["concept"], **extra))
@@ -96,15 +106,16 @@ def teach_rows(ctx: Context) -> list[Row]:
                     )
                 )
                 if n == max(counts):
-                    passed = None if ctx.quick else m["seconds"] <= SECONDS_TARGET
+                    passed = None if ctx.quick else m["cpu_seconds"] <= SECONDS_TARGET
                     rows.append(
                         bench_row(
                             SECTION,
-                            f"{label}: seconds",
-                            m["seconds"],
-                            f"<= {SECONDS_TARGET:g} (idle)",
+                            f"{label}: CPU seconds",
+                            m["cpu_seconds"],
+                            f"<= {SECONDS_TARGET:g}",
                             passed,
                             "s",
+                            wall_seconds=m["seconds"],
                         )
                     )
     return rows
