@@ -137,7 +137,8 @@ def test_precision_sizes_and_best_variant(ctx):
 def test_roofline_and_scaling(ctx):
     rows = bench.roofline_section(ctx)
     check_rows(rows, "roofline")
-    peak, eager, best, layers, *wider = rows  # quick mode: no compiled variant
+    mmdit = [row for row in rows if "MM-DiT" in row.metric]
+    peak, eager, best, layers, *wider = [row for row in rows if row not in mmdit]  # quick mode: no compiled variant
     assert peak.unit == "GFLOP/s" and peak.value > 0 and 0 < eager.value
     assert best.metric.startswith("best UNet forward (eager)") and best.value == eager.value and best.target
     # the convolutions and linear layers alone: fewer FLOPs than the whole forward (no attention products)
@@ -148,6 +149,13 @@ def test_roofline_and_scaling(ctx):
     assert len({tuple(w) for w in widths}) == len(widths)
     gflops = [eager.extra["gflop"]] + [row.extra["gflop"] for row in wider]
     assert gflops == sorted(gflops) and not any(row.target for row in wider)
+    # the MM-DiT (quick: small, eager only, no target): its fraction, the best variant, where the time goes
+    forward, best_mmdit, shares = mmdit
+    assert forward.extra["compiled"] is False and forward.extra["threads"] == torch.get_num_threads()
+    assert 0 < forward.value == best_mmdit.value and not best_mmdit.target
+    kinds = shares.extra
+    assert set(roofline.OPERATOR_KINDS) < set(kinds) and math.isclose(sum(kinds.values()), 1.0)
+    assert shares.value == kinds["matrix products"] > 0
     scaling = bench.scaling_section(ctx)
     check_rows(scaling, "scaling")
     assert all(row.value > 0 for row in scaling)

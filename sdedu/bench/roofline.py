@@ -1,7 +1,10 @@
-"""roofline: the UNet forward's achieved FLOP/s against this machine's matmul peak, measured now.
+"""roofline: the UNet's and an MM-DiT's forward, achieved FLOP/s against this machine's matmul peak, measured now.
 
-Beside it: the UNet's matrix kernels alone (the most fusion could give) and wider UNets of the
-same design (how the fraction grows with the sizes of the matrices).
+Beside the UNet: its matrix kernels alone (the most fusion could give) and wider UNets of the
+same design (how the fraction grows with the sizes of the matrices). The MM-DiT (issue 17's
+target 4) is a throwaway of SD3's design at a size where the matrices dominate (`ROOFLINE_MMDIT`:
+width 192, 6 blocks, 64 image + 12 text tokens, random weights), timed eager and compiled on the
+realistic load of 16 images x 2 (guidance), with the profiler's account of where its time goes.
 """
 
 from __future__ import annotations
@@ -13,11 +16,28 @@ from dataclasses import replace
 import torch
 
 from sdedu import optimize
-from sdedu.bench.common import IMAGES, bench_row, perturb_zero_layers, unet_inputs
+from sdedu.bench.common import IMAGES, bench_row, compiled_state, perturb_zero_layers, unet_inputs
 from sdedu.bench.measure import count_flops, interleaved_times, layer_calls, matmul_calls, matmul_flops_per_second
+from sdedu.models.mmdit import MMDiT, MMDiTConfig
 from sdedu.models.unet import UNet, UNetConfig
 
 WIDTH_FACTORS = (4 / 3, 2)  # 4/3 of (48, 96) is (64, 128), the size of the prototype #6 quotes
+#: issue 17's throwaway MM-DiT: SD3's head size 64, patch 1 on 8x8 latents = 64 image tokens (+ 12 words)
+ROOFLINE_MMDIT = MMDiTConfig(width=192, depth=6, num_heads=3, patch_size=1)
+#: the profiler's aten operators, by what they do in the MM-DiT (any other operator: "other")
+OPERATOR_KINDS = {
+    "matrix products": ("aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_convolution"),
+    "attention kernel": ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_softmax"),
+    "GELU, modulation, gates (element-wise)": (
+        "aten::sigmoid_",
+        "aten::addcmul",
+        "aten::mul",
+        "aten::mul_",
+        "aten::add",
+    ),
+    "LayerNorm": ("aten::native_layer_norm",),
+    "new buffers and copies (addmm's bias, cat)": ("aten::copy_", "aten::cat", "aten::clone"),
+}
 
 
 def widened(config: UNetConfig, factor: float) -> UNetConfig:
@@ -127,4 +147,90 @@ def roofline_section(ctx) -> list:
         )
         for c in wider
     ]
+    return rows + mmdit_roofline_rows(ctx)
+
+
+def time_shares(fn, kinds: dict, repeats: int = 3) -> dict:
+    """Shares of fn()'s time by kind of operator (torch.profiler, self CPU time): {kind: share}, "other" last.
+
+    kinds: {kind: (aten operator names)}. Self time: an operator's own work, not that of the ones it calls.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            fn()
+    times = {event.key: event.self_cpu_time_total for event in prof.key_averages() if event.key.startswith("aten::")}
+    total = sum(times.values())
+    shares = {kind: sum(times.get(name, 0) for name in names) / total for kind, names in kinds.items()}
+    return {**shares, "other": 1 - sum(shares.values())}
+
+
+@torch.no_grad()
+def mmdit_roofline_rows(ctx) -> list:
+    """Issue 17's target 4: the MM-DiT forward (`ROOFLINE_MMDIT`) at >= 50% of the fp32 matmul peak, same run.
+
+    Batch 2 x 16 images (the guided load); eager and (full mode) compiled, timed interleaved with
+    the matrix products; then the profiler's shares of the eager forward's time by kind of operator
+    (what still limits it). Quick mode: a smaller model, eager only, and no target.
+    """
+    device, batch = ctx.device, 2 * ctx.n(IMAGES, 2)
+    config = ROOFLINE_MMDIT if not ctx.quick else replace(ROOFLINE_MMDIT, width=64, depth=2, num_heads=1)
+    model = perturb_zero_layers(MMDiT(config)).to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    inputs = (
+        torch.randn(batch, config.in_channels, config.sample_size, config.sample_size, generator=g).to(device),
+        torch.full((batch,), 500.0, device=device),
+        torch.randn(batch, 12, config.context_dim, generator=g).to(device),  # 12 text tokens, as the tokenizer's
+        torch.randn(batch, config.pooled_dim, generator=g).to(device),
+    )
+    candidates = {"eager": model}
+    if not ctx.quick:  # compiling takes minutes on a shared 2-core machine
+        candidates["compiled"] = optimize.compile_module(model, device)
+        candidates["compiled"](*inputs)  # compile now, outside the timings
+    flops = count_flops(lambda: model(*inputs))
+    sizes = ctx.n((512, 1024, 2048), (256, 512))
+    calls = {name: (lambda m=m: m(*inputs)) for name, m in candidates.items()}
+    seconds = interleaved_times({**calls, **matmul_calls(device, sizes)}, ctx.n(9, 2), 2, device)
+    peak = max(matmul_flops_per_second(seconds, sizes).values())
+    fractions = {name: flops / seconds[name] / peak for name in candidates}
+    shape = f"width {config.width}, {config.depth} blocks, 64 image + 12 text tokens, batch {batch}"
+    threads = torch.get_num_threads()
+    rows = [
+        bench_row(
+            "roofline",
+            f"MM-DiT forward ({name}), {shape}, {threads} thread(s): achieved / peak",
+            fractions[name],
+            gflop=flops / 1e9,
+            achieved_gflops=flops / seconds[name] / 1e9,
+            peak_gflops=peak / 1e9,
+            seconds=seconds[name],
+            threads=threads,
+            batch=batch,
+            compiled=compiled_state(m) if name == "compiled" else False,
+        )
+        for name, m in candidates.items()
+    ]
+    best = max(fractions, key=fractions.get)
+    target = not ctx.quick and torch.device(device).type == "cpu"  # a CPU's target (see roofline_section)
+    rows.append(
+        bench_row(
+            "roofline",
+            f"best MM-DiT forward ({best}): achieved / peak",
+            fractions[best],
+            ">= 0.5" if target else "",
+            fractions[best] >= 0.5 if target else None,
+            variant=best,
+        )
+    )
+    shares = time_shares(lambda: model(*inputs), OPERATOR_KINDS, repeats=ctx.n(3, 1))
+    rows.append(
+        bench_row(
+            "roofline",
+            "MM-DiT forward (eager): share of the time in " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()),
+            shares["matrix products"],
+            **shares,
+        )
+    )
     return rows

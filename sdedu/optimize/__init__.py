@@ -8,6 +8,7 @@ and combined: `optimize.compile(optimize.quantize_int8(pipe))` (apply `compile` 
     quantize_int8(pipe)               Linear and Conv2d weights stored as int8 + one scale per channel
     prune(pipe, amount=0.3)           the smallest |weights| set to zero, permanently
     compile(pipe)                     torch.compile on the UNet, falling back to eager if it cannot
+    compile_module(module, device)    the same for a network outside a pipeline (the benchmark's MM-DiT)
     cache_text_embeddings(pipe)       each distinct prompt goes through the text encoder once
 
 Each has a module of its own (precision.py, int8.py, pruning.py, compiling.py, text_cache.py);
@@ -32,7 +33,7 @@ and prompt adherence of each on your machine; the notes below say where the gain
   guided call needs); the text encoder is frozen, as in Stable Diffusion, so this is exact.
 """
 
-from sdedu.optimize.compiling import CompiledModule, compile  # noqa: A004 - torch's name, as optimize.compile
+from sdedu.optimize.compiling import CompiledModule, compile, compile_module  # noqa: A004 - torch's name, as optimize.compile
 from sdedu.optimize.int8 import Int8Conv2d, Int8Linear, quantize_int8, quantize_module_int8, quantize_weight
 from sdedu.optimize.precision import AutocastModule, autocast
 from sdedu.optimize.pruning import prune, sparsity
@@ -50,6 +51,7 @@ __all__ = [
     "autocast",
     "cache_text_embeddings",
     "compile",
+    "compile_module",
     "model_size_bytes",
     "prune",
     "quantize_int8",

@@ -108,21 +108,29 @@ def compile(
     check_pipe(pipe)
     check_int_range("batch_size", batch_size, 1, 1_000_000)
     new = copy_pipeline(pipe, ("unet",))
-    unet = new.unet
+    new.unet = wrapped = compile_module(new.unet, pipe.device, backend, mode, **compile_kwargs)
+    if warmup and wrapped.is_compiled:
+        _warm_up(new, batch_size)
+    return new
+
+
+def compile_module(module: nn.Module, device="cpu", backend="inductor", mode: str | None = None, **compile_kwargs):
+    """`module` in a `CompiledModule` with the options `compile` chooses (see there); compiles on its first call.
+
+    For a network outside a pipeline (the benchmark's MM-DiT); inference only with inductor's default
+    mode (frozen weights). Returns the wrapper; `.is_compiled` turns False, with one warning, on a failure.
+    """
     if backend == "inductor" and mode is None:
-        on_cpu = torch.device(pipe.device).type == "cpu"
+        on_cpu = torch.device(device).type == "cpu"
         cpu_options = {"pattern_matcher": False, "cpp_wrapper": True, "conv_1x1_as_mm": True} if on_cpu else {}
         compile_kwargs.setdefault("options", {"freezing": True, **cpu_options})
     else:
         compile_kwargs["mode"] = mode
-    wrapped = CompiledModule(unet, backend=backend, **compile_kwargs)
-    missing = _missing_compiler(backend, pipe.device)
+    wrapped = CompiledModule(module, backend=backend, **compile_kwargs)
+    missing = _missing_compiler(backend, device)
     if missing:
         wrapped.fall_back(missing)
-    new.unet = wrapped
-    if warmup and wrapped.is_compiled:
-        _warm_up(new, batch_size)
-    return new
+    return wrapped
 
 
 @torch.no_grad()
