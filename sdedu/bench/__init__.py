@@ -30,7 +30,9 @@ during the run. Timings live here, never in tests.
     roofline
       roofline           the UNet's achieved FLOP/s against a matmul peak measured now, that
                          of its matrix kernels alone (the most fusion could give), and that
-                         of wider UNets (how it grows with the model's size)
+                         of wider UNets (how it grows with the model's size); an MM-DiT of
+                         SD3's design (64 image + 12 text tokens), eager and compiled, against
+                         the same peak (target >= 50%), and where its time goes (profiler)
     sd3
       sd3                the two shipped models side by side: UNet + eps + DDIM vs the tiny SD3's
                          MM-DiT + flow + Euler (size, FLOPs, speed, matmul-peak fraction, path
