@@ -16,6 +16,7 @@ from sdedu.grading import (  # noqa: F401 - imported for their @register side ef
     checks_inference,
     checks_interview,
     checks_interview_practice,
+    checks_interview_safety,
     checks_lora,
     checks_ode_samplers,
     checks_precision,
