@@ -39,7 +39,9 @@ during the run. Timings live here, never in tests.
                          straightness, adherence against NFE) and the tiny SD3's targets
     adaptation
       adaptation         "a large shape in the center" without and with negative_prompt "red":
-                         the share of images judged red (it should fall), size and position kept
+                         the share of images judged red (it should fall), size and position kept;
+                         orange and diamond taught from 4, 8, 16 images by textual inversion, LoRA
+                         and both (adapt_teach): the new word's adherence, old prompts' change, time
 
 
 Every comparison is measured side by side in the same run and reported as a ratio, each time the
