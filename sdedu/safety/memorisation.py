@@ -92,10 +92,15 @@ def extraction_scores(generated, training, neighbours: int = NEIGHBOURS, alpha: 
     return Extraction(near.indices[:, 0], near.values[:, 0], score, score < 1)
 
 
-def calibrated_extraction(attack: Extraction, control: Extraction, false_positive_rate: float = 0.01) -> torch.Tensor:
-    """(G,) bool: generations whose score is below the control's `false_positive_rate` quantile (module docstring)."""
+def calibrated_threshold(control: Extraction, false_positive_rate: float = 0.01) -> float:
+    """The score below which `false_positive_rate` of the control (images that cannot be copies) falls."""
     check_number_range("false_positive_rate", false_positive_rate, 0.0, 1.0)
-    return attack.score < torch.quantile(control.score.double(), false_positive_rate).float()
+    return float(torch.quantile(control.score.double(), false_positive_rate))
+
+
+def calibrated_extraction(attack: Extraction, control: Extraction, false_positive_rate: float = 0.01) -> torch.Tensor:
+    """(G,) bool: generations whose score is below `calibrated_threshold` (module docstring)."""
+    return attack.score < calibrated_threshold(control, false_positive_rate)
 
 
 def training_set(recipe: Recipe) -> tuple[torch.Tensor, list[str], list[dict]]:
