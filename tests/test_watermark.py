@@ -96,6 +96,24 @@ def test_bad_input_names_the_argument(tiny_random_pipe):
             call()
 
 
+def test_attacks_keep_shape_and_range_and_do_what_they_say(tiny_random_pipe):
+    from sdedu.bench.safety_watermark import tpr_at_fpr
+    from sdedu.safety.attacks import ATTACKS, gaussian_blur, jpeg, shift
+
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    flat = torch.full((1, 3, 32, 32), 0.4)
+    assert torch.allclose(gaussian_blur(flat), flat, atol=1e-6) and gaussian_blur(images).std() < images.std()
+    assert torch.equal(shift(images)[..., 1:, 1:], images[..., :-1, :-1])
+    assert (jpeg(images) - images).abs().mean() < 0.25 and (jpeg(flat) - flat).abs().max() < 0.01
+    for name, attack in ATTACKS.items():
+        out = attack(images, tiny_random_pipe, ["a red circle"] * 2)
+        assert out.shape == images.shape and 0 <= float(out.min()) and float(out.max()) <= 1, name
+    with pytest.raises(ValueError, match="images"):
+        shift(images * 2)
+    clean, marked = torch.arange(100.0), torch.tensor([98.5, 99.5, 50.0, 120.0])
+    assert tpr_at_fpr(marked, clean) == 0.75  # 3 of 4 above the 99th percentile of the clean scores (98.01)
+
+
 # ---- exercise 15: the graded item and its mistake catalogue -------------------------------------
 
 
