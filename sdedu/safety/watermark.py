@@ -133,7 +133,7 @@ class WatermarkKey:
         """z_T (B, C, h, w) -> z_T with the key in channel `channel`'s centred spectrum (a new tensor)."""
         z = self.check_latents("z", z)
         spectrum = fourier(z[:, self.channel].double())  # (B, h, w)
-        spectrum[:, self.mask] = self.pattern[self.mask].to(spectrum)
+        spectrum[:, self.mask.to(z.device)] = self.pattern[self.mask].to(spectrum)
         out = z.clone()
         out[:, self.channel] = inverse_fourier(spectrum).to(z.dtype)
         return out
@@ -152,7 +152,7 @@ def watermark_statistic(z_T: torch.Tensor, key: WatermarkKey) -> tuple[torch.Ten
         eta (B,) and lambda (B,), float64: under H0, eta ~ chi^2_{|M|}(lambda); small eta means the key is there.
     """
     z_T = key.check_latents("z_T", z_T)
-    y = fourier(z_T[:, key.channel].double())[:, key.mask]  # (B, |M|) complex
+    y = fourier(z_T[:, key.channel].double())[:, key.mask.to(z_T.device)]  # (B, |M|) complex
     k = key.pattern[key.mask].to(y)  # (|M|,)
     sigma2 = (y.abs() ** 2).mean(dim=1)  # (B,)
     eta = ((k - y).abs() ** 2).sum(dim=1) / sigma2
