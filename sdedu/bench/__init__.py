@@ -42,6 +42,10 @@ during the run. Timings live here, never in tests.
                          the share of images judged red (it should fall), size and position kept;
                          orange and diamond taught from 4, 8, 16 images by textual inversion, LoRA
                          and both (adapt_teach): the new word's adherence, old prompts' change, time
+    safety
+      safety             issue 19, one part per module (safety.PARTS): Tree-Ring watermark detection
+                         (TPR at 1% FPR) clean and after blur, noise, JPEG 75, a 1-pixel shift and
+                         img2img 0.3, the p-values' calibration, from the latents z_0, adherence cost
 
 
 Every comparison is measured side by side in the same run and reported as a ratio, each time the
