@@ -13,6 +13,7 @@ so the guided step points away from c_neg as well as towards c (diffusers' `nega
 from __future__ import annotations
 
 from sdedu import metrics
+from sdedu.bench.adapt_control import control_rows
 from sdedu.bench.adapt_style import knowledge_rows, sdedit_style_rows
 from sdedu.bench.report import Context, Row
 
@@ -47,4 +48,5 @@ def adaptation_section(ctx: Context) -> list[Row]:
     ]
     rows += knowledge_rows(ctx)
     rows += sdedit_style_rows(ctx)
+    rows += control_rows(ctx)
     return rows
