@@ -1,7 +1,7 @@
 """Checks for exercise 15 (Tree-Ring watermark): the detector's statistic, given inverted noise and a key.
 
 The right answer is the library's (`sdedu.safety.watermark.watermark_statistic`, Wen et al. 2023,
-section 3.3): with Y = fftshift(fft2(z_T[:, c], norm="ortho")) over the two spatial axes, y = Y on
+section 3, the P-value): with Y = fftshift(fft2(z_T[:, c], norm="ortho")) over the two spatial axes, y = Y on
 the key's region M and k = the key there,
 
     sigma^2 = mean_M |y|^2,        eta = sum_M |k - y|^2 / sigma^2        (B,)

@@ -1,6 +1,6 @@
 """What a watermark must survive: the image edits of Tree-Ring's robustness table, at the course's 32x32.
 
-Wen et al. 2023 (section 4.1, "robustness") attack 512x512 images with a Gaussian blur, Gaussian
+Wen et al. 2023 (section 4, robustness) attack 512x512 images with a Gaussian blur, Gaussian
 noise, JPEG compression, rotations, crops and colour jitter. Here: the blur, the noise, JPEG quality
 75, a shift by one pixel (the smallest crop) and a diffusion re-generation (img2img, SDEdit, at
 strength 0.3 with the image's own prompt: an attacker who keeps the content).

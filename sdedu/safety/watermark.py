@@ -1,7 +1,7 @@
 """Tree-Ring watermarks (Wen et al. 2023, "Tree-Ring Watermarks: Fingerprints for Diffusion Images
 that are Invisible and Robust"): a key written into the initial noise, found again by DDIM inversion.
 
-Writing (their section 3.1-3.2): the key lives in the centred 2-D Fourier transform of one channel
+Writing (their section 3): the key lives in the centred 2-D Fourier transform of one channel
 of the initial latent z_T,
 
     Z = fftshift(fft2(z_T[c]))                         (8, 8) complex, the zero frequency at (4, 4)
@@ -14,7 +14,7 @@ The transform is orthonormal (norm="ortho"), so the Fourier coefficients of whit
 N(0, 1) too (complex) and the key values are drawn N(0, 1), as the coefficients they replace. The
 rest of z_T is the seeded noise.
 
-Detecting (their section 3.3): invert the image to z_T' with DDIM and the empty prompt (the detector
+Detecting (their section 3, the P-value): invert the image to z_T' with DDIM and the empty prompt (the detector
 does not know the prompt), take Y = fftshift(fft2(z_T'[c])) and test H0 "no key": the coefficients
 of unwatermarked noise are complex Gaussian, y ~ N(0, sigma^2), so
 
