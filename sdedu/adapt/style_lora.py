@@ -3,16 +3,25 @@
 A style LoRA teaches a look rather than an object: its images share the style and vary in content,
 their captions say the content and add one trigger word. Here the look is the shapes world's
 outline rendering (`shapes.render(..., style="outline")`), the trigger word is "outline", and the
-LoRA is taught by `sdedu.adapt.teach` (method "lora" by default: a rank-r update of the UNet's
-attention and feed-forward projections; the new word keeps its initial embedding row, which the
-LoRA learns to read):
+LoRA is taught by `sdedu.adapt.teach` (method "both" by default: a rank-r update of the UNet's
+attention and feed-forward projections and the new word's embedding row, with prior preservation so
+that prompts without the word keep their filled shapes):
 
     styled = teach_style(pipe)                                   # 16 images, "a small red circle in the top left outline"
     styled(["a large blue square in the center outline"])       # any prompt: add the word
 
-Measured by `fill_fraction` (`sdedu.metrics`: the lit share of the region the shape encloses, 1 for a
-filled shape, 0.3-0.7 for a large rendered outline) on LARGE shapes of content the 16 images need not
-have shown, with and without the trigger word, and on the original pipeline.
+Measured on LARGE shapes of content the 16 images need not have shown, for the original pipeline and
+the styled one without and with the trigger word, by two readings of "how filled":
+
+    box fill        the judge's fill ratio (`metrics.measure(images)["fill"]`): the lit mass over the area of
+                    its box, 0.79 for rendered filled shapes, 0.35 for rendered outlines; it reads a
+                    broken or dim outline as less filled, which is what generated outlines often are
+    fill fraction   `metrics.fill_fraction`: the lit share of the region the shape encloses; strict, it needs a
+                    closed lit outline to see a hole (a broken one reads as 1, filled)
+
+Measured (both method, rank 8, 400 steps, prior preservation; 32 prompts, 25 DDIM steps): box fill
+0.74 original, 0.69 styled without the word, 0.49 with it (rendered outlines 0.35); fill fraction 1.00,
+0.96, 0.99 (rendered outlines 0.50): the style shows, but its outlines are seldom closed.
 """
 
 from __future__ import annotations
@@ -22,12 +31,22 @@ import torch
 from sdedu._checks import check_int_range
 from sdedu.adapt.teach import teach
 from sdedu.data import shapes
-from sdedu.metrics import fill_fraction
+from sdedu.metrics import fill_fraction, measure
 
-__all__ = ["STYLE_WORD", "EVAL_SEED", "style_examples", "teach_style", "style_prompts", "measure_style"]
+__all__ = [
+    "STYLE_WORD",
+    "EVAL_SEED",
+    "STEPS",
+    "RANK",
+    "style_examples",
+    "teach_style",
+    "style_prompts",
+    "measure_style",
+]
 
 STYLE_WORD = "outline"
 EVAL_SEED = 30_000  # the measured prompts' attributes: a seed the teaching images' (0, ...) do not use
+STEPS, RANK = 400, 8  # what the measured style took (see the module docstring)
 
 
 def style_examples(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
@@ -36,10 +55,10 @@ def style_examples(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, list[str]]
     return images, [f"{c} {STYLE_WORD}" for c in captions]
 
 
-def teach_style(pipe, n: int = 16, steps: int | None = None, seed: int = 0, method: str = "lora", **kwargs):
+def teach_style(pipe, n: int = 16, steps: int = STEPS, seed: int = 0, method: str = "both", rank: int = RANK, **kwargs):
     """A new pipeline that draws outlines when a prompt ends with STYLE_WORD (`teach` on `style_examples`)."""
     images, captions = style_examples(n, seed)
-    return teach(pipe, images, captions, method=method, steps=steps, seed=seed, **kwargs)
+    return teach(pipe, images, captions, method=method, steps=steps, seed=seed, rank=rank, **kwargs)
 
 
 def style_prompts(n: int, seed: int = EVAL_SEED) -> tuple[list[str], list[dict]]:
@@ -51,23 +70,31 @@ def style_prompts(n: int, seed: int = EVAL_SEED) -> tuple[list[str], list[dict]]
 
 
 def measure_style(styled, pipe, n: int = 32, seed: int = EVAL_SEED, **kwargs) -> dict:
-    """Mean fill fraction of large shapes: the original pipeline, the styled one without and with the word.
+    """How filled large shapes are: the original pipeline, the styled one without and with the word.
 
     Args:
         styled: the pipeline `teach_style` returned.  pipe: the original pipeline.
         n: prompts (from `style_prompts`).
         kwargs: passed to both pipelines' calls (num_inference_steps, seed, ...).
     Returns:
-        {"original", "styled, no word", "styled, with the word", "rendered outline"}: mean fill fractions;
-        "images": {the same keys but the last: (n, 3, 32, 32)}; "prompts": the n prompts.
+        {"box fill": {name: mean}, "fill fraction": {name: mean}, "images": {name: (n, 3, 32, 32)}, "prompts"}
+        with names "original", "styled, no word", "styled, with the word" and, for the two means,
+        "rendered outline" (the style itself) and "rendered filled" (the shapes world's own look).
     """
     prompts, attributes = style_prompts(n, seed)
     images = {
-        "original": pipe(prompts, **kwargs),
-        "styled, no word": styled(prompts, **kwargs),
-        "styled, with the word": styled([f"{p} {STYLE_WORD}" for p in prompts], **kwargs),
+        "original": pipe(prompts, **kwargs).cpu(),
+        "styled, no word": styled(prompts, **kwargs).cpu(),
+        "styled, with the word": styled([f"{p} {STYLE_WORD}" for p in prompts], **kwargs).cpu(),
     }
-    result = {name: float(fill_fraction(x.cpu()).mean()) for name, x in images.items()}
-    reference = shapes.render(attributes, generator=torch.Generator().manual_seed(seed), style="outline")
-    result["rendered outline"] = float(fill_fraction(reference).mean())
-    return {**result, "images": images, "prompts": prompts}
+    rendered = {
+        f"rendered {style}": shapes.render(attributes, generator=torch.Generator().manual_seed(seed), style=style)
+        for style in ("outline", "filled")
+    }
+    every = {**images, **rendered}
+    return {
+        "box fill": {name: float(measure(x.clamp(0, 1))["fill"].mean()) for name, x in every.items()},
+        "fill fraction": {name: float(fill_fraction(x.clamp(0, 1)).mean()) for name, x in every.items()},
+        "images": images,
+        "prompts": prompts,
+    }

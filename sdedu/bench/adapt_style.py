@@ -1,4 +1,4 @@
-"""Knowledge, SDEdit as style transfer (issue 18 items 4 and 6), read off by the course judge.
+"""Knowledge, SDEdit as style transfer, the style LoRA (issue 18 items 4 and 6), read off by the course judge.
 
 adaptation  knowledge: the 40 knowledge prompts ("a tomato", "a sail in the top left", words the
             model never saw) generated with the unknown word ignored and with it expanded by the
@@ -8,11 +8,17 @@ adaptation  knowledge: the 40 knowledge prompts ("a tomato", "a sail in the top 
             SDEdit as style transfer: rendered shapes restyled by img2img towards a prompt naming
             another colour and shape (32 images, 8 quick), at each strength: the share that keeps
             the source's position and size, and the share that follows the prompt's colour and shape.
+            style LoRA: the outline style taught from 16 images (400 steps, 15 quick), then how filled
+            large shapes are (32 prompts, 8 quick; `sdedu.adapt.style_lora`: the judge's box fill, and
+            fill_fraction in the JSON) from the original pipeline and the styled one without and with
+            the word "outline", beside rendered outlines and filled shapes.
 """
 
 from __future__ import annotations
 
 from sdedu.adapt.knowledge import KnowledgeBase, knowledge_prompts, measure_knowledge, retrieve
+from sdedu.adapt.style_lora import EVAL_SEED, STYLE_WORD, measure_style, teach_style
+from sdedu.adapt.style_lora import STEPS as STYLE_STEPS
 from sdedu.adapt.style_transfer import STRENGTHS, sdedit_sweep
 from sdedu.bench.report import STEPS, Context, Row
 
@@ -52,4 +58,30 @@ def sdedit_style_rows(ctx: Context) -> list[Row]:
     for strength, kept, followed in zip(sweep["strength"], sweep["content_kept"], sweep["prompt_followed"]):
         rows.append(Row(SECTION, f"SDEdit strength {strength:.1f}: content kept (position, size)", kept))
         rows.append(Row(SECTION, f"SDEdit strength {strength:.1f}: new prompt followed (colour, shape)", followed))
+    return rows
+
+
+def style_lora_rows(ctx: Context) -> list[Row]:
+    """The outline style LoRA: how filled large shapes are before, and after without and with its word."""
+    styled = teach_style(ctx.pipe, steps=ctx.n(STYLE_STEPS, 15), seed=ctx.seed, progress=False)
+    taught = styled.manifest["adaptation"]
+    measured = measure_style(styled, ctx.pipe, n=ctx.n(32, 8), num_inference_steps=STEPS, seed=EVAL_SEED + ctx.seed)
+    label = f"style LoRA ('{STYLE_WORD}', {taught['images']} images, {taught['method']}, {taught['steps']} steps)"
+    box, strict = measured["box fill"], measured["fill fraction"]
+    rows = [
+        Row(SECTION, f"{label}: box fill, {name}", box[name], extra={"fill fraction": strict[name]})
+        for name in ("original", "styled, no word", "rendered outline", "rendered filled")
+    ]
+    rows.insert(
+        2,
+        Row(
+            SECTION,
+            f"{label}: box fill, styled, with the word",
+            box["styled, with the word"],
+            target=f"< {box['styled, no word']:.3g} (no word)",
+            passed=box["styled, with the word"] < box["styled, no word"],
+            extra={"fill fraction": strict["styled, with the word"]},
+        ),
+    )
+    rows.append(Row(SECTION, f"{label}: teaching time", taught["seconds"], unit="s", extra=taught))
     return rows

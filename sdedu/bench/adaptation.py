@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from sdedu import metrics
 from sdedu.bench.adapt_control import control_rows
-from sdedu.bench.adapt_style import knowledge_rows, sdedit_style_rows
+from sdedu.bench.adapt_style import knowledge_rows, sdedit_style_rows, style_lora_rows
+from sdedu.bench.adapt_teach import teach_rows
 from sdedu.bench.report import Context, Row
 
 PROMPT = "a large shape in the center"
@@ -49,4 +50,6 @@ def adaptation_section(ctx: Context) -> list[Row]:
     rows += knowledge_rows(ctx)
     rows += sdedit_style_rows(ctx)
     rows += control_rows(ctx)
+    rows += teach_rows(ctx)
+    rows += style_lora_rows(ctx)
     return rows
