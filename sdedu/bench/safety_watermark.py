@@ -14,8 +14,8 @@ attacked alike, as Wen et al. do). Reported:
 
 Measured (shipped weights, 200 + 200 images, key seed 7, channel 0, radius 3, 10 inversion steps; 1360 s
 on one thread of the shared 2-core machine under heavy contention): TPR at 1% FPR 0.060 without attack,
-0.020 after the blur, 0.020 the noise, 0.020 JPEG 75, 0.015 the shift, 0.015 img2img 0.3, i.e. no
-better than chance from images; 0.995 from the latents z_0. Clean images with p < 0.01: 0.000 (the
+0.020 after the blur, 0.020 the noise, 0.020 JPEG 75, 0.015 the shift, 0.015 img2img 0.3: from images
+barely above chance (0.01); 0.995 from the latents z_0. Clean images with p < 0.01: 0.000 (the
 plug-in sigma^2 makes the test conservative). Adherence 1.000 without the key, 0.995 with it (1 image
 of 200).
 """
