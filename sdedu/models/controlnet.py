@@ -21,9 +21,9 @@ middle block's output. Here, for our two-level UNet (`sdedu.models.unet`):
     m  = mid                                     (B, c1, 4, 4)   -> zero conv -> added to UNet's middle output
 
 The condition network follows section 3.2 ("a tiny network E of four convolution layers with 4x4
-kernels and 2x2 strides" mapping 512x512 images to 64x64 latents) as diffusers'
-`ControlNetConditioningEmbedding` builds it: 3x3 convolutions with SiLU, a stride-2 one per halving,
-the last one zero-initialised. Its input is the user's mask and the mask's outline (mask minus its
+kernels and 2x2 strides" mapping 512x512 images to 64x64 latents) after diffusers'
+`ControlNetConditioningEmbedding`: 3x3 convolutions with SiLU, a stride-2 one per halving (diffusers
+puts a stride-1 one before each), the last one zero-initialised. Its input is the user's mask and the mask's outline (mask minus its
 3x3 erosion), so the edge the shape must have is given as explicitly as where it is.
 
 Why not diffusers' `ControlNetModel.from_unet`: diffusers builds its ControlNet from a
