@@ -24,6 +24,7 @@ def test_the_key_is_rings_of_real_values_in_one_channel_and_keeps_the_rest_of_z(
     spectrum, before = fourier(marked[:, 3].double()), fourier(z[:, 3].double())
     assert torch.allclose(spectrum[:, key.mask], key.pattern[key.mask].to(spectrum).expand(3, -1), atol=1e-5)
     assert torch.allclose(spectrum[:, ~key.mask], before[:, ~key.mask], atol=1e-5)  # the rest of the spectrum kept
+    assert torch.allclose(WatermarkKey(seed=5, channel=3, strength=3).pattern, 3 * key.pattern)
     assert torch.equal(WatermarkKey(seed=5).pattern, key.pattern) and not torch.equal(
         WatermarkKey(6).pattern, key.pattern
     )
@@ -83,6 +84,7 @@ def test_bad_input_names_the_argument(tiny_random_pipe):
         (lambda: WatermarkKey(latent_shape=(4, 8, 6)), "latent_shape"),
         (lambda: WatermarkKey(channel=4), "channel"),
         (lambda: WatermarkKey(radius=4), "radius"),
+        (lambda: WatermarkKey(strength=0.0), "strength"),
         (lambda: detect_watermark(pipe, image, other), "key"),
         (lambda: detect_watermark(pipe, image, "key"), "key"),
         (lambda: detect_watermark(pipe, torch.rand(1, 3, 16, 16), key), "images"),

@@ -44,6 +44,11 @@ contraction of z_T (z_0 is correlated only 0.26 with z_T), amplifies that to noi
 with z_T. Neither leaving the decoder's output unclamped nor fitting z_0 to the image by gradient
 descent on the decoder (Hong et al. 2024's decoder inversion) helped. Tree-Ring needs the image to
 carry z_T's detail; a shapes-world image is nearly a function of its prompt's four attributes.
+
+A stronger key is found, at the price of the content: `strength` scales the key's values (N(0, strength^2));
+on 32 + 32 images, strength 3 gives TPR 0.875 at 1% FPR from images but the judge's adherence falls from
+1.00 to 0.53 (the key now shapes the image), strength 6 TPR 1.00 and adherence 0.00. Tree-Ring's key is
+strength 1: in distribution, invisible, and here not found.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import math
 
 import torch
 
-from sdedu._checks import check_int_range, check_tensor, describe
+from sdedu._checks import check_int_range, check_number_range, check_tensor, describe
 
 __all__ = [
     "CHANNEL",
@@ -97,12 +102,15 @@ class WatermarkKey:
         seed: the key's seed (the key is a secret: whoever knows it can detect and forge the mark).
         latent_shape: (C, h, w) of the pipeline's latents, `pipe.latent_shape`, (4, 8, 8) shipped.
         channel: the latent channel holding the key.
-        radius: the rings j = 1..radius, 1 <= radius < min(h, w) / 2 (the rings stay inside the spectrum).
+        radius: the rings j = 0..radius, 1 <= radius < min(h, w) / 2 (the rings stay inside the spectrum).
+        strength: the key's values are N(0, strength^2); 1 (Tree-Ring's): like the coefficients they replace.
     Attributes:
         mask: (h, w) bool, the key's region M.  pattern: (h, w) complex, K on M and 0 elsewhere.
     """
 
-    def __init__(self, seed: int = 0, latent_shape=(4, 8, 8), channel: int = CHANNEL, radius: int = RADIUS):
+    def __init__(
+        self, seed: int = 0, latent_shape=(4, 8, 8), channel: int = CHANNEL, radius: int = RADIUS, strength: float = 1.0
+    ):
         check_int_range("seed", seed, 0, 2**63 - 1)
         shape = tuple(latent_shape) if isinstance(latent_shape, (tuple, list)) else None
         if shape is None or len(shape) != 3 or not all(isinstance(s, int) and s > 0 for s in shape):
@@ -113,7 +121,8 @@ class WatermarkKey:
         self.channel = check_int_range("channel", channel, 0, shape[0] - 1)
         self.radius = check_int_range("radius", radius, 1, (shape[1] - 1) // 2)
         rings = ring_index(shape[1])  # (h, w)
-        values = torch.randn(self.radius + 1, generator=torch.Generator().manual_seed(seed))  # K on rings 0..radius
+        self.strength = check_number_range("strength", strength, 1e-6)
+        values = self.strength * torch.randn(self.radius + 1, generator=torch.Generator().manual_seed(seed))  # rings
         self.mask = rings <= self.radius  # (h, w): the disc |f| <= radius, the zero frequency included
         pattern = torch.zeros(shape[1:], dtype=torch.complex64)
         pattern[self.mask] = values[rings[self.mask]].to(torch.complex64)
@@ -139,7 +148,11 @@ class WatermarkKey:
         return out
 
     def __repr__(self) -> str:
-        return f"WatermarkKey(seed={self.seed}, latent_shape={self.latent_shape}, channel={self.channel}, radius={self.radius}, |M|={int(self.mask.sum())})"
+        strength = "" if self.strength == 1 else f", strength={self.strength:g}"
+        return (
+            f"WatermarkKey(seed={self.seed}, latent_shape={self.latent_shape}, channel={self.channel}, "
+            f"radius={self.radius}{strength}, |M|={int(self.mask.sum())})"
+        )
 
 
 def watermark_statistic(z_T: torch.Tensor, key: WatermarkKey) -> tuple[torch.Tensor, torch.Tensor]:
