@@ -40,6 +40,7 @@ from an image's latent up to its noise z_T; `pipe(prompt, latents=z_T)` starts f
 
 Modules: `loop` (the loop, per-image generators, hooks), `registry` (samplers by name),
 `checks` (argument checks), `inversion` (DDIM inversion), `editing_modes` (img2img, inpaint),
+`controlnet` (a ControlNet: loading, fit checks, the UNet it steers: `pipe(..., control_image=, controlnet=)`),
 `stable_diffusion` (the pipeline class).
 """
 
