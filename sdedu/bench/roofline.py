@@ -5,6 +5,16 @@ same design (how the fraction grows with the sizes of the matrices). The MM-DiT 
 target 4) is a throwaway of SD3's design at a size where the matrices dominate (`ROOFLINE_MMDIT`:
 width 192, 6 blocks, 64 image + 12 text tokens, random weights), timed eager and compiled on the
 realistic load of 16 images x 2 (guidance), with the profiler's account of where its time goes.
+
+Measured on the shared 2-core machine (1 thread, load 8-10 from other jobs, 3 runs of 7 interleaved
+repeats, 2026-12-02): eager 0.49-0.52 of the peak, compiled 0.57-0.60 (before this session's fused
+forward: 0.48-0.50 and 0.56-0.61, the same within the spread). The eager time: matrix products ~62%,
+attention ~8%, element-wise ~14% (GELU, modulation, gates), new buffers and copies ~11% (each addmm
+first fills its fresh output with the bias; the key/value concatenation), LayerNorm ~2%. What still
+limits it: the element-wise passes and new buffers run at the memory's speed, which the machine's
+other jobs share; the matrix products have K = 192. torch's CPU tanh is not vectorised (tanh-GELU
+over 1.2M values ~17 ms against ~4 ms written with a sigmoid: `mmdit_blocks.gelu_tanh`). Two threads
+on this machine gave 0.08-0.16: the other jobs leave no second core free.
 """
 
 from __future__ import annotations
