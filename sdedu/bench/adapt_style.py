@@ -63,7 +63,9 @@ def sdedit_style_rows(ctx: Context) -> list[Row]:
 
 def style_lora_rows(ctx: Context) -> list[Row]:
     """The outline style LoRA: how filled large shapes are before, and after without and with its word."""
-    styled = teach_style(ctx.pipe, steps=ctx.n(STYLE_STEPS, 15), seed=ctx.seed, progress=False)
+    styled = teach_style(
+        ctx.pipe, steps=ctx.n(STYLE_STEPS, 15), seed=ctx.seed, prior_images=ctx.n(64, 8), progress=False
+    )
     taught = styled.manifest["adaptation"]
     measured = measure_style(styled, ctx.pipe, n=ctx.n(32, 8), num_inference_steps=STEPS, seed=EVAL_SEED + ctx.seed)
     label = f"style LoRA ('{STYLE_WORD}', {taught['images']} images, {taught['method']}, {taught['steps']} steps)"
