@@ -3,7 +3,8 @@
 Stable Diffusion shipped one (diffusers: src/diffusers/pipelines/stable_diffusion/safety_checker.py,
 `StableDiffusionSafetyChecker`): CLIP's vision tower embeds each image, `cosine_distance` compares it
 with 17 fixed concept embeddings, and an image is flagged when a cosine exceeds that concept's own
-threshold (`concept_embeds_weights`), flagged images being replaced by black ones. It looks at the
+threshold (`concept_embeds_weights`; lowered by 0.01 once one of 3 "special care" concepts has matched,
+in diffusers 0.42.1), flagged images being replaced by black ones. It looks at the
 *image*, not the prompt, so a prompt that never names the concept cannot slip past it.
 
 sdedu's checker does the same in the shapes world, with a teacher's own list ("no triangles"):
