@@ -1,30 +1,31 @@
 """Memorisation: does a model regurgitate its training images? The extraction attack, measured.
 
-Carlini et al. 2023 ("Extracting Training Data from Diffusion Models", section 5.1, CIFAR-10)
-generate many images, and call a generation x^ *extracted* when it is much closer to one training
-image than to the training images around it:
+Carlini et al. 2023 ("Extracting Training Data from Diffusion Models", arXiv 2301.13188; the rule of
+their experiments on CIFAR-10 models) generate many images, and call a generation x^ *extracted* when
+it is much closer to one training image than to the training images around it:
 
     l2(a, b)        = sqrt(mean over pixels of (a - b)^2)                      (images in [0, 1])
     score(x^)       = l2(x^, x_1) / (alpha * mean_{y in S} l2(x^, y))          (`extraction_scores`)
     extracted(x^)   = score(x^) < 1
 
-where x_1 is the nearest training image and S the n nearest (n = 50, alpha = 0.5 in the paper;
-n is capped at the training-set size). The relative threshold is meant to separate a copy (much
-closer to one training image than to the others) from an image that merely looks like its class.
+where x_1 is the nearest training image and S the n nearest (n = 50, alpha = 0.5 here, the values
+public reimplementations of the rule use; n is capped at the training-set size). The relative
+threshold is meant to separate a copy (much closer to one training image than to the others) from an
+image that merely looks like its class.
 
 The shapes world is denser than CIFAR-10: 12 000 training images hold about 75 of each full caption,
 differing only by a sub-pixel jitter, so a fresh world image (one no model made) usually has a
-training twin far closer than its 50 neighbours, and the paper's fixed alpha flags it too. So the
+training twin far closer than its 50 neighbours, and the fixed alpha = 0.5 flags it too. So the
 rule is calibrated as membership tests are (Carlini et al. 2022, "Membership inference attacks from
-first principles": report true positives at a low false-positive rate): fresh world images
-with the same captions, which cannot be copies, are the control, and a generation counts as
+first principles", abstract: report the true-positive rate at low false-positive rates): fresh world
+images with the same captions, which cannot be copies, are the control, and a generation counts as
 extracted when its score is below the control's 1% quantile (`calibrated_extraction`): 1% false positives.
 
 Here the same shipped recipe trains two UNets (`sdedu.training.memorisation_recipe`): the
 shipped one on 12 000 images of the procedural world, and a memorising one on 32 fixed images.
-Each is prompted with the captions of its first 32 training images (Carlini et al. prompt with
-training captions), and, as a control, fresh world images with the same captions (new jitter of size and position:
-images that cannot be copies) go through the same rule: its false-positive rate here.
+Each is prompted with the captions of its first 32 training images (an attacker who knows the
+training captions), and, as a control, fresh world images with the same captions (new jitter of size
+and position: images that cannot be copies) go through the same rule: its false-positive rate here.
 
     memorising_pipeline()                            the 32-image model (shipped, `sdedu/weights/memorise`)
     training_set(recipe)                             the exact images and captions a recipe's UNet saw
@@ -47,8 +48,8 @@ from sdedu.training.recipe_data import bank_images
 from sdedu.weights import SHIPPED, load_component, read_manifest
 
 MEMORISING_WEIGHTS = SHIPPED / "memorise"  # the UNet of `memorising_recipe()`, trained on the shipped VAE and text
-NEIGHBOURS = 50  # n, Carlini et al. section 5.1
-ALPHA = 0.5  # alpha, Carlini et al. section 5.1
+NEIGHBOURS = 50  # n of Carlini et al.'s rule
+ALPHA = 0.5  # alpha of Carlini et al.'s rule
 
 
 def _check_images(name: str, images) -> torch.Tensor:
@@ -58,7 +59,7 @@ def _check_images(name: str, images) -> torch.Tensor:
 
 
 def l2_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Carlini et al.'s l2: root mean squared pixel difference, (N, C, H, W) x (M, C, H, W) -> (N, M)."""
+    """The rule's l2, as a root mean squared pixel difference, (N, C, H, W) x (M, C, H, W) -> (N, M)."""
     a, b = _check_images("a", a), _check_images("b", b)
     if a.shape[1] != b.shape[1]:
         raise ValueError(f"a and b must be images of the same size; got {a.shape[1]} and {b.shape[1]} values each")
@@ -81,7 +82,7 @@ class Extraction:
 
 
 def extraction_scores(generated, training, neighbours: int = NEIGHBOURS, alpha: float = ALPHA) -> Extraction:
-    """Carlini et al.'s rule (section 5.1) for generated (G, C, H, W) against training (N, C, H, W) images."""
+    """Carlini et al.'s extraction rule for generated (G, C, H, W) against training (N, C, H, W) images."""
     check_int_range("neighbours", neighbours, 1, 10**9)
     check_number_range("alpha", alpha, 0.0, 10.0)
     if alpha <= 0:
