@@ -1,6 +1,6 @@
 """What a watermark must survive: the image edits of Tree-Ring's robustness table, at the course's 32x32.
 
-Wen et al. 2023 (section 4, robustness) attack 512x512 images with a Gaussian blur, Gaussian
+Wen et al. 2023 (section 4.3, robustness) attack 512x512 images with a Gaussian blur, Gaussian
 noise, JPEG compression, rotations, crops and colour jitter. Here: the blur, the noise, JPEG quality
 75, a shift by one pixel (the smallest crop) and a diffusion re-generation (img2img, SDEdit, at
 strength 0.3 with the image's own prompt: an attacker who keeps the content).
@@ -19,8 +19,8 @@ from sdedu.pipeline.checks import check_images
 
 __all__ = ["ATTACKS", "gaussian_blur", "additive_noise", "jpeg", "shift", "regenerate"]
 
-BLUR_SIGMA = 1.0  # pixels: Tree-Ring's radius-4 blur of 512 px images would be 0.25 px here, too little to matter
-NOISE_STD = 0.1  # as Tree-Ring's Gaussian-noise attack (std 0.1 on [0, 1])
+BLUR_SIGMA = 1.0  # px: Tree-Ring's blur (radius 4 in their code) of 512 px images would be 0.25 px here, too little
+NOISE_STD = 0.1  # as Tree-Ring's Gaussian-noise attack (sigma = 0.1, section 4.3; their code: 0.1 * 255 on 0-255)
 JPEG_QUALITY = 75
 REGENERATE_STRENGTH = 0.3
 

@@ -1,21 +1,21 @@
 """Tree-Ring watermarks (Wen et al. 2023, "Tree-Ring Watermarks: Fingerprints for Diffusion Images
 that are Invisible and Robust"): a key written into the initial noise, found again by DDIM inversion.
 
-Writing (their section 3): the key lives in the centred 2-D Fourier transform of one channel
+Writing (their section 3.2, eq. 2): the key lives in the centred 2-D Fourier transform of one channel
 of the initial latent z_T,
 
     Z = fftshift(fft2(z_T[c]))                         (8, 8) complex, the zero frequency at (4, 4)
     Z[M] = K[M]                                        M: the key's rings, K: one real value per ring
     z_T[c] = ifft2(ifftshift(Z))                       real, since K is constant on rings (see below)
 
-"Tree-Ring_Rings": K is constant on each ring |f| in (j - 1, j], j = 0..radius (ring 0: the zero
+"Tree-Ring_Rings" (section 3.3): K is constant on each ring |f| in (j - 1, j], j = 0..radius (ring 0: the zero
 frequency), so the key survives rotations, and being real and even (K(-f) = K(f)) it keeps z_T real.
 The transform is orthonormal (norm="ortho"), so the Fourier coefficients of white N(0, 1) noise are
 N(0, 1) too (complex) and the key values are drawn N(0, 1), as the coefficients they replace. The
 rest of z_T is the seeded noise.
 
-Detecting (their section 3, the P-value): invert the image to z_T' with DDIM and the empty prompt (the detector
-does not know the prompt), take Y = fftshift(fft2(z_T'[c])) and test H0 "no key": the coefficients
+Detecting (their section 3.4, eqs. 4-6): invert the image to z_T' with DDIM and the empty prompt (the detector
+does not know the prompt; section 4.1), take Y = fftshift(fft2(z_T'[c])) and test H0 "no key": the coefficients
 of unwatermarked noise are complex Gaussian, y ~ N(0, sigma^2), so
 
     sigma^2 = 1/|M| sum_{i in M} |y_i|^2
@@ -33,7 +33,7 @@ Choices for the tiny model (measured on the shipped weights; `python -m sdedu.be
   noise keeps little of each coefficient (below), so the test needs as many as it can get;
 - channel 0: of the four, the one whose key the detector found best (on 24 + 24 images, the median
   score -log10 p of marked minus clean images: channel 0 +0.32, 1 +0.15, 2 +0.25, 3 -0.02; Tree-Ring's
-  own choice for SD, the last channel, did worst here);
+  own choice for SD, the last channel (`--w_channel 3` in their code's scripts/tree_ring.sh), did worst here);
 - 10 inversion steps: 10, 25 and 50 steps recover z_T from images equally badly (correlation of
   z_T with the inverted noise 0.04-0.12 per channel, 24 images), so the cheapest.
 
