@@ -4,8 +4,8 @@ The tiny model knows 20 words. Ask it for "a tomato" and its tokenizer refuses; 
 would map the word to sub-word pieces it half knows and guess. Knowledge-enhanced text-to-image
 systems (ERNIE-ViLG 2.0, Feng et al. 2023, adds "fine-grained textual and visual knowledge of key
 elements in the scene", its abstract; or a language model expands the prompt) instead bring in what
-is *known* about the word. Here that is a small, inspectable knowledge base: one sentence per fact, "a tomato is a red circle", read with the
-shapes world's own caption parser, so every fact is a partial caption.
+is *known* about the word. Here that is a small, inspectable knowledge base: one sentence per fact,
+"a tomato is a red circle", read with the shapes world's own caption parser, so every fact is a partial caption.
 
     kb = KnowledgeBase()                      # FACTS below
     kb.expand("a large tomato in the top left")     -> "a large red circle in the top left"
@@ -15,8 +15,8 @@ shapes world's own caption parser, so every fact is a partial caption.
 And retrieval, as retrieval-augmented diffusion does (Blattmann et al. 2022, "Semi-Parametric Neural
 Image Synthesis", abstract: nearest neighbours from a database, retrieved via CLIP, whose joint
 image-text space lets a text prompt query it): `retrieve(pipe, prompt, k)` ranks the shapes world's
-180 full captions by the cosine similarity of their text-encoder embeddings (mean over the prompt's tokens) with the expanded
-prompt's, and renders their images.
+180 full captions by the cosine similarity of their text-encoder embeddings (mean over the prompt's
+tokens) with the expanded prompt's, and renders their images.
 """
 
 from __future__ import annotations

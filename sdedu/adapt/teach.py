@@ -11,13 +11,13 @@ the shared training loop (`sdedu.training.loop.train`); they differ only in what
                         v* = argmin_v E || eps - eps_theta(z_t, t, c_theta(y with S* -> v)) ||^2;
                         the text encoder's other weights, old rows included, and the UNet stay bit-identical
     lora                a rank-r update W + (alpha / r) B A of the UNet's attention and feed-forward
-                        projections (Hu et al. 2022, section 4.1; `sdedu.nn.lora`), merged into a copy of the UNet after
-                        training; the new words keep their initial rows, which the LoRA learns to read
+                        projections (Hu et al. 2022, section 4.1; `sdedu.nn.lora`), merged into a copy of the
+                        UNet after training; the new words keep their initial rows, which the LoRA learns to read
     both                the two at once (as diffusers' "pivotal tuning" trains an embedding with a LoRA)
 
 A LoRA trained on the new captions alone drifts the old ones too ("a red circle" turns a little orange).
-Prior preservation (Ruiz et al. 2023, "DreamBooth", section 3.3, eq. 2) keeps them: half of every batch is drawn from
-prior_images (64) images the input pipeline itself generates for standard captions, with those captions, so the
+Prior preservation (Ruiz et al. 2023, "DreamBooth", section 3.3, eq. 2) keeps them: half of every batch is
+drawn from prior_images (64) images the input pipeline itself generates for standard captions, with those captions, so the
 LoRA is also asked to keep what the model did. Textual inversion needs none: nothing old can move.
 
 Diffusers: `pipe.load_textual_inversion(...)` loads v* into a tokenizer and text encoder extended the
