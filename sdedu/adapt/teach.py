@@ -17,8 +17,8 @@ the shared training loop (`sdedu.training.loop.train`); they differ only in what
 
 A LoRA trained on the new captions alone drifts the old ones too ("a red circle" turns a little orange).
 Prior preservation (Ruiz et al. 2023, "DreamBooth", section 3.3, eq. 2) keeps them: half of every batch is
-drawn from prior_images (64) images the input pipeline itself generates for standard captions, with those captions, so the
-LoRA is also asked to keep what the model did. Textual inversion needs none: nothing old can move.
+drawn from prior_images (64) images the input pipeline itself generates for standard captions, with those
+captions, so the LoRA is also asked to keep what the model did. Textual inversion needs none: nothing old can move.
 
 Diffusers: `pipe.load_textual_inversion(...)` loads v* into a tokenizer and text encoder extended the
 same way; `pipe.load_lora_weights(...)` loads (and `fuse_lora` merges) a LoRA of the same layers.
