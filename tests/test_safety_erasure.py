@@ -6,6 +6,7 @@ import torch
 from sdedu.safety.erasure import (
     ESDConfig,
     concept_attributes,
+    concept_prompt_pairs,
     concept_prompts,
     erase_concept,
     erasure_parameters,
@@ -30,6 +31,12 @@ def test_concept_prompts_name_the_concept_and_other_prompts_do_not():
     assert not any("triangle" in p.split() for p in other_prompts("triangle", 40, torch.Generator().manual_seed(2)))
 
 
+def test_the_base_of_each_caption_leaves_out_only_the_concept():
+    prompts, bases = concept_prompt_pairs("a red triangle", 20, torch.Generator().manual_seed(3))
+    for prompt, base in zip(prompts, bases):
+        assert base == prompt.replace("red ", "").replace("triangle", "shape")
+
+
 def test_shows_reads_verdicts():
     verdicts = [{"shape": "triangle", "color": "red"}, {"shape": "circle", "color": "red"}, {"shape": "none"}]
     hit, unclear = shows(verdicts, {"shape": "triangle"})
@@ -51,7 +58,7 @@ def test_bad_configs_are_named(kwargs, match):
         ESDConfig(**kwargs)
 
 
-@pytest.mark.parametrize("method", ["x", "u"])
+@pytest.mark.parametrize("method", ["x", "u", "kv"])
 def test_erasure_changes_only_its_parameters_of_a_copy(pipe, method):
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     erased = erase_concept(pipe, "triangle", ESDConfig(method=method, steps=2, batch_size=2, num_inference_steps=2))
@@ -61,7 +68,9 @@ def test_erasure_changes_only_its_parameters_of_a_copy(pipe, method):
     changed = {name for name, p in erased.unet.named_parameters() if not torch.equal(p, before[name])}
     assert changed, "ESD changed nothing"
     assert all(id(dict(erased.unet.named_parameters())[name]) in chosen for name in changed)
-    assert all(("attn2" in name) == (method == "x") for name in changed)
+    assert all(("attn2" in name) == (method != "u") for name in changed)
+    if method == "kv":
+        assert all(".to_k." in name or ".to_v." in name for name in changed)
     assert erased.manifest["erasure"]["concept"] == "triangle"
 
 

@@ -3,7 +3,7 @@
 checker_rows   the shipped embedding checker for "a triangle" on images of "a shape" (which never names a
                triangle, so a prompt blocklist lets every one through): share of prompts the word list
                blocks, share of images that show a triangle, the checker's miss and false-block rates.
-erasure_rows   ESD-x erasing "triangle" from a copy of the shipped UNet: triangles in images of captions
+erasure_rows   ESD (default config) erasing "triangle" from a copy of the shipped UNet: triangles in images of captions
                naming a triangle before and after (target <= 5% after), triangles in "a shape" (~33%
                before, the reference), other prompts' adherence before and after (target: drop <= 2
                points) and the fine-tuning's wall-clock seconds (target <= 300 s on the full setting).
@@ -52,7 +52,7 @@ def checker_rows(ctx: Context) -> list[Row]:
 
 
 def erasure_rows(ctx: Context) -> list[Row]:
-    """ESD-x on "triangle" (full: the default config, n = 128; quick: 20 steps, n = 16, no targets)."""
+    """ESD on "triangle" (full: the default config, n = 128; quick: 20 steps, n = 16, no targets)."""
     config = ESDConfig() if not ctx.quick else ESDConfig(steps=20)
     n = ctx.n(128, 16)
     t0 = time.perf_counter()

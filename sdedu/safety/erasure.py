@@ -15,27 +15,34 @@ Where x_t comes from: as in the paper, by partially denoising with the model bei
 conditioned on c (DDIM, a random number of the `num_inference_steps` steps, through the one loop
 `denoise`), so the fine-tuning sees the states its own sampler reaches.
 
-Which parameters (the paper's two variants, Sec. 4.1):
-    "x"  ESD-x: only the cross-attention layers (attn2: to_q, to_k, to_v, to_out), where the text enters.
-    "u"  ESD-u: every parameter *except* cross-attention, so the concept goes even without its word.
-The default is ESD-x: cross-attention is "a gateway to the prompt" (Sec. 4.1), so ESD-x erases the
-concept where its word is used and interferes least with other prompts (the paper's Fig. 4); ESD-u,
-which the paper uses for nudity and whole object classes, erases it globally but touches every prompt.
-The course's target is the prompt-tied kind. What ESD-x does *not* do is remove the ability to draw
-triangles: "a shape" still draws them, which is what a post-hoc image checker
-(`sdedu.safety.checker`) is for. (The bench's safety section measures both.)
-
-Preservation (not in ESD's objective; measured necessary here): fine-tuned alone, eq. 6 also moved
-the predictions for "" and for other prompts (ESD-x, 200 steps: other prompts' judged adherence fell
-from 1.00 to 0.56, because the cross-attention keys and values of every prompt, "" included, pass
-through the same weights). So each step also pulls the copy's predictions for anchor prompts
-("" and captions of images without the concept) to the frozen model's on the same x_t, weighted by
-`anchor_weight` (0 gives the paper's ESD), as concept ablation regularises on an anchor concept (Kumari et al.
-2023, "Ablating Concepts in Text-to-Image Diffusion Models").
-
 Paraphrases: the vocabulary has no synonyms for "triangle", so the paraphrases are every caption that
 names the concept ("a large triangle", "a red triangle in the top left", ...): training draws them
-(`concept_prompts`), evaluation uses a fixed set.
+(`concept_prompt_pairs`), evaluation uses a fixed set.
+
+Two changes to the paper's recipe, each measured necessary on the shipped model (ESD-x, 200-250 steps,
+64 images per figure, the course judge):
+1. The base of the negative guidance is the caption *without the concept* ("a red triangle in the top
+   left" -> "a red shape in the top left"), not "". With "" the target negates the whole caption, so
+   the copy learnt to draw anything but red and anything but top left too: other prompts' adherence
+   fell from 0.98 to 0.56-0.70. (With the paper's one-word concepts the two bases coincide.)
+2. Preservation: each step also pulls the copy's predictions for anchor prompts ("" and captions of
+   images without the concept) to the frozen model's on the same x_t, weighted by `anchor_weight`
+   (0: the paper's objective alone), as concept ablation regularises on an anchor concept (Kumari et
+   al. 2023, "Ablating Concepts in Text-to-Image Diffusion Models").
+
+Which parameters (the paper's two variants, Sec. 4.1, and a narrower one):
+    "x"  ESD-x: the cross-attention layers (attn2: to_q, to_k, to_v, to_out), where the text enters.
+    "u"  ESD-u: every parameter *except* cross-attention, so the concept goes even without its word.
+    "kv" the text side of cross-attention only (attn2.to_k, attn2.to_v): what the UNet reads from each
+         token (the projections closed-form editing changes: TIME, Orgad et al. 2023; UCE, Gandikota
+         et al. 2024). Its change is a function of the prompt alone, so the anchors pin it exactly.
+The default is "kv": cross-attention is "a gateway to the prompt" (Sec. 4.1), so editing it erases
+the concept where its word is used and interferes least with other prompts (the paper's Fig. 4);
+ESD-u, which the paper uses for nudity and whole object classes, erases globally but touches every
+prompt. Measured (kv, eta 1, 250 steps of 8): captions naming a triangle drew triangles in 4 of 64
+images (1.00 before), other prompts' adherence 0.969 (0.984 before), 103 CPU-seconds of fine-tuning.
+What it does *not* do is remove the ability to draw triangles: "a shape" still draws them (27 of 64),
+which is what a post-hoc image checker (`sdedu.safety.checker`) is for.
 """
 
 from __future__ import annotations
@@ -51,25 +58,26 @@ from sdedu.pipeline import TinyStableDiffusion
 from sdedu.pipeline.loop import denoise
 from sdedu.training.loop import TrainConfig, train
 
-METHODS = ("x", "u")
+METHODS = ("x", "u", "kv")
 
 
 @dataclass
 class ESDConfig:
     """Settings of one erasure run.
 
-    method: "x" (ESD-x, cross-attention) or "u" (ESD-u, everything else).   eta: negative guidance.
+    method: "x" (ESD-x, cross-attention), "u" (ESD-u, everything else) or "kv" (attn2 keys and values).
+    eta: negative guidance.
     anchor_weight: weight of the preservation term (0: the paper's objective alone).
     steps, batch_size, lr: the fine-tuning (AdamW, no EMA).   num_inference_steps, guidance_scale:
     the DDIM schedule and guidance used to reach x_t.   seed: the run's seed.
     """
 
-    method: str = "x"
+    method: str = "kv"
     eta: float = 1.0
     anchor_weight: float = 1.0
     steps: int = 250
     batch_size: int = 8
-    lr: float = 5e-4
+    lr: float = 1e-3
     num_inference_steps: int = 10
     guidance_scale: float = 2.0
     seed: int = 0
@@ -104,15 +112,23 @@ def concept_attributes(concept) -> dict:
 
 def concept_prompts(concept: str, n: int, generator: torch.Generator | None = None) -> list[str]:
     """n random captions that name the concept (every other attribute dropped with probability 1/2)."""
+    return concept_prompt_pairs(concept, n, generator)[0]
+
+
+def concept_prompt_pairs(concept: str, n: int, generator: torch.Generator | None = None):
+    """n captions naming the concept, and the same n with the concept left out ("a red triangle" ->
+    "a red shape"): the base that eq. 6's negative guidance starts from, so that only the concept is
+    negated and not the rest of the caption (a red triangle's erasure must not erase red)."""
     named = concept_attributes(concept)
-    prompts = []
+    with_concept, without = [], []
     for attributes in shapes.sample_attributes(n, generator):
         attributes.update(named)
         keep = [name for name in shapes.ATTRIBUTES if name not in named]
         coins = torch.rand(len(keep), generator=generator).tolist()
         drop = [name for name, coin in zip(keep, coins) if coin < 0.5]
-        prompts.append(shapes.caption(attributes, drop=drop))
-    return prompts
+        with_concept.append(shapes.caption(attributes, drop=drop))
+        without.append(shapes.caption(attributes, drop=drop + list(named)))
+    return with_concept, without
 
 
 def other_prompts(concept: str, n: int, generator: torch.Generator | None = None) -> list[str]:
@@ -130,10 +146,13 @@ def other_prompts(concept: str, n: int, generator: torch.Generator | None = None
 
 
 def erasure_parameters(unet: torch.nn.Module, method: str) -> list[torch.nn.Parameter]:
-    """The parameters ESD-x ("x": names containing "attn2") or ESD-u ("u": all the others) fine-tunes."""
+    """The parameters fine-tuned: "x" names containing "attn2", "u" all the others, "kv" attn2.to_k / to_v."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {describe(method)}")
-    chosen = [p for name, p in unet.named_parameters() if ("attn2" in name) == (method == "x")]
+    if method == "kv":
+        chosen = [p for name, p in unet.named_parameters() if "attn2.to_k" in name or "attn2.to_v" in name]
+    else:
+        chosen = [p for name, p in unet.named_parameters() if ("attn2" in name) == (method == "x")]
     if not chosen:
         raise ValueError("the UNet has no cross-attention parameters named 'attn2'; ESD needs them")
     return chosen
@@ -147,7 +166,7 @@ def erase_concept(
     Args:
         pipe: a TinyStableDiffusion; it is left unchanged (its UNet is the frozen teacher).
         concept: words of the vocabulary naming what to erase: "triangle", "red", "a red square".
-        config: `ESDConfig` (ESD-x, eta = 1, anchors weighted 1, 250 steps of 8 when None).
+        config: `ESDConfig` (keys and values, eta = 1, anchors weighted 1, 250 steps of 8 when None).
         progress: show a progress bar.
     Returns:
         a new TinyStableDiffusion sharing pipe's tokenizer, text encoder and VAE, with the erased UNet;
@@ -166,7 +185,9 @@ def erase_concept(
 
     def loss_fn(model, generator):
         B = config.batch_size
-        cond = pipe.encode_prompt(concept_prompts(concept, B, generator))[0]  # (B, L, D)
+        prompts, bases = concept_prompt_pairs(concept, B, generator)
+        cond = pipe.encode_prompt(prompts)[0]  # (B, L, D)
+        base = pipe.encode_prompt(bases)[0]  # (B, L, D): the captions without the concept
         empty = uncond.expand_as(cond)
         # Anchors: "" for the first half, captions without the concept for the rest.
         anchor = torch.cat([empty[: B // 2], pipe.encode_prompt(other_prompts(concept, B - B // 2, generator))[0]])
@@ -180,8 +201,8 @@ def erase_concept(
         # 2. The target: negative guidance from the frozen original (eq. 6); the anchors keep the original's.
         z3, t3 = torch.cat([z, z, z]), torch.cat([t, t, t])
         with torch.no_grad():
-            eps_uncond, eps_cond, eps_anchor = frozen(z3, t3, torch.cat([empty, cond, anchor])).chunk(3)
-            target = eps_uncond - config.eta * (eps_cond - eps_uncond)
+            eps_base, eps_cond, eps_anchor = frozen(z3, t3, torch.cat([base, cond, anchor])).chunk(3)
+            target = eps_base - config.eta * (eps_cond - eps_base)
         # 3. The copy's conditional prediction is pulled to it, its anchor predictions to the original's.
         new_cond, new_anchor = model(torch.cat([z, z]), torch.cat([t, t]), torch.cat([cond, anchor])).chunk(2)
         mse = torch.nn.functional.mse_loss
