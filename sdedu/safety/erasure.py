@@ -35,7 +35,8 @@ Which parameters (the paper's two variants, Sec. 4.1, and a narrower one):
     "u"  ESD-u: every parameter *except* cross-attention, so the concept goes even without its word.
     "kv" the text side of cross-attention only (attn2.to_k, attn2.to_v): what the UNet reads from each
          token (the projections closed-form editing changes: TIME, Orgad et al. 2023; UCE, Gandikota
-         et al. 2024). Its change is a function of the prompt alone, so the anchors pin it exactly.
+         et al. 2024; the ESD authors' own code, esd_sd.py, has it as "esd-x-strict"). Its change is a
+         function of the prompt alone, so the anchors pin it exactly.
 The default is "kv": cross-attention is "a gateway to the prompt" (Sec. 4.1), so editing it erases
 the concept where its word is used and interferes least with other prompts (the paper's Fig. 4);
 ESD-u, which the paper uses for nudity and whole object classes, erases globally but touches every
