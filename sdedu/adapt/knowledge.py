@@ -3,8 +3,9 @@
 The tiny model knows 20 words. Ask it for "a tomato" and its tokenizer refuses; a bigger model
 would map the word to sub-word pieces it half knows and guess. Knowledge-enhanced text-to-image
 systems (ERNIE-ViLG 2.0, Feng et al. 2023, adds "fine-grained textual and visual knowledge of key
-elements in the scene", its abstract; or a language model expands the prompt) instead bring in what
-is *known* about the word. Here that is a small, inspectable knowledge base: one sentence per fact,
+elements in the scene", its abstract; DALL-E 3 as served has a language model rewrite the prompt first,
+"prompt transformation" in Azure OpenAI's DALL-E 3 documentation) instead bring in what is *known*
+about the word. Here that is a small, inspectable knowledge base: one sentence per fact,
 "a tomato is a red circle", read with the shapes world's own caption parser, so every fact is a partial caption.
 
     kb = KnowledgeBase()                      # FACTS below
