@@ -21,8 +21,8 @@ images; old prompts 1.00 before; shared 2-core machine at load 7-11):
     orange    lora               0.72             0.88             0.81             1.00 (4, 8 images: 1.00)
     orange    both                                                 1.00             0.97
     diamond   textual_inversion                                    0.00 (shape)     1.00 (bit-identical)
-    diamond   lora               0.53             0.78             0.91             0.94 (4: 0.94, 8: 0.97; 256 prior images: 0.97)
-    diamond   both                                                 1.00             0.91 (0.94 with 256 prior images)
+    diamond   lora               0.53             0.78             0.91             0.94 (4: 0.94, 8: 0.97; 256 prior: 0.97)
+    diamond   both                                                 1.00             0.91 (256 prior: 0.94)
 
 Textual inversion alone taught neither: with only a new embedding, the frozen UNet drew no image the judge
 reads as orange and no diamond (a new word can only point at what the generator already draws). One teach costs
