@@ -16,13 +16,13 @@ Quick mode: one concept, one method, 4 images, a few steps, 8 prompts each (that
 Measured 2026-12-02 on the shipped model (measure_teaching, seed 0, 32 prompts each, default steps and 64 prior
 images; old prompts 1.00 before; shared 2-core machine at load 7-11):
 
-    concept   method             4 images         8 images         16 images        old prompts after (16)
-    orange    textual_inversion                                    0.00 (colour)*   1.00 (bit-identical)
-    orange    lora               0.72             0.88             0.81             1.00 (4, 8 images: 1.00)
-    orange    both                                                 1.00             0.97
-    diamond   textual_inversion                                    0.00 (shape)     1.00 (bit-identical)
-    diamond   lora               0.53             0.78             0.91             0.94 (4: 0.94, 8: 0.97; 256 prior: 0.97)
-    diamond   both                                                 1.00             0.91 (256 prior: 0.94)
+    concept   method             4 images   8 images   16 images        old prompts after (16)
+    orange    textual_inversion                        0.00 (colour)*   1.00 (bit-identical)
+    orange    lora               0.72       0.88       0.81             1.00 (4, 8 images: 1.00)
+    orange    both                                     1.00             0.97
+    diamond   textual_inversion                        0.00 (shape)     1.00 (bit-identical)
+    diamond   lora               0.53       0.78       0.91             0.94 (4: 0.94, 8: 0.97; 256 prior: 0.97)
+    diamond   both                                     1.00             0.91 (256 prior: 0.94)
 
 Textual inversion alone taught neither: with only a new embedding, the frozen UNet drew no image the judge
 reads as orange and no diamond (a new word can only point at what the generator already draws). One teach costs
