@@ -40,10 +40,12 @@ Which parameters (the paper's two variants, Sec. 4.1, and a narrower one):
 The default is "kv": cross-attention is "a gateway to the prompt" (Sec. 4.1), so editing it erases
 the concept where its word is used and interferes least with other prompts (the paper's Fig. 4);
 ESD-u, which the paper uses for nudity and whole object classes, erases globally but touches every
-prompt. Measured (kv, eta 1, 250 steps of 8): captions naming a triangle drew triangles in 4 of 64
-images (1.00 before), other prompts' adherence 0.969 (0.984 before), 103 CPU-seconds of fine-tuning.
-What it does *not* do is remove the ability to draw triangles: "a shape" still draws them (27 of 64),
-which is what a post-hoc image checker (`sdedu.safety.checker`) is for.
+prompt. Measured (kv, 250 steps of 8; 64 images per figure, seed 0): captions naming a triangle drew
+triangles in 64 of 64 images before; after, in 4 (eta 1), 3 (eta 1.5, the default) or 2 (eta 2), while
+other prompts' adherence went from 0.984 to 0.969, 0.984 and 0.953: eta trades erasure for interference.
+Fine-tuning took 90-103 CPU-seconds (140 s wall at eta 1.5 on the shared 2-core machine).
+What it does *not* do is remove the ability to draw triangles: "a shape" still draws them (23 of 64
+at eta 1.5), which is what a post-hoc image checker (`sdedu.safety.checker`) is for.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class ESDConfig:
     """
 
     method: str = "kv"
-    eta: float = 1.0
+    eta: float = 1.5
     anchor_weight: float = 1.0
     steps: int = 250
     batch_size: int = 8
@@ -167,7 +169,7 @@ def erase_concept(
     Args:
         pipe: a TinyStableDiffusion; it is left unchanged (its UNet is the frozen teacher).
         concept: words of the vocabulary naming what to erase: "triangle", "red", "a red square".
-        config: `ESDConfig` (keys and values, eta = 1, anchors weighted 1, 250 steps of 8 when None).
+        config: `ESDConfig` (keys and values, eta = 1.5, anchors weighted 1, 250 steps of 8 when None).
         progress: show a progress bar.
     Returns:
         a new TinyStableDiffusion sharing pipe's tokenizer, text encoder and VAE, with the erased UNet;
