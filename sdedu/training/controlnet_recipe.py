@@ -32,7 +32,7 @@ from sdedu.metrics.masks import shape_mask
 from sdedu.models.controlnet import ControlledUNet, ControlNetModel
 from sdedu.training.loop import TrainConfig, set_threads, train
 from sdedu.training.recipe_config import build_seeded
-from sdedu.training.recipe_data import captions_for, draw_images
+from sdedu.training.recipe_data import LatentBank, draw_images
 from sdedu.weights import SHIPPED, load_pretrained, read_manifest, save_component, update_manifest
 
 MODEL_NAME = "ControlNet"  # the manifest's "model" field
@@ -111,20 +111,14 @@ def train_controlnet(
     unet = frozen.unet.requires_grad_(False)
     text_encoder = frozen.text_encoder.requires_grad_(False)
     means, logvars, masks, attributes = encode_bank_with_masks(frozen.vae, recipe.bank, recipe.seed + 2, device)
-    stds, scale = torch.exp(0.5 * logvars), float(frozen.vae.scale_factor)
+    bank = LatentBank(means, torch.exp(0.5 * logvars), attributes, float(frozen.vae.scale_factor))
     bank_seconds, bank_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     # 2. The ControlNet: the UNet's encoder copied, the condition network seeded by the recipe.
     controlnet = build_seeded(lambda: ControlNetModel.from_unet(unet), recipe.seed, "controlnet").to(device)
 
     def loss_fn(model, generator):
-        # 1. Latents z_0 = scale_factor * (mean + std * noise) of random bank images, and their masks.
-        index = torch.randint(len(attributes), (recipe.batch_size,), generator=generator)
-        noise = torch.randn(means[index].shape, generator=generator).to(device)
-        z0 = scale * (means[index] + stds[index] * noise)  # (B, 4, 8, 8)
-        # 2. Captions, partial or full, then conditioning dropout to "".
-        captions, _ = captions_for([attributes[i] for i in index.tolist()], generator, recipe.p_full, recipe.p_drop)
-        uncond = (torch.rand(len(captions), generator=generator) < recipe.p_uncond).tolist()
-        captions = ["" if u else c for c, u in zip(captions, uncond)]
+        # 1-2. Latents z_0 (B, 4, 8, 8) of random bank images (masks[index] are theirs); captions, some "".
+        index, z0, captions = bank.batch(recipe.batch_size, generator, recipe.p_full, recipe.p_drop, recipe.p_uncond)
         with torch.no_grad():
             cond = text_encoder(frozen.tokenizer(captions, device=device))  # (B, L, D), frozen
         # 3. The noise-prediction loss of the frozen UNet steered by the ControlNet.

@@ -23,7 +23,7 @@ from sdedu.models.vae import VAE
 from sdedu.training.evaluation import evaluate_text_encoder, evaluate_vae
 from sdedu.training.loop import train
 from sdedu.training.recipe_config import Recipe, build_seeded
-from sdedu.training.recipe_data import bank_images, captions_for, draw_images, matches
+from sdedu.training.recipe_data import LatentBank, bank_images, captions_for, draw_images, matches
 
 # ---- 1. VAE ------------------------------------------------------------------------------------
 
@@ -148,19 +148,13 @@ def train_unet(
     tokenizer = Tokenizer(max_length=text_encoder.config.max_length)
     schedule = recipe.schedule.build().to(device)
     means, logvars, attributes = encode_bank(vae, recipe.latent_bank, recipe.seed + 2, device)
-    stds, scale = torch.exp(0.5 * logvars), float(vae.scale_factor)
+    bank = LatentBank(means, torch.exp(0.5 * logvars), attributes, float(vae.scale_factor))
     bank_seconds, bank_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     unet = build_seeded(lambda: UNet(recipe.unet), recipe.seed, "unet").to(device)
 
     def loss_fn(model, generator):
-        # 1. Latents z_0 = scale_factor * (mean + std * eps) of random bank images.
-        index = torch.randint(len(attributes), (recipe.unet_batch_size,), generator=generator)
-        noise = torch.randn(means[index].shape, generator=generator).to(device)
-        z0 = scale * (means[index] + stds[index] * noise)  # (B, 4, 8, 8)
-        # 2. Captions, partial or full, then conditioning dropout to "" (for guidance).
-        captions, _ = captions_for([attributes[i] for i in index.tolist()], generator, recipe.p_full, recipe.p_drop)
-        uncond = (torch.rand(len(captions), generator=generator) < recipe.p_uncond).tolist()
-        captions = ["" if u else c for c, u in zip(captions, uncond)]
+        # 1-2. Latents z_0 (B, 4, 8, 8) of random bank images; captions, partial or full, some "" (for guidance).
+        _, z0, captions = bank.batch(recipe.unet_batch_size, generator, recipe.p_full, recipe.p_drop, recipe.p_uncond)
         with torch.no_grad():
             cond = text_encoder(tokenizer(captions, device=device))  # (B, L, D), frozen
         # 3. Ho et al.'s simple loss on the latents.

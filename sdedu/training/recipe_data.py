@@ -9,6 +9,8 @@ caption fits every image that has the attributes it names.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from sdedu.data import shapes
@@ -28,6 +30,32 @@ def captions_for(attributes: list[dict], generator: torch.Generator, p_full: flo
         captions.append(shapes.caption(item, drop=drop))
         named.append({a: item[a] for a in shapes.ATTRIBUTES if a not in drop})
     return captions, named
+
+
+@dataclass
+class LatentBank:
+    """Training images encoded once by the frozen VAE: the latent denoisers (UNet, MM-DiT, ControlNet) draw from it.
+
+    means, stds: (N, 4, 8, 8) of each image's latent Gaussian; attributes: N dicts; scale: the VAE's scale_factor.
+    """
+
+    means: torch.Tensor
+    stds: torch.Tensor
+    attributes: list[dict]
+    scale: float
+
+    def batch(self, batch_size: int, generator: torch.Generator, p_full: float, p_drop: float, p_uncond: float):
+        """One training batch: (index (B,), z0 (B, 4, 8, 8), B captions with "" where dropped for guidance).
+
+        z0 = scale_factor * (mean + std * noise) of random bank images (a fresh latent sample each time);
+        captions full or partial (`captions_for`), then each replaced by "" with probability p_uncond.
+        """
+        index = torch.randint(len(self.attributes), (batch_size,), generator=generator)
+        noise = torch.randn(self.means[index].shape, generator=generator).to(self.means.device)
+        z0 = self.scale * (self.means[index] + self.stds[index] * noise)
+        captions, _ = captions_for([self.attributes[i] for i in index.tolist()], generator, p_full, p_drop)
+        uncond = (torch.rand(len(captions), generator=generator) < p_uncond).tolist()
+        return index, z0, ["" if u else c for c, u in zip(captions, uncond)]
 
 
 def _codes(items: list[dict]) -> torch.Tensor:

@@ -39,7 +39,7 @@ from sdedu.training.evaluation import evaluate_generation, time_to_target
 from sdedu.training.loop import TrainConfig, set_threads, train
 from sdedu.training.parts import encode_bank
 from sdedu.training.recipe_config import build_seeded
-from sdedu.training.recipe_data import captions_for
+from sdedu.training.recipe_data import LatentBank
 from sdedu.weights import SHIPPED, load_component, read_manifest, save_component, update_manifest
 
 MODEL_NAME = "TinyStableDiffusion3"  # the manifest's "model" field: what a weights folder holds
@@ -129,19 +129,13 @@ def train_sd3(
     text_encoder = load_component("text_encoder", base, device).requires_grad_(False)
     tokenizer = Tokenizer(max_length=text_encoder.config.max_length)
     means, logvars, attributes = encode_bank(vae, recipe.latent_bank, recipe.seed + 2, device)
-    stds, scale = torch.exp(0.5 * logvars), float(vae.scale_factor)
+    bank = LatentBank(means, torch.exp(0.5 * logvars), attributes, float(vae.scale_factor))
     bank_seconds, bank_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     mmdit = build_seeded(lambda: MMDiT(recipe.mmdit), recipe.seed, "sd3").to(device)
 
     def loss_fn(model, generator):
-        # 1. Latents z_0 = scale_factor * (mean + std * noise) of random bank images.
-        index = torch.randint(len(attributes), (recipe.batch_size,), generator=generator)
-        noise = torch.randn(means[index].shape, generator=generator).to(device)
-        z0 = scale * (means[index] + stds[index] * noise)  # (B, 4, 8, 8)
-        # 2. Captions, partial or full, then conditioning dropout to "" (for guidance).
-        captions, _ = captions_for([attributes[i] for i in index.tolist()], generator, recipe.p_full, recipe.p_drop)
-        uncond = (torch.rand(len(captions), generator=generator) < recipe.p_uncond).tolist()
-        captions = ["" if u else c for c, u in zip(captions, uncond)]
+        # 1-2. Latents z_0 (B, 4, 8, 8) of random bank images; captions, partial or full, some "" (for guidance).
+        _, z0, captions = bank.batch(recipe.batch_size, generator, recipe.p_full, recipe.p_drop, recipe.p_uncond)
         with torch.no_grad():
             cond, pooled = text_conditioning(text_encoder, tokenizer, captions, device)  # frozen
         # 3. Conditional flow matching on the latents (SD3's objective).
