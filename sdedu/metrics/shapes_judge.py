@@ -33,8 +33,8 @@ The new concepts (issue 18, read only with concepts=True, so standard verdicts n
                    reconstructions of large ones 0.63-0.70), a circle pi/4 (>= 0.78 rendered or decoded).
                    Small diamonds come back from the shipped VAE as round blobs (fill 0.76-0.87, a
                    circle's), so only large ones can be read off decoded images.
-And a style measure: `fill_fraction`, the lit share of the region a shape encloses (1 filled, less
-for an outline: 0.3-0.7 large, 0.6-1 small).
+And a style measure: `fill_fraction`, the painted share of the shape's extent (1 filled, less for an
+outline: 0.31-0.71 large, mean 0.47; about 0.8 small).
 """
 
 from __future__ import annotations
@@ -245,12 +245,14 @@ def diversity(images, attribute: str = "shape", concepts: bool = False) -> dict:
 
 
 def fill_fraction(images: torch.Tensor) -> torch.Tensor:
-    """The lit share of the region each image's shape encloses: 1 for a filled shape, less for an outline.
+    """The painted share of each image's shape extent: 1 for a filled shape, less for an outline.
 
-    The enclosed region is every pixel that the background cannot reach from the image's border
-    by steps up, down, left or right through unlit pixels (a flood fill); lit = brightness above
-    FOREGROUND_THRESHOLD. Rendered outlines (OUTLINE_WIDTH 1.5 px) give 0.3-0.7 large, 0.6-1 small
-    (a small shape's hole is a pixel or two, sometimes lit by the anti-aliased rim).
+    The extent is every pixel that has a lit pixel on both sides of it in its row AND in its column
+    (lit = brightness above FOREGROUND_THRESHOLD): a convex shape's own area, whether it is painted
+    or only outlined, and a broken outline's too (a gap only removes the rows or columns it cuts).
+    Unlike the judge's box fill (mass over the box, pi/4 for a filled circle, 1/2 for a triangle),
+    every filled shape reads 1. Rendered shapes (`shapes.render`, 32 px): filled 1.00; outlines
+    (OUTLINE_WIDTH 1.5 px) 0.31-0.71 large (circles and squares ~0.41, triangles ~0.62), ~0.8 small.
 
     Args:
         images: (B, 3, H, W) in [0, 1].
@@ -259,21 +261,14 @@ def fill_fraction(images: torch.Tensor) -> torch.Tensor:
     """
     images = _check_images(images)
     lit = images.amax(dim=1) > FOREGROUND_THRESHOLD  # (B, H, W)
-    border = torch.ones_like(lit)
-    border[:, 1:-1, 1:-1] = False
-    outside = border & ~lit  # (B, H, W) unlit border pixels: the background's seeds
-    while True:  # grow the outside by one 4-neighbour step through unlit pixels until it stops
-        grown = outside.clone()
-        grown[:, 1:, :] |= outside[:, :-1, :]
-        grown[:, :-1, :] |= outside[:, 1:, :]
-        grown[:, :, 1:] |= outside[:, :, :-1]
-        grown[:, :, :-1] |= outside[:, :, 1:]
-        grown &= ~lit
-        if torch.equal(grown, outside):
-            break
-        outside = grown
-    enclosed = (~outside).sum(dim=(1, 2)).float()  # (B,)
-    return lit.sum(dim=(1, 2)).float() / enclosed.clamp(min=1)
+
+    def between(dim: int) -> torch.Tensor:  # (B, H, W): a lit pixel at or before AND at or after, along dim
+        before = lit.cummax(dim=dim).values
+        after = lit.flip(dim).cummax(dim=dim).values.flip(dim)
+        return before & after
+
+    extent = between(1) & between(2)  # (B, H, W), holds every lit pixel
+    return lit.sum(dim=(1, 2)).float() / extent.sum(dim=(1, 2)).float().clamp(min=1)
 
 
 def _named_attributes(prompt_or_attributes) -> dict:
