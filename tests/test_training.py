@@ -245,3 +245,28 @@ def test_caption_matches_for_the_contrastive_targets():
     captions, named = captions_for([red_circle] * 50, torch.Generator().manual_seed(0), p_full=0.5, p_drop=0.5)
     assert matches([red_circle], named).all()  # a caption always matches its own image
     assert "a small red circle in the center" in captions and len(set(captions)) > 3
+
+
+def test_unet_adherence_log_leaves_the_weights_unchanged(tmp_path, monkeypatch):
+    """The UNet recipe's adherence at every checkpoint (evaluate=True) is logged with the training time
+    so far, and the weights are identical to those of a run without it."""
+    import json
+    from dataclasses import replace
+
+    from sdedu.training import parts
+    from sdedu.training.recipes import train_all
+    from sdedu.weights import load_component
+
+    monkeypatch.setattr(parts, "CHECKPOINT_PROMPTS", 4)
+    recipe = _tiny_recipe().with_steps(2, seed=3)
+    recipe = replace(recipe, unet_train=replace(recipe.unet_train, checkpoint_every=1))
+    weights = train_all(tmp_path, recipe, progress=False, evaluate=False, threads=1)
+    frozen = load_component("vae", weights), load_component("text_encoder", weights)
+    unet, info = parts.train_unet(recipe, *frozen, tmp_path / "logged", progress=False, evaluate=True)
+    for a, b in zip(load_component("unet", weights).state_dict().values(), unet.state_dict().values()):
+        assert torch.equal(a, b)
+    log = info["adherence_log"]
+    assert [row["step"] for row in log] == [1, 2] and log[0]["cpu_seconds"] <= log[1]["cpu_seconds"]
+    assert log[0]["full_prompts"]["n"] == 4 and log[0]["seconds"] >= info["latent_bank_seconds"]
+    assert json.loads((tmp_path / "logged" / "unet" / "adherence.json").read_text()) == log
+    assert "time_to_target" in info  # None: a 2-step toy does not reach the target

@@ -6,7 +6,11 @@ the judge of `sdedu.metrics` decides whether an image shows what its prompt asks
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -109,3 +113,40 @@ def time_to_target(log: list[dict], target: dict | None = None) -> dict | None:
         if all(row["full_prompts"][name] >= floor for name, floor in target.items()):
             return {key: row[key] for key in ("step", "seconds", "cpu_seconds")}
     return None
+
+
+#: Prompts per checkpoint evaluation of the UNet recipe (`evaluate_generation(n=...)`; the SD3 recipe's eval_prompts).
+CHECKPOINT_PROMPTS = 100
+
+
+class AdherenceLog:
+    """The adherence of a model at every checkpoint of its training run, with the training time so far.
+
+    An instance is `loop.train`'s `on_checkpoint`: at each checkpoint it measures a copy of the (EMA) model
+    with `measure(model) -> dict` (e.g. `evaluate_generation` through a pipeline), appends the row
+    {"step", "seconds", "cpu_seconds", **metrics} to `rows` and writes them to `path` (JSON; None: no file).
+    The copy and the measurement's own seeded generators leave the training run untouched: its weights are
+    those of a run without the log. `offset` = (seconds, cpu_seconds) spent before the loop (a latent bank);
+    resume=True continues the log in `path`. `time_to_target(log.rows)` is the time to the adherence target.
+    """
+
+    def __init__(
+        self,
+        measure: Callable[[torch.nn.Module], dict],
+        path=None,
+        offset: tuple[float, float] = (0.0, 0.0),
+        resume: bool = False,
+    ):
+        self.measure, self.offset = measure, offset
+        self.path = Path(path) if path is not None else None
+        self.rows: list[dict] = (
+            json.loads(self.path.read_text()) if resume and self.path and self.path.is_file() else []
+        )
+
+    def __call__(self, step: int, model: torch.nn.Module, seconds: float, cpu_seconds: float) -> None:
+        row = {"step": step, "seconds": self.offset[0] + seconds, "cpu_seconds": self.offset[1] + cpu_seconds}
+        row.update(self.measure(copy.deepcopy(model)))
+        self.rows[:] = [r for r in self.rows if r["step"] < step] + [row]
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.rows, indent=1))

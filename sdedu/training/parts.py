@@ -20,10 +20,19 @@ from sdedu.diffusion import noise_prediction_loss
 from sdedu.models.text_encoder import ContrastiveModel, TextEncoder, Tokenizer
 from sdedu.models.unet import UNet
 from sdedu.models.vae import VAE
-from sdedu.training.evaluation import evaluate_text_encoder, evaluate_vae
+from sdedu.training.evaluation import (
+    CHECKPOINT_PROMPTS,
+    AdherenceLog,
+    evaluate_generation,
+    evaluate_text_encoder,
+    evaluate_vae,
+    time_to_target,
+)
 from sdedu.training.loop import train
 from sdedu.training.recipe_config import Recipe, build_seeded
 from sdedu.training.recipe_data import LatentBank, bank_images, captions_for, draw_images, matches
+
+ADHERENCE_LOG = "adherence.json"  # in <out>/unet/: the EMA UNet's adherence at every checkpoint
 
 # ---- 1. VAE ------------------------------------------------------------------------------------
 
@@ -135,8 +144,14 @@ def train_unet(
     progress=True,
     device="cpu",
     distributed=None,
+    evaluate=False,
 ) -> tuple[UNet, dict]:
-    """Train the UNet on scaled latents with the frozen VAE and text encoder. Returns (EMA UNet, info)."""
+    """Train the UNet on scaled latents with the frozen VAE and text encoder. Returns (EMA UNet, info).
+
+    evaluate=True: the EMA UNet's adherence at every checkpoint (`evaluation.AdherenceLog`, in
+    <out>/unet/adherence.json) goes into info's "adherence_log", and its first row meeting
+    `evaluation.ADHERENCE_TARGET` into "time_to_target"; the weights are those of a run without it.
+    """
     device = torch.device(device)
     if recipe.unet.context_dim != text_encoder.config.width:
         raise ValueError(
@@ -160,6 +175,14 @@ def train_unet(
         # 3. Ho et al.'s simple loss on the latents.
         return noise_prediction_loss(model, z0, schedule, generator=generator, cond=cond)
 
+    def measure(model):
+        from sdedu.pipeline import TinyStableDiffusion  # the evaluation samples through the pipeline
+
+        pipe = TinyStableDiffusion(tokenizer, text_encoder, vae, model, recipe.schedule.build(), device=device)
+        return evaluate_generation(pipe, n=CHECKPOINT_PROMPTS)
+
+    log_dir = _sub(out_dir, "unet")
+    log = AdherenceLog(measure, log_dir and log_dir / ADHERENCE_LOG, (bank_seconds, bank_cpu_seconds), resume)
     run = train(
         unet,
         loss_fn,
@@ -179,6 +202,7 @@ def train_unet(
             "p_drop": recipe.p_drop,
             "p_uncond": recipe.p_uncond,
         },
+        on_checkpoint=log if evaluate else None,
     )
     info = {
         "train_seconds": run.seconds + bank_seconds,
@@ -188,6 +212,9 @@ def train_unet(
         "steps": run.steps,
         "final_loss": run.final_loss,
     }
+    if evaluate:
+        info["adherence_log"] = log.rows  # seconds, cpu_seconds: training time up to each checkpoint, the bank included
+        info["time_to_target"] = time_to_target(log.rows)
     return run.ema_model, info
 
 

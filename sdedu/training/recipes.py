@@ -113,7 +113,9 @@ def train_all(
     elif "unet" in parts:
         text_encoder = load_component("text_encoder", weights, device)
     if "unet" in parts:
-        unet, info = train_unet(recipe, vae, text_encoder, out_dir, resume, progress, device, distributed)
+        unet, info = train_unet(
+            recipe, vae, text_encoder, out_dir, resume, progress, device, distributed, evaluate=evaluate
+        )
         if main:
             save_component(unet, "unet", weights, {"training": info})
         timings["unet"], cpu["unet"] = info["train_seconds"], info["cpu_seconds"]
