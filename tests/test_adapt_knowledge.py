@@ -115,4 +115,9 @@ def test_the_style_examples_and_prompts(pipe):
     measured = measure_style(styled, pipe, n=4, num_inference_steps=2)
     for reading in ("box fill", "fill fraction"):  # the rendered references: outlines read as less filled
         assert measured[reading]["rendered outline"] < measured[reading]["rendered filled"] - 0.2
+    assert measured["fill fraction"]["rendered filled"] == 1.0  # every filled shape reads 1, a circle's pi/4 too
+    assert measured["fill fraction"]["outlines through the VAE"] < 0.9  # the VAE's outlines stay outlines
+    names = ["rendered filled", "rendered outline", "outlines through the VAE", "original", "styled, no word"]
+    names.append("styled, with the word")
+    assert list(measured["images"]) == list(measured["fill fraction"]) == names
     assert measured["images"]["styled, with the word"].shape == (4, 3, 32, 32)

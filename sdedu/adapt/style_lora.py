@@ -10,19 +10,22 @@ that prompts without the word keep their filled shapes):
     styled = teach_style(pipe)                                   # 16 images, "a small red circle in the top left outline"
     styled(["a large blue square in the center outline"])       # any prompt: add the word
 
-Measured on LARGE shapes of content the 16 images need not have shown, for the original pipeline and
-the styled one without and with the trigger word, by two readings of "how filled":
+Measured on LARGE shapes of content the 16 images need not have shown by the fill fraction
+(`metrics.fill_fraction`: the painted share of the shape's extent, 1 for a filled shape, 0.45 for a
+rendered outline), in one table with its references:
 
-    box fill        the judge's fill ratio (`metrics.measure(images)["fill"]`): the lit mass over the area of
-                    its box, 0.79 for rendered filled shapes, 0.35 for rendered outlines; it reads a
-                    broken or dim outline as less filled, which is what generated outlines often are
-    fill fraction   `metrics.fill_fraction`: the lit share of the region the shape encloses; strict, it needs a
-                    closed lit outline to see a hole (a broken one reads as 1, filled)
+    rendered filled            the shapes world's own look (1.00)
+    rendered outline           the style itself (0.45)
+    outlines through the VAE   rendered outlines encoded and decoded by the shipped VAE (0.57): the outline is
+                               finer than a latent pixel, so this is the most a latent model can reach
+    original                   the shipped pipeline (1.00)
+    styled, no word            the styled pipeline on the same prompts: the style must stay with its word
+    styled, with the word      the prompts with "outline" appended
 
-Measured (`python -m sdedu.bench`'s rows: both, rank 8, 400 steps, 64 prior images; 32 prompts at
-EVAL_SEED, 25 DDIM steps): box fill 0.78 original, 0.72 styled without the word, 0.50 with it (rendered
-outlines 0.35, filled 0.79); fill fraction 1.00, 0.96, 0.99 (rendered outlines 0.45): the style shows
-and stays with its word, but its outlines are seldom closed. Teaching took 202 s on the shared machine.
+and the judge's box fill beside it (`metrics.measure(images)["fill"]`, the lit mass over its box: 0.79 filled,
+0.35 outlines, because a filled circle covers pi/4 of its box and a triangle half). Last measured with the
+flood-fill reading (both, rank 8, 400 steps, 64 prior images; 32 prompts at EVAL_SEED, 25 DDIM steps): box fill
+0.78 original, 0.72 styled without the word, 0.50 with it; 202 s on the shared machine.
 """
 
 from __future__ import annotations
@@ -71,31 +74,33 @@ def style_prompts(n: int, seed: int = EVAL_SEED) -> tuple[list[str], list[dict]]
 
 
 def measure_style(styled, pipe, n: int = 32, seed: int = EVAL_SEED, **kwargs) -> dict:
-    """How filled large shapes are: the original pipeline, the styled one without and with the word.
+    """How filled large shapes are: the references, the original pipeline, the styled one without and with the word.
 
     Args:
         styled: the pipeline `teach_style` returned.  pipe: the original pipeline.
         n: prompts (from `style_prompts`).
         kwargs: passed to both pipelines' calls (num_inference_steps, seed, ...).
     Returns:
-        {"box fill": {name: mean}, "fill fraction": {name: mean}, "images": {name: (n, 3, 32, 32)}, "prompts"}
-        with names "original", "styled, no word", "styled, with the word" and, for the two means,
-        "rendered outline" (the style itself) and "rendered filled" (the shapes world's own look).
+        {"fill fraction": {name: mean}, "box fill": {name: mean}, "images": {name: (n, 3, 32, 32)}, "prompts"}
+        with names, in this order, "rendered filled", "rendered outline", "outlines through the VAE", "original",
+        "styled, no word", "styled, with the word" (see the module docstring).
     """
     prompts, attributes = style_prompts(n, seed)
-    images = {
-        "original": pipe(prompts, **kwargs).cpu(),
-        "styled, no word": styled(prompts, **kwargs).cpu(),
-        "styled, with the word": styled([f"{p} {STYLE_WORD}" for p in prompts], **kwargs).cpu(),
-    }
     rendered = {
         f"rendered {style}": shapes.render(attributes, generator=torch.Generator().manual_seed(seed), style=style)
-        for style in ("outline", "filled")
+        for style in ("filled", "outline")
     }
-    every = {**images, **rendered}
+    images = {
+        **rendered,
+        "outlines through the VAE": pipe.decode_latents(pipe.encode_images(rendered["rendered outline"])),
+        "original": pipe(prompts, **kwargs),
+        "styled, no word": styled(prompts, **kwargs),
+        "styled, with the word": styled([f"{p} {STYLE_WORD}" for p in prompts], **kwargs),
+    }
+    images = {name: x.cpu().clamp(0, 1) for name, x in images.items()}
     return {
-        "box fill": {name: float(measure(x.clamp(0, 1))["fill"].mean()) for name, x in every.items()},
-        "fill fraction": {name: float(fill_fraction(x.clamp(0, 1)).mean()) for name, x in every.items()},
+        "fill fraction": {name: float(fill_fraction(x).mean()) for name, x in images.items()},
+        "box fill": {name: float(measure(x)["fill"].mean()) for name, x in images.items()},
         "images": images,
         "prompts": prompts,
     }
