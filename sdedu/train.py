@@ -71,18 +71,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error(f"argument --steps: must be >= 1; got {args.steps}")
-    from sdedu.training.checkpoint import CheckpointError
+    if args.part in RECIPES:
+        return RECIPES[args.part](parser, args)
     from sdedu.training.recipes import Recipe, train_all
-    from sdedu.weights import WeightsError
 
-    if args.part == "sd3":
-        return _train_sd3(parser, args)
-    if args.part == "controlnet":
-        return _train_controlnet(parser, args)
-    if args.part == "memorise":
-        return _train_memorise(parser, args)
-    if args.part == "checker":
-        return _train_checker(parser, args)
     recipe = Recipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16)
     distributed, device, threads = None, args.device, args.threads
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun with several processes
@@ -91,7 +83,10 @@ def main(argv=None) -> int:
         distributed = init_from_env(device=args.device, threads=args.threads)
         device, threads = distributed.device, distributed.threads
     try:
-        weights = train_all(
+        weights = _run(
+            parser,
+            "argument --out: the weights already in it do not load",
+            train_all,
             args.out or "runs/tiny-sd",
             recipe,
             resume=args.resume,
@@ -102,12 +97,6 @@ def main(argv=None) -> int:
             parts=PARTS[args.part],
             distributed=distributed,
         )
-    except CheckpointError as error:
-        parser.error(f"argument --resume: {error}")
-    except WeightsError as error:
-        parser.error(f"argument --out: the weights already in it do not load: {error}")
-    except ValueError as error:  # a setting the recipe refuses (e.g. a batch that --nproc_per_node does not divide)
-        parser.error(str(error))
     finally:
         if distributed is not None:
             cleanup()
@@ -116,88 +105,80 @@ def main(argv=None) -> int:
     return _report(weights)
 
 
-def _train_sd3(parser, args) -> int:
-    """The tiny SD3's recipe: the MM-DiT alone, on the shipped VAE and text encoder (one process)."""
+def _run(parser, weights_problem: str, train_fn, *args, **kwargs):
+    """train_fn(*args, **kwargs) -> its weights folder; its errors as one line (exit code 2).
+
+    CheckpointError: --resume met another run's checkpoint. WeightsError: the weights it starts
+    from do not load (`weights_problem` says which). ValueError: a setting the recipe refuses
+    (e.g. a batch that --nproc_per_node does not divide).
+    """
     from sdedu.training.checkpoint import CheckpointError
-    from sdedu.training.sd3_recipe import SD3Recipe, train_sd3
     from sdedu.weights import WeightsError
 
     try:
-        weights = train_sd3(
-            args.out or "runs/tiny-sd3",
-            SD3Recipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16),
-            resume=args.resume,
-            progress=not args.no_progress,
-            device=args.device,
-            threads=args.threads,
-            evaluate=not args.no_eval,
-        )
+        return train_fn(*args, **kwargs)
     except CheckpointError as error:
         parser.error(f"argument --resume: {error}")
     except WeightsError as error:
-        parser.error(f"the shipped VAE and text encoder do not load: {error}")
-    return _report(weights)
+        parser.error(f"{weights_problem}: {error}")
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _options(args) -> dict:
+    """The loop's options every resumable recipe takes from the command line."""
+    return {"resume": args.resume, "progress": not args.no_progress, "device": args.device, "threads": args.threads}
+
+
+FROZEN_VAE_TEXT = "the shipped VAE and text encoder do not load"
+
+
+def _train_sd3(parser, args) -> int:
+    """The tiny SD3's recipe: the MM-DiT alone, on the shipped VAE and text encoder (one process)."""
+    from sdedu.training.sd3_recipe import SD3Recipe, train_sd3
+
+    recipe = SD3Recipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16)
+    out = args.out or "runs/tiny-sd3"
+    return _report(_run(parser, FROZEN_VAE_TEXT, train_sd3, out, recipe, evaluate=not args.no_eval, **_options(args)))
 
 
 def _train_controlnet(parser, args) -> int:
     """A ControlNet for the shipped model (everything else frozen), one process."""
-    from sdedu.training.checkpoint import CheckpointError
     from sdedu.training.controlnet_recipe import ControlNetRecipe, train_controlnet
-    from sdedu.weights import WeightsError
 
-    try:
-        weights = train_controlnet(
-            args.out or "runs/controlnet",
-            ControlNetRecipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16),
-            resume=args.resume,
-            progress=not args.no_progress,
-            device=args.device,
-            threads=args.threads,
-        )
-    except CheckpointError as error:
-        parser.error(f"argument --resume: {error}")
-    except WeightsError as error:
-        parser.error(f"the shipped model does not load: {error}")
-    return _report(weights)
+    recipe = ControlNetRecipe().with_steps(args.steps, seed=args.seed, bf16=args.bf16)
+    out = args.out or "runs/controlnet"
+    return _report(_run(parser, "the shipped model does not load", train_controlnet, out, recipe, **_options(args)))
 
 
 def _train_memorise(parser, args) -> int:
     """The UNet recipe on 32 fixed images (it memorises them), on the shipped VAE and text encoder, one process."""
-    from sdedu.training.checkpoint import CheckpointError
     from sdedu.training.memorisation_recipe import memorising_recipe, train_memorising
-    from sdedu.weights import WeightsError
 
-    try:
-        weights = train_memorising(
-            args.out or "runs/memorise",
-            memorising_recipe(seed=args.seed, steps=args.steps, bf16=args.bf16),
-            resume=args.resume,
-            progress=not args.no_progress,
-            device=args.device,
-            threads=args.threads,
-        )
-    except CheckpointError as error:
-        parser.error(f"argument --resume: {error}")
-    except WeightsError as error:
-        parser.error(f"the shipped VAE and text encoder do not load: {error}")
-    return _report(weights)
+    recipe = memorising_recipe(seed=args.seed, steps=args.steps, bf16=args.bf16)
+    return _report(
+        _run(parser, FROZEN_VAE_TEXT, train_memorising, args.out or "runs/memorise", recipe, **_options(args))
+    )
 
 
 def _train_checker(parser, args) -> int:
-    """The safety checker's image tower, against the shipped (frozen) text encoder, one process."""
+    """The safety checker's image tower, against the shipped (frozen) text encoder, one process (no resume)."""
     from dataclasses import replace
 
     from sdedu.training.checker_recipe import CheckerRecipe, train_checker_encoder
-    from sdedu.weights import WeightsError
 
     recipe = replace(CheckerRecipe(), seed=args.seed, **({"steps": args.steps} if args.steps else {}))
-    try:
-        weights = train_checker_encoder(
-            args.out or "runs/checker", recipe, progress=not args.no_progress, threads=args.threads
-        )
-    except WeightsError as error:
-        parser.error(f"the shipped VAE and text encoder do not load: {error}")
-    return _report(weights)
+    out, options = args.out or "runs/checker", {"progress": not args.no_progress, "threads": args.threads}
+    return _report(_run(parser, FROZEN_VAE_TEXT, train_checker_encoder, out, recipe, **options))
+
+
+#: The parts trained by a recipe of their own (not `train_all`), one process each.
+RECIPES = {
+    "sd3": _train_sd3,
+    "controlnet": _train_controlnet,
+    "memorise": _train_memorise,
+    "checker": _train_checker,
+}
 
 
 def _report(weights) -> int:

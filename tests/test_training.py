@@ -235,6 +235,22 @@ def test_cli_parses_and_rejects_bad_steps(capsys):
         build_parser().parse_args(["pixels"])
 
 
+def test_cli_training_errors_are_one_line(tmp_path, capsys):
+    """A checkpoint of another run, and weights that do not load, end as one usage line (exit code 2)."""
+    from sdedu.train import main
+
+    common = ["--out", str(tmp_path), "--no-progress", "--threads", "1"]
+    assert main(["memorise", "--steps", "1", *common]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["memorise", "--steps", "2", "--resume", *common])
+    assert refused.value.code == 2 and "argument --resume: " in capsys.readouterr().err
+    (tmp_path / "weights" / "manifest.json").write_text("{not json")
+    with pytest.raises(SystemExit) as broken:
+        main(["unet", "--steps", "1", *common])
+    assert broken.value.code == 2 and "argument --out: the weights already in it do not load" in capsys.readouterr().err
+
+
 def test_caption_matches_for_the_contrastive_targets():
     from sdedu.training.recipes import captions_for, matches
 
