@@ -9,10 +9,10 @@ from __future__ import annotations
 from sdedu.bench.report import Context, Row
 from sdedu.bench.safety_erasure import checker_rows, erasure_rows
 from sdedu.bench.safety_memorisation import memorisation_rows
-from sdedu.bench.safety_watermark import watermark_rows
+from sdedu.bench.safety_watermark import curve_rows, watermark_rows
 
 #: The parts of the section, run in this order (each: Context -> list[Row], section name "safety").
-PARTS: list = [watermark_rows, checker_rows, erasure_rows, memorisation_rows]
+PARTS: list = [watermark_rows, curve_rows, checker_rows, erasure_rows, memorisation_rows]
 
 
 def safety_section(ctx: Context) -> list[Row]:

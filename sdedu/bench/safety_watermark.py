@@ -27,19 +27,13 @@ import torch
 from sdedu import metrics
 from sdedu.bench.common import bench_row, sample_prompts
 from sdedu.bench.report import STEPS, Context, Row
-from sdedu.pipeline.loop import denoise
 from sdedu.safety.attacks import ATTACKS
 from sdedu.safety.watermark import INVERSION_STEPS, WatermarkKey, detect_in_noise, detect_watermark
-from sdedu.samplers import DDIMInverseSampler
+from sdedu.safety.watermark_curves import FPR, inversion_amplification, invert_latents, strength_tradeoff, tpr_at_fpr
 
 WATERMARK_SEED = 7
-FPR = 0.01
-
-
-def tpr_at_fpr(marked_scores: torch.Tensor, clean_scores: torch.Tensor, fpr: float = FPR) -> float:
-    """Share of marked scores above the (1 - fpr) quantile of the clean scores (larger score: more evidence)."""
-    threshold = torch.quantile(clean_scores.double(), 1 - fpr)
-    return float((marked_scores.double() > threshold).double().mean())
+STRENGTHS = (1, 1.5, 2, 3, 4)  # the key's standard deviation; 1 is Tree-Ring's
+SIZES = (0, 0.001, 0.003, 0.01, 0.03, 0.1)  # relative changes of z_0; the VAE round trip's is ~0.09
 
 
 def _detect(pipe, images, key, batch_size=100):
@@ -67,11 +61,33 @@ def _generate(ctx: Context, prompts, key, batch_size=100):
 
 
 def _detect_from_latents(pipe, z0, key):
-    """The detector without the VAE round trip: `inversion.invert`'s loop started from z_0 itself (a diagnostic)."""
-    sampler = DDIMInverseSampler(pipe.schedule)
-    sampler.set_timesteps(INVERSION_STEPS)
-    cond, uncond = pipe.encode_prompt([""] * len(z0))
-    return detect_in_noise(denoise(pipe.unet, sampler, z0, cond, uncond, 1.0).cpu(), key)
+    """The detector without the VAE round trip: inversion started from z_0 itself (a diagnostic)."""
+    return detect_in_noise(invert_latents(pipe, z0), key)
+
+
+def curve_rows(ctx: Context) -> list[Row]:
+    """The two curves of `sdedu.safety.watermark_curves`: key strength -> TPR and adherence; z_0 change -> z_T."""
+    n = ctx.n(200, 8)
+    prompts, _ = sample_prompts(n, seed=ctx.seed + 2)
+    tradeoff = strength_tradeoff(ctx.pipe, prompts, STRENGTHS, seed=ctx.seed, key_seed=WATERMARK_SEED)
+    rows = [bench_row("safety", "watermark curve: adherence, no key", tradeoff["clean_adherence"], n=n)]
+    for r in tradeoff["rows"]:
+        s = r["strength"]
+        rows.append(bench_row("safety", f"watermark curve: strength {s:g}, TPR@1%FPR from images", r["tpr"], n=n))
+        rows.append(bench_row("safety", f"watermark curve: strength {s:g}, adherence", r["adherence"], n=n))
+    n = ctx.n(100, 4)
+    prompts, _ = sample_prompts(n, seed=ctx.seed + 3)
+    amp = inversion_amplification(ctx.pipe, prompts, SIZES, seed=ctx.seed)
+    detail = {"n": n, "inversion_steps": INVERSION_STEPS}
+    for direction in ("random", "vae"):
+        for size, corr in zip(amp["sizes"], amp[direction]):
+            metric = f"watermark curve: corr(z_T, inverted), z_0 changed {size:.1%} {direction}"
+            rows.append(bench_row("safety", metric, corr, **detail))
+    rows.append(bench_row("safety", "watermark curve: VAE round trip's relative change of z_0", amp["vae_size"], n=n))
+    rows.append(
+        bench_row("safety", "watermark curve: corr(z_T, inverted), from the image", amp["from_image"], **detail)
+    )
+    return rows
 
 
 def watermark_rows(ctx: Context) -> list[Row]:

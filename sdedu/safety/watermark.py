@@ -39,11 +39,15 @@ Choices for the tiny model (measured on the shipped weights; `python -m sdedu.be
 
 What limits it here: the VAE round trip. DDIM inversion of the generated latent z_0 itself gives back
 noise correlated 0.77-0.89 with z_T (25 steps, prompt unknown, guidance 1), but z_0 -> image -> encoder mean
-changes z_0 by about 1% (correlation 0.99), and inversion, which undoes the sampler's strong
-contraction of z_T (z_0 is correlated only 0.26 with z_T), amplifies that to noise correlated ~0.1
-with z_T. Neither leaving the decoder's output unclamped nor fitting z_0 to the image by gradient
-descent on the decoder (Hong et al. 2024's decoder inversion) helped. Tree-Ring needs the image to
-carry z_T's detail; a shapes-world image is nearly a function of its prompt's four attributes.
+changes z_0 by about 9% of its norm (correlation 0.995), and inversion, which undoes the sampler's strong
+contraction of z_T (z_0 is correlated only ~0.1-0.26 with z_T), amplifies that to noise correlated ~0.06-0.1
+with z_T. White noise of the same size costs far less: the encoder's error is structured, like a change of
+content, which the model responds to (`sdedu.safety.watermark_curves` measures both curves). Neither leaving
+the decoder's output unclamped nor fitting z_0 to the image by gradient descent on the decoder (Hong et al.
+2024's decoder inversion) helped; nor (session 9, 50 + 50 images, TPR at 1% FPR from images 0.02-0.10 for
+each) inverting with the image's own prompt (guidance 1 or 2), a key on rings up to radius 1 or 2, or keys
+in all four channels. Tree-Ring needs the image to carry z_T's detail; a shapes-world image is nearly a
+function of its prompt's four attributes.
 
 A stronger key is found, at the price of the content: `strength` scales the key's values (N(0, strength^2));
 on 32 + 32 images, strength 3 gives TPR 0.875 at 1% FPR from images but the judge's adherence falls from
