@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from sdedu._checks import check_int_range, check_number_range
-from sdedu.manifest import SHIPPED
 from sdedu.models.text_encoder import ContrastiveModel, Tokenizer
-from sdedu.training.loop import TrainConfig, set_threads, train
+from sdedu.training.loop import TrainConfig, train
 from sdedu.training.recipe_config import build_seeded
 from sdedu.training.recipe_data import captions_for, draw_images, matches
-from sdedu.weights import load_component, read_manifest, save_component, update_manifest
+from sdedu.training.recipe_run import record_run, run_folders, training_info
+from sdedu.weights import SHIPPED, load_component, save_component
 
 #: Where the shipped checker embedding lives (beside the shipped SD and SD3 weights).
 CHECKER_WEIGHTS = SHIPPED / "safety_checker"
@@ -85,8 +84,7 @@ def train_checker_encoder(
         the weights folder, loadable with `sdedu.safety.checker.load_image_encoder(path)`.
     """
     recipe = recipe or CheckerRecipe()
-    threads = set_threads(threads)
-    base = Path(base or SHIPPED)
+    out_dir, weights, base, threads = run_folders(out_dir, base, threads)
     text_encoder = load_component("text_encoder", base).requires_grad_(False)
     vae = load_component("vae", base).requires_grad_(False)
     tokenizer = Tokenizer(max_length=text_encoder.config.max_length)
@@ -105,28 +103,16 @@ def train_checker_encoder(
         model,
         loss_fn,
         config,
-        Path(out_dir) / "checker",
+        out_dir / "checker",
         desc="checker image tower",
         progress=progress,
         parameters=[*model.image_encoder.parameters(), model.logit_scale],
         settings={"checker": asdict(recipe)},
     )
-    weights = Path(out_dir) / "weights"
-    base_manifest = read_manifest(base)["components"]
-    update_manifest(
-        weights,
-        recipe=asdict(recipe),
-        seed=recipe.seed,
-        threads=threads,
-        torch_version=torch.__version__,
-        base={name: {"sha256": base_manifest[name]["sha256"]} for name in ("text_encoder", "vae")},
-        command=f"OMP_NUM_THREADS=1 python -m sdedu.train checker --seed {recipe.seed}",
-    )
+    command = f"OMP_NUM_THREADS=1 python -m sdedu.train checker --seed {recipe.seed}"
+    record_run(weights, recipe, base, ("text_encoder", "vae"), threads, command=command)
     info = {
-        "train_seconds": run.seconds,
-        "cpu_seconds": run.cpu_seconds,
-        "steps": run.steps,
-        "final_loss": run.final_loss,
+        **training_info(run),
         "logit_scale": float(run.ema_model.logit_scale.exp()),
         "wall_seconds": time.perf_counter() - t0,
     }

@@ -30,10 +30,11 @@ from sdedu._checks import check_int_range, check_number_range
 from sdedu.diffusion import noise_prediction_loss
 from sdedu.metrics.masks import shape_mask
 from sdedu.models.controlnet import ControlledUNet, ControlNetModel
-from sdedu.training.loop import TrainConfig, set_threads, train
+from sdedu.training.loop import TrainConfig, train
 from sdedu.training.recipe_config import build_seeded
 from sdedu.training.recipe_data import LatentBank, draw_images
-from sdedu.weights import SHIPPED, load_pretrained, read_manifest, save_component, update_manifest
+from sdedu.training.recipe_run import record_run, run_folders, training_info
+from sdedu.weights import load_pretrained, save_component
 
 MODEL_NAME = "ControlNet"  # the manifest's "model" field
 
@@ -100,11 +101,8 @@ def train_controlnet(
     manifest.json, loadable with `ControlNet.from_pretrained(<out_dir>/weights)`). Returns the weights folder.
     """
     recipe = recipe or ControlNetRecipe()
-    threads = set_threads(threads)
+    out_dir, weights, base, threads = run_folders(out_dir, base, threads)
     device = torch.device(device)
-    base = Path(base) if base is not None else SHIPPED
-    out_dir = Path(out_dir)
-    weights = out_dir / "weights"
     t0, cpu0 = time.perf_counter(), time.process_time()
     # 1. The frozen model, hash-checked, and a bank of latents with their masks, encoded once.
     frozen = load_pretrained(base, device=device)
@@ -136,24 +134,7 @@ def train_controlnet(
         progress=progress,
         settings={k: v for k, v in asdict(recipe).items() if k != "train"},
     )
-    info = {
-        "train_seconds": run.seconds + bank_seconds,
-        "cpu_seconds": run.cpu_seconds + bank_cpu_seconds,
-        "bank_seconds": bank_seconds,
-        "seconds_per_step": run.seconds_per_step,
-        "steps": run.steps,
-        "final_loss": run.final_loss,
-    }
+    info = {**training_info(run, bank_seconds, bank_cpu_seconds), "bank_seconds": bank_seconds}
     save_component(run.ema_model, "controlnet", weights, {"training": info})
-    update_manifest(
-        weights,
-        model=MODEL_NAME,
-        recipe=asdict(recipe),
-        seed=recipe.seed,
-        threads=threads,
-        torch_version=torch.__version__,
-        base={"unet": {"sha256": read_manifest(base)["components"]["unet"]["sha256"]}},
-        training_seconds=info["train_seconds"],
-        training_cpu_seconds=info["cpu_seconds"],
-    )
+    record_run(weights, recipe, base, ("unet",), threads, info, model=MODEL_NAME)
     return weights

@@ -20,15 +20,14 @@ was trained with by their sha256; `sdedu.safety.memorisation.memorising_pipeline
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from sdedu.training.loop import TrainConfig, set_threads
+from sdedu.training.loop import TrainConfig
 from sdedu.training.parts import train_unet
 from sdedu.training.recipe_config import Recipe
-from sdedu.weights import SHIPPED, load_component, read_manifest, save_component, update_manifest
+from sdedu.training.recipe_run import record_run, run_folders
+from sdedu.weights import load_component, save_component
 
 TRAINING_IMAGES = 32  # the memorising recipe's latent bank
 
@@ -59,23 +58,10 @@ def train_memorising(
     Returns the weights folder.
     """
     recipe = recipe or memorising_recipe()
-    threads = set_threads(threads)
-    base = Path(base) if base is not None else SHIPPED
-    out_dir = Path(out_dir)
-    weights = out_dir / "weights"
+    out_dir, weights, base, threads = run_folders(out_dir, base, threads)
     vae = load_component("vae", base, device)
     text_encoder = load_component("text_encoder", base, device)
     unet, info = train_unet(recipe, vae, text_encoder, out_dir, resume, progress, device)
     save_component(unet.cpu(), "unet", weights, {"training": info})
-    base_components = read_manifest(base)["components"]
-    update_manifest(
-        weights,
-        recipe=asdict(recipe),
-        seed=recipe.seed,
-        threads=threads,
-        torch_version=torch.__version__,
-        base={name: {"sha256": base_components[name]["sha256"]} for name in ("vae", "text_encoder")},
-        training_seconds=info["train_seconds"],
-        training_cpu_seconds=info["cpu_seconds"],
-    )
+    record_run(weights, recipe, base, ("vae", "text_encoder"), threads, info)
     return weights

@@ -31,6 +31,7 @@ from sdedu.training.evaluation import (
 from sdedu.training.loop import train
 from sdedu.training.recipe_config import Recipe, build_seeded
 from sdedu.training.recipe_data import LatentBank, bank_images, captions_for, draw_images, matches
+from sdedu.training.recipe_run import training_info
 
 ADHERENCE_LOG = "adherence.json"  # in <out>/unet/: the EMA UNet's adherence at every checkpoint
 
@@ -63,15 +64,7 @@ def train_vae(
     # Latent scale factor, as for SD: 1 / std of sampled latents over training images.
     images, _ = draw_images(recipe.scale_factor_images, torch.Generator().manual_seed(recipe.seed + 1))
     scale = vae.compute_scale_factor(images.to(device), generator=torch.Generator().manual_seed(recipe.seed))
-    info = {
-        "train_seconds": run.seconds,
-        "cpu_seconds": run.cpu_seconds,
-        "seconds_per_step": run.seconds_per_step,
-        "steps": run.steps,
-        "final_loss": run.final_loss,
-        "scale_factor": scale,
-        **evaluate_vae(vae, device=device),
-    }
+    info = {**training_info(run), "scale_factor": scale, **evaluate_vae(vae, device=device)}
     return vae, info
 
 
@@ -109,14 +102,7 @@ def train_text_encoder(
             "p_drop": recipe.p_drop,
         },
     )
-    info = {
-        "train_seconds": run.seconds,
-        "cpu_seconds": run.cpu_seconds,
-        "seconds_per_step": run.seconds_per_step,
-        "steps": run.steps,
-        "final_loss": run.final_loss,
-        **evaluate_text_encoder(run.ema_model, tokenizer, device=device),
-    }
+    info = {**training_info(run), **evaluate_text_encoder(run.ema_model, tokenizer, device=device)}
     return run.ema_model.text_encoder.eval(), info
 
 
@@ -181,13 +167,13 @@ def train_unet(
         pipe = TinyStableDiffusion(tokenizer, text_encoder, vae, model, recipe.schedule.build(), device=device)
         return evaluate_generation(pipe, n=CHECKPOINT_PROMPTS)
 
-    log_dir = _sub(out_dir, "unet")
-    log = AdherenceLog(measure, log_dir and log_dir / ADHERENCE_LOG, (bank_seconds, bank_cpu_seconds), resume)
+    unet_dir = _sub(out_dir, "unet")
+    log = AdherenceLog(measure, unet_dir and unet_dir / ADHERENCE_LOG, (bank_seconds, bank_cpu_seconds), resume)
     run = train(
         unet,
         loss_fn,
         recipe.unet_train,
-        _sub(out_dir, "unet"),
+        unet_dir,
         resume=resume,
         desc="UNet",
         progress=progress,
@@ -204,14 +190,7 @@ def train_unet(
         },
         on_checkpoint=log if evaluate else None,
     )
-    info = {
-        "train_seconds": run.seconds + bank_seconds,
-        "cpu_seconds": run.cpu_seconds + bank_cpu_seconds,
-        "latent_bank_seconds": bank_seconds,
-        "seconds_per_step": run.seconds_per_step,
-        "steps": run.steps,
-        "final_loss": run.final_loss,
-    }
+    info = {**training_info(run, bank_seconds, bank_cpu_seconds), "latent_bank_seconds": bank_seconds}
     if evaluate:
         info["adherence_log"] = log.rows  # seconds, cpu_seconds: training time up to each checkpoint, the bank included
         info["time_to_target"] = time_to_target(log.rows)
