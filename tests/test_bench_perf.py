@@ -172,3 +172,20 @@ def test_widened_keeps_channels_divisible(channels, factor, expected):
 def test_count_flops_of_a_matmul():
     a, b = torch.randn(8, 16), torch.randn(16, 4)
     assert measure.count_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+
+
+def test_best_row_and_at_most_judge_only_where_asked():
+    fractions = {"eager": 0.3, "compiled": 0.7, "layers": 0.9}
+    best = roofline.best_row("UNet", fractions, ("eager", "compiled"), 0.6, judged=True)
+    assert best.metric == "best UNet forward (compiled): achieved / peak" and best.value == 0.7
+    assert (best.target, best.passed, best.extra) == (">= 0.6", True, {"variant": "compiled"})
+    unjudged = roofline.best_row("MM-DiT", fractions, fractions, 0.95, judged=False)
+    assert unjudged.metric.startswith("best MM-DiT forward (layers)") and (unjudged.target, unjudged.passed) == (
+        "",
+        None,
+    )
+    from sdedu.bench.safety_erasure import SECTION, at_most
+
+    row = at_most("time", 301.0, 300, full=True, unit="s", extra={"n": 1})
+    assert (row.section, row.target, row.passed, row.unit, row.extra) == (SECTION, "<= 300", False, "s", {"n": 1})
+    assert at_most("miss", 0.01, 0.05, full=False).passed is None and at_most("miss", 0.01, 0.05, True).passed

@@ -64,6 +64,20 @@ def _widened_pipeline(pipe, factor: float):
 
 
 @torch.no_grad()
+def best_row(backbone: str, fractions: dict, variants, floor: float, judged: bool):
+    """The row of the best of `variants` (names in `fractions`, achieved / peak of one forward): its
+    fraction against the target >= `floor` where `judged` (a CPU's target), else with no target."""
+    best = max(variants, key=fractions.get)
+    return bench_row(
+        "roofline",
+        f"best {backbone} forward ({best}): achieved / peak",
+        fractions[best],
+        f">= {floor}" if judged else "",
+        fractions[best] >= floor if judged else None,
+        variant=best,
+    )
+
+
 def roofline_section(ctx) -> list:
     """The UNet forward's achieved FLOP/s as a fraction of this machine's matmul peak, same run.
 
@@ -128,18 +142,7 @@ def roofline_section(ctx) -> list:
     # The 60% target is a CPU's: a GPU runs a batch of 32 8x8 latents far below its peak, whatever
     # the code, because each of the UNet's ~300 kernels is too small to fill it (launch-bound).
     # As for the 0.5 s target, the target is the best variant's (eager is shown for comparison).
-    on_cpu = torch.device(device).type == "cpu"
-    best = max(candidates, key=fractions.get)
-    rows.append(
-        bench_row(
-            "roofline",
-            f"best UNet forward ({best}): achieved / peak",
-            fractions[best],
-            ">= 0.6" if on_cpu else "",
-            fractions[best] >= 0.6 if on_cpu else None,
-            variant=best,
-        )
-    )
+    rows.append(best_row("UNet", fractions, candidates, 0.6, judged=torch.device(device).type == "cpu"))
     # The ceiling of fusion: the same matrix kernels with nothing between them. What stays below
     # 1 here is the kernels' own efficiency at the UNet's small shapes (48-96 channels, 8x8 maps).
     rows.append(
@@ -222,18 +225,8 @@ def mmdit_roofline_rows(ctx) -> list:
         )
         for name, m in candidates.items()
     ]
-    best = max(fractions, key=fractions.get)
     target = not ctx.quick and torch.device(device).type == "cpu"  # a CPU's target (see roofline_section)
-    rows.append(
-        bench_row(
-            "roofline",
-            f"best MM-DiT forward ({best}): achieved / peak",
-            fractions[best],
-            ">= 0.5" if target else "",
-            fractions[best] >= 0.5 if target else None,
-            variant=best,
-        )
-    )
+    rows.append(best_row("MM-DiT", fractions, fractions, 0.5, judged=target))
     shares = time_shares(lambda: model(*inputs), OPERATOR_KINDS, repeats=ctx.n(3, 1))
     rows.append(
         bench_row(
