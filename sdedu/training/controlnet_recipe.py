@@ -33,7 +33,7 @@ from sdedu.models.controlnet import ControlledUNet, ControlNetModel
 from sdedu.training.loop import TrainConfig, train
 from sdedu.training.recipe_config import build_seeded
 from sdedu.training.recipe_data import LatentBank, draw_images
-from sdedu.training.recipe_run import record_run, run_folders, training_info
+from sdedu.training.recipe_run import record_run, run_config, run_folders, training_info
 from sdedu.weights import load_pretrained, save_component
 
 MODEL_NAME = "ControlNet"  # the manifest's "model" field
@@ -63,12 +63,7 @@ class ControlNetRecipe:
     def with_steps(self, steps: int | None = None, seed: int | None = None, bf16: bool = False) -> ControlNetRecipe:
         """A copy with the step count (smoke runs), seed and bf16 set, as `Recipe.with_steps`."""
         seed = self.seed if seed is None else seed
-        train_config = replace(self.train, seed=seed, bf16=bf16)
-        if steps is not None:
-            train_config = replace(
-                train_config, steps=steps, warmup_steps=min(self.train.warmup_steps, max(steps // 10, 1))
-            )
-        return replace(self, seed=seed, train=train_config)
+        return replace(self, seed=seed, train=run_config(self.train, steps, seed, bf16))
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ from sdedu.models.vae import VAEConfig
 from sdedu.schedules import ScheduleConfig
 from sdedu.training.distributed import local_batch_size
 from sdedu.training.loop import TrainConfig
+from sdedu.training.recipe_run import run_config
 
 EVAL_SEED = 10_000  # evaluation images come from seeds no training step uses
 # Each part's initial weights: seed * 1_000_003 + offset (sd3: the tiny SD3's MM-DiT, sdedu.training.sd3_recipe;
@@ -81,19 +82,12 @@ class Recipe:
     def with_steps(self, steps: int | None = None, seed: int | None = None, bf16: bool = False) -> Recipe:
         """A copy with every part's step count set to `steps` (for smoke runs), seed and bf16 set."""
         seed = self.seed if seed is None else seed
-
-        def part(config: TrainConfig) -> TrainConfig:
-            if steps is None:
-                return replace(config, seed=seed, bf16=bf16)
-            warmup = min(config.warmup_steps, max(steps // 10, 1))
-            return replace(config, steps=steps, warmup_steps=warmup, seed=seed, bf16=bf16)
-
         return replace(
             self,
             seed=seed,
-            vae_train=part(self.vae_train),
-            text_train=part(self.text_train),
-            unet_train=part(self.unet_train),
+            vae_train=run_config(self.vae_train, steps, seed, bf16),
+            text_train=run_config(self.text_train, steps, seed, bf16),
+            unet_train=run_config(self.unet_train, steps, seed, bf16),
         )
 
 

@@ -5,6 +5,7 @@ A recipe that trains on the frozen parts of a base model (the shipped one by def
 manifest.json). Its manifest records the recipe, seed, threads and torch version, and names the
 base's parts it was trained on by their sha256, so that a loader can refuse another base.
 
+    recipe.train = run_config(recipe.train, steps, seed, bf16)        (in the recipe's `with_steps`)
     out_dir, weights, base, threads = run_folders(out_dir, base, threads)
     run = train(...)
     save_component(model, name, weights, {"training": training_info(run, *bank_time)})
@@ -13,13 +14,22 @@ base's parts it was trained on by their sha256, so that a loader can refuse anot
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
-from sdedu.training.loop import TrainResult, set_threads
+from sdedu.training.loop import TrainConfig, TrainResult, set_threads
 from sdedu.weights import SHIPPED, read_manifest, update_manifest
+
+
+def run_config(config: TrainConfig, steps: int | None, seed: int, bf16: bool) -> TrainConfig:
+    """`config` with `seed` and `bf16` set and, for smoke runs, `steps` steps (None: its own), the warm-up
+    cut to at most a tenth of them (at least 1): what a recipe's `with_steps` does to each of its parts."""
+    config = replace(config, seed=seed, bf16=bf16)
+    if steps is None:
+        return config
+    return replace(config, steps=steps, warmup_steps=min(config.warmup_steps, max(steps // 10, 1)))
 
 
 def run_folders(out_dir, base=None, threads: int | None = None) -> tuple[Path, Path, Path, int]:
