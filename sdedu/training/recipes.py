@@ -98,27 +98,25 @@ def train_all(
         )
     recipe = per_rank_recipe(recipe, world_size, parts)  # each rank's share of every batch
     timings, cpu = {}, {}  # wall-clock and CPU seconds per part
-    if "vae" in parts:
-        vae, info = train_vae(recipe, out_dir, resume, progress, device, distributed)
+
+    def keep(name, model, info):
         if main:
-            save_component(vae, "vae", weights, {"training": info})
-        timings["vae"], cpu["vae"] = info["train_seconds"], info["cpu_seconds"]
-    elif "unet" in parts:
-        vae = load_component("vae", weights, device)
-    if "text" in parts:
-        text_encoder, info = train_text_encoder(recipe, out_dir, resume, progress, device, distributed)
-        if main:
-            save_component(text_encoder, "text_encoder", weights, {"training": info})
-        timings["text_encoder"], cpu["text_encoder"] = info["train_seconds"], info["cpu_seconds"]
-    elif "unet" in parts:
-        text_encoder = load_component("text_encoder", weights, device)
+            save_component(model, name, weights, {"training": info})
+        timings[name], cpu[name] = info["train_seconds"], info["cpu_seconds"]
+        return model
+
+    frozen = {}  # the VAE and text encoder: trained now, or those in <out_dir>/weights for the UNet
+    for part, name, train_part in (("vae", "vae", train_vae), ("text", "text_encoder", train_text_encoder)):
+        if part in parts:
+            frozen[name] = keep(name, *train_part(recipe, out_dir, resume, progress, device, distributed))
+        elif "unet" in parts:
+            frozen[name] = load_component(name, weights, device)
     if "unet" in parts:
-        unet, info = train_unet(
-            recipe, vae, text_encoder, out_dir, resume, progress, device, distributed, evaluate=evaluate
+        vae, text_encoder = frozen["vae"], frozen["text_encoder"]
+        unet = keep(
+            "unet",
+            *train_unet(recipe, vae, text_encoder, out_dir, resume, progress, device, distributed, evaluate=evaluate),
         )
-        if main:
-            save_component(unet, "unet", weights, {"training": info})
-        timings["unet"], cpu["unet"] = info["train_seconds"], info["cpu_seconds"]
         if evaluate and main:
             from sdedu.pipeline import TinyStableDiffusion
 
