@@ -5,7 +5,9 @@
     3. `train_unet`           eps-prediction on scaled latents, conditioned on the frozen text encoder
 
 Each part builds its network under `build_seeded` (initial weights from the recipe's seed) and
-draws every batch, caption and noise from the loop's CPU step generator, on any device.
+draws every batch, caption and noise from the loop's CPU step generator, on any device. The UNet's
+adherence at every checkpoint (`evaluation.AdherenceLog`, evaluate=True, as `train_all` runs it) gives
+its training time to `evaluation.ADHERENCE_TARGET`, as the SD3 recipe records it.
 """
 
 from __future__ import annotations
