@@ -11,21 +11,24 @@ that prompts without the word keep their filled shapes):
     styled(["a large blue square in the center outline"])       # any prompt: add the word
 
 Measured on LARGE shapes of content the 16 images need not have shown by the fill fraction
-(`metrics.fill_fraction`: the painted share of the shape's extent, 1 for a filled shape, 0.45 for a
-rendered outline), in one table with its references:
+(`metrics.fill_fraction`: the painted share of the shape's convex extent, 1 for a filled shape, 0.45 for a
+rendered outline), in one table with its references (box fill beside it: `metrics.measure(images)["fill"]`,
+the lit mass over its box, 0.79 for filled shapes because a circle covers pi/4 of its box and a triangle half):
 
-    rendered filled            the shapes world's own look (1.00)
-    rendered outline           the style itself (0.45)
-    outlines through the VAE   rendered outlines encoded and decoded by the shipped VAE (0.57): the outline is
-                               finer than a latent pixel, so this is the most a latent model can reach
-    original                   the shipped pipeline (1.00)
-    styled, no word            the styled pipeline on the same prompts: the style must stay with its word
-    styled, with the word      the prompts with "outline" appended
+                               fill fraction   box fill
+    rendered filled                1.00          0.79     the shapes world's own look
+    rendered outline               0.45          0.35     the style itself
+    outlines through the VAE       0.47          0.56     rendered outlines encoded and decoded by the shipped VAE:
+                                                          the outline is finer than a latent pixel; the most a
+                                                          latent model can reach
+    original                       1.00          0.78     the shipped pipeline
+    styled, no word                0.92          0.71     the same prompts: the style mostly stays with its word
+    styled, with the word          0.50          0.52     the prompts with "outline" appended
 
-and the judge's box fill beside it (`metrics.measure(images)["fill"]`, the lit mass over its box: 0.79 filled,
-0.35 outlines, because a filled circle covers pi/4 of its box and a triangle half). Last measured with the
-flood-fill reading (both, rank 8, 400 steps, 64 prior images; 32 prompts at EVAL_SEED, 25 DDIM steps): box fill
-0.78 original, 0.72 styled without the word, 0.50 with it; 202 s on the shared machine.
+Measured 2026-12-02: both, rank 8, 400 steps, 64 prior images; 32 prompts at EVAL_SEED, 25 DDIM steps;
+teaching 115 CPU-s (one thread; 273 s wall on the shared machine). Generated outlines are often open or
+broken (a C, a U): the convex extent still reads them as outlines, where a flood fill of the enclosed region
+read them as filled (0.99).
 """
 
 from __future__ import annotations

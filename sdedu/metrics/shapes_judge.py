@@ -33,7 +33,7 @@ The new concepts (issue 18, read only with concepts=True, so standard verdicts n
                    reconstructions of large ones 0.63-0.70), a circle pi/4 (>= 0.78 rendered or decoded).
                    Small diamonds come back from the shipped VAE as round blobs (fill 0.76-0.87, a
                    circle's), so only large ones can be read off decoded images.
-And a style measure: `fill_fraction`, the painted share of the shape's extent (1 filled, less for an
+And a style measure: `fill_fraction`, the painted share of the shape's convex extent (1 filled, less for an
 outline: 0.31-0.71 large, mean 0.47; about 0.8 small).
 """
 
@@ -67,6 +67,8 @@ FILL_RANGE = (0.40, 1.10)
 MAX_COLOR_DISTANCE = 0.45
 # With concepts=True: below this fill ratio a shape without a triangle's drop is a diamond (see above).
 FILL_DIAMOND_CIRCLE = 0.74
+#: fill_fraction: directions (over 180 degrees) of the polygon that stands for the lit pixels' convex hull.
+HULL_DIRECTIONS = 32
 
 _PALETTE = torch.tensor([shapes.COLOR_RGB[c] for c in shapes.COLORS])  # (6, 3)
 _CONCEPT_PALETTE = torch.cat([_PALETTE, torch.tensor([shapes.CONCEPT_COLOR_RGB[c] for c in shapes.CONCEPT_COLORS])])
@@ -247,12 +249,12 @@ def diversity(images, attribute: str = "shape", concepts: bool = False) -> dict:
 def fill_fraction(images: torch.Tensor) -> torch.Tensor:
     """The painted share of each image's shape extent: 1 for a filled shape, less for an outline.
 
-    The extent is every pixel that has a lit pixel on both sides of it in its row AND in its column
-    (lit = brightness above FOREGROUND_THRESHOLD): a convex shape's own area, whether it is painted
-    or only outlined, and a broken outline's too (a gap only removes the rows or columns it cuts).
-    Unlike the judge's box fill (mass over the box, pi/4 for a filled circle, 1/2 for a triangle),
-    every filled shape reads 1. Rendered shapes (`shapes.render`, 32 px): filled 1.00; outlines
-    (OUTLINE_WIDTH 1.5 px) 0.31-0.71 large (circles and squares ~0.41, triangles ~0.62), ~0.8 small.
+    The extent is the convex hull of the lit pixels (lit = brightness above FOREGROUND_THRESHOLD), taken as
+    the pixels whose projection on each of HULL_DIRECTIONS directions lies within the lit pixels' range: a
+    convex shape's own area whether it is painted or only outlined, and an open or broken outline's too.
+    Unlike the judge's box fill (mass over the box: pi/4 for a filled circle, 1/2 for a triangle), every
+    filled shape reads 1. Rendered shapes (`shapes.render`, 32 px): filled 1.00; outlines (OUTLINE_WIDTH
+    1.5 px) 0.31-0.71 large (circles and squares ~0.41, triangles ~0.62), ~0.8 small.
 
     Args:
         images: (B, 3, H, W) in [0, 1].
@@ -260,15 +262,18 @@ def fill_fraction(images: torch.Tensor) -> torch.Tensor:
         (B,) in [0, 1]; 0 where nothing is lit.
     """
     images = _check_images(images)
-    lit = images.amax(dim=1) > FOREGROUND_THRESHOLD  # (B, H, W)
-
-    def between(dim: int) -> torch.Tensor:  # (B, H, W): a lit pixel at or before AND at or after, along dim
-        before = lit.cummax(dim=dim).values
-        after = lit.flip(dim).cummax(dim=dim).values.flip(dim)
-        return before & after
-
-    extent = between(1) & between(2)  # (B, H, W), holds every lit pixel
-    return lit.sum(dim=(1, 2)).float() / extent.sum(dim=(1, 2)).float().clamp(min=1)
+    lit = images.amax(dim=1).flatten(1) > FOREGROUND_THRESHOLD  # (B, H*W)
+    height, width = images.shape[-2:]
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    angles = torch.arange(HULL_DIRECTIONS) * math.pi / HULL_DIRECTIONS
+    directions = torch.stack([angles.cos(), angles.sin()], dim=1)  # (K, 2)
+    along = directions @ torch.stack([xs.flatten(), ys.flatten()]).float()  # (K, H*W): each pixel's projection
+    mask = lit[:, None, :].to(images.device)  # (B, 1, H*W)
+    along = along.to(images.device)
+    low = torch.where(mask, along, math.inf).amin(dim=2, keepdim=True)  # (B, K, 1)
+    high = torch.where(mask, along, -math.inf).amax(dim=2, keepdim=True)
+    extent = ((along >= low - 1e-4) & (along <= high + 1e-4)).all(dim=1)  # (B, H*W), holds every lit pixel
+    return lit.sum(dim=1).float() / extent.sum(dim=1).float().clamp(min=1)
 
 
 def _named_attributes(prompt_or_attributes) -> dict:
