@@ -5,6 +5,7 @@ import torch
 
 from sdedu import metrics
 from sdedu.adapt import teach
+from sdedu.adapt.protect import CROSS_ATTENTION_KV, old_captions, old_context_basis
 from sdedu.adapt.vocabulary import extend_text_encoder, new_words
 from sdedu.bench.common import random_pipeline
 from sdedu.data import shapes
@@ -132,6 +133,48 @@ def test_teach_textual_inversion_moves_the_new_row(pipe):
     assert not torch.equal(taught.text_encoder.token_embedding.weight[-1], start.token_embedding.weight[-1])
 
 
+def test_teach_lora_moves_only_its_target_layers(pipe):
+    images, captions = orange_set()
+    target = ("attn2.to_k", "attn2.to_v")
+    before = state(pipe.unet)
+    taught = teach(
+        pipe, images, captions, method="lora", steps=3, batch_size=4, prior_images=4, target=target, progress=False
+    )
+    moved = {k for k, v in state(taught.unet).items() if not torch.equal(v, before[k])}
+    assert moved and all(k.split(".")[-3:-1] in (["attn2", "to_k"], ["attn2", "to_v"]) for k in moved), moved
+    assert taught.manifest["adaptation"]["target"] == list(target)
+
+
+def test_old_captions_are_the_whole_standard_world():
+    captions = old_captions()
+    assert len(captions) == len(set(captions)) == 505 and {"", "a shape", "a large red circle in the center"} <= set(
+        captions
+    )
+    assert not any(word in c.split() for c in captions for word in shapes.CONCEPT_VOCABULARY)
+
+
+def test_protected_lora_update_is_blind_to_the_old_contexts(pipe):
+    images, captions = orange_set()
+    kwargs = {"method": "both", "steps": 3, "batch_size": 4, "prior_images": 4, "progress": False}
+    taught = teach(pipe, images, captions, target=CROSS_ATTENTION_KV, protect_old=0.99, **kwargs)
+    basis = old_context_basis(pipe.tokenizer, pipe.text_encoder, 0.99)  # (D, k)
+    assert 0 < basis.shape[1] < basis.shape[0]
+    before, after = state(pipe.unet), state(taught.unet)
+    for name in (k for k in after if k.endswith(("attn2.to_k.weight", "attn2.to_v.weight"))):
+        delta = after[name] - before[name]  # (out, D): the merged LoRA update
+        assert delta.norm() > 0, name
+        assert (delta @ basis).norm() < 1e-4 * delta.norm(), name  # zero on the old captions' subspace
+    assert taught.manifest["adaptation"]["protect_old"] == 0.99
+
+
+def test_teach_prior_weight_zero_is_no_prior(pipe):
+    images, captions = orange_set()
+    kwargs = {"method": "lora", "steps": 2, "batch_size": 4, "progress": False}
+    weightless = teach(pipe, images, captions, prior_images=4, prior_weight=0.0, **kwargs)
+    weighted = teach(pipe, images, captions, prior_images=4, prior_weight=1.0, **kwargs)
+    assert not all(torch.equal(v, state(weighted.unet)[k]) for k, v in state(weightless.unet).items())
+
+
 def test_teach_is_deterministic_for_a_seed(pipe):
     images, captions = orange_set()
     a, b = (
@@ -152,6 +195,9 @@ def test_teach_is_deterministic_for_a_seed(pipe):
         ({"words": ["red"]}, ValueError, "words must be new"),
         ({"method": "dreambooth"}, ValueError, "method must be one of"),
         ({"steps": 0}, ValueError, "steps"),
+        ({"prior_weight": -1.0}, ValueError, "prior_weight"),
+        ({"protect_old": 1.5}, ValueError, "protect_old"),
+        ({"method": "lora", "target": ("to_nothing",)}, ValueError, "target names"),
         ({"pipe": "sd"}, TypeError, "pipe must be a sdedu TinyStableDiffusion"),
     ],
 )

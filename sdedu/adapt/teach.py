@@ -33,11 +33,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from sdedu._checks import check_int_range, check_tensor, describe
+from sdedu._checks import check_int_range, check_number_range, check_tensor, describe
+from sdedu.adapt.protect import old_context_basis, project_lora_inputs
 from sdedu.adapt.vocabulary import extend_text_encoder, new_words
 from sdedu.data import shapes
 from sdedu.diffusion import noise_prediction_loss
-from sdedu.nn.lora import inject_lora, lora_parameters, merge_lora
+from sdedu.nn.lora import DEFAULT_TARGET, inject_lora, lora_parameters, merge_lora
 from sdedu.pipeline import TinyStableDiffusion
 from sdedu.training.loop import TrainConfig, train
 
@@ -50,6 +51,9 @@ LEARNING_RATE = {"textual_inversion": 2e-2, "lora": 2e-3, "both": 5e-3}
 BATCH_SIZE = 32
 LORA_RANK = 4
 PRIOR_IMAGES = 64
+PRIOR_WEIGHT = 1.0
+LORA_TARGET = DEFAULT_TARGET
+PROTECT_OLD = 0.0
 
 
 def teach(
@@ -63,6 +67,10 @@ def teach(
     rank: int = LORA_RANK,
     batch_size: int = BATCH_SIZE,
     prior_images: int = PRIOR_IMAGES,
+    prior_weight: float = PRIOR_WEIGHT,
+    target: Sequence[str] = LORA_TARGET,
+    protect_old: float = PROTECT_OLD,
+    lr: float | None = None,
     progress: bool = True,
 ) -> TinyStableDiffusion:
     """A new pipeline that understands the captions' new words, learned from the images.
@@ -81,6 +89,11 @@ def teach(
         prior_images: with "lora" and "both", train on this many of the input pipeline's own images of
             standard captions too (prior preservation, see the module docstring; 0: off); unused by
             "textual_inversion".
+        prior_weight: lambda of DreamBooth's eq. 2, the prior images' loss weight against the new ones'.
+        target: the UNet's linear layers the LoRA adapts (`sdedu.nn.lora.inject_lora`'s rule).
+        protect_old: > 0: the cross-attention key/value LoRAs train A (I - V V^T), V the old captions'
+            context subspace holding this share of their energy (`sdedu.adapt.protect`); 0: off.
+        lr: AdamW's peak learning rate (None: LEARNING_RATE[method]).
         progress: show a progress bar.
     Returns:
         a TinyStableDiffusion whose tokenizer knows the new words; `manifest["adaptation"]` says how it
@@ -96,6 +109,9 @@ def teach(
     seed = check_int_range("seed", seed, 0, 2**40)
     batch_size = check_int_range("batch_size", batch_size, 1, 10**5)
     prior_images = check_int_range("prior_images", prior_images, 0, 10**5)
+    prior_weight = check_number_range("prior_weight", prior_weight, 0.0)
+    protect_old = check_number_range("protect_old", protect_old, 0.0, 1.0)
+    lr = LEARNING_RATE[method] if lr is None else check_number_range("lr", lr, 0.0)
     words = new_words(pipe.tokenizer, captions, words)
     t0 = time.perf_counter()
 
@@ -112,7 +128,10 @@ def teach(
     if method in ("lora", "both"):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # LoRA's A is drawn from the global generator
-            inject_lora(unet, rank=rank, alpha=float(rank))
+            inject_lora(unet, rank=rank, alpha=float(rank), target=target)
+        if protect_old > 0:
+            basis = old_context_basis(pipe.tokenizer, pipe.text_encoder, protect_old)  # (D, k)
+            fold = project_lora_inputs(unet, basis)
         trained += lora_parameters(unet)
 
     # 2. The teaching data, encoded once: latents z_0 (N, 4, 8, 8) and token ids (N, L); the prior set likewise.
@@ -123,18 +142,21 @@ def teach(
         prior_z0, prior_ids = _prior_set(pipe, tokenizer, prior_images, seed)
     model = nn.ModuleDict({"text_encoder": text_encoder, "unet": unet})
 
-    def loss_fn(model, generator):
-        n_new = batch_size - batch_size // 2 if prior else batch_size
-        index = torch.randint(len(captions), (n_new,), generator=generator).to(pipe.device)
-        batch_z0, batch_ids = z0[index], ids[index]
-        if prior:
-            index = torch.randint(prior_images, (batch_size - n_new,), generator=generator).to(pipe.device)
-            batch_z0, batch_ids = torch.cat([batch_z0, prior_z0[index]]), torch.cat([batch_ids, prior_ids[index]])
+    n_new = batch_size - batch_size // 2 if prior else batch_size
+
+    def denoising_loss(model, batch_z0, batch_ids, generator):
         cond = model["text_encoder"](batch_ids)  # (B, L, D)
         return noise_prediction_loss(model["unet"], batch_z0, pipe.schedule, generator=generator, cond=cond)
 
+    def loss_fn(model, generator):  # DreamBooth's eq. 2: the new images' loss + lambda * the prior images' loss
+        index = torch.randint(len(captions), (n_new,), generator=generator).to(pipe.device)
+        loss = denoising_loss(model, z0[index], ids[index], generator)
+        if prior:
+            index = torch.randint(prior_images, (batch_size - n_new,), generator=generator).to(pipe.device)
+            loss = loss + prior_weight * denoising_loss(model, prior_z0[index], prior_ids[index], generator)
+        return loss
+
     # 3. The shared loop (AdamW, warm-up then cosine decay, gradient clipping), on the trained tensors alone.
-    lr = LEARNING_RATE[method]
     config = TrainConfig(steps=steps, lr=lr, warmup_steps=min(20, steps // 10), ema_decay=0.0, seed=seed)
     run = train(model, loss_fn, config, desc=f"teach ({method})", progress=progress, parameters=trained)
 
@@ -145,6 +167,8 @@ def teach(
     trained_parameters = sum(p.numel() for p in lora_parameters(unet))
     trained_parameters += len(words) * text_encoder.config.width if method != "lora" else 0
     if method in ("lora", "both"):
+        if protect_old > 0:
+            fold()
         merge_lora(unet)
     unet.requires_grad_(False)
     taught = TinyStableDiffusion(tokenizer, text_encoder, pipe.vae, unet, pipe.schedule, device=pipe.device)
@@ -158,6 +182,10 @@ def teach(
             "seed": seed,
             "rank": rank if method != "textual_inversion" else None,
             "prior_images": prior_images if prior else 0,
+            "prior_weight": prior_weight if prior else None,
+            "target": list(target) if method != "textual_inversion" else None,
+            "protect_old": protect_old if method != "textual_inversion" else None,
+            "lr": lr,
             "trained_parameters": trained_parameters,
             "seconds": time.perf_counter() - t0,
             "train_cpu_seconds": run.cpu_seconds,
