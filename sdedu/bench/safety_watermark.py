@@ -11,6 +11,9 @@ attacked alike, as Wen et al. do). Reported:
 - the judge's adherence (all four attributes) without and with the key: the watermark's cost;
 - a diagnostic: the TPR when the detector inverts the generated latents z_0 themselves, skipping the
   VAE round trip z_0 -> image -> encoder (what limits detection here: see `sdedu.safety.watermark`).
+- the two curves of `sdedu.safety.watermark_curves` (`curve_rows`): key strength -> TPR from images and
+  adherence; relative change of z_0 (white noise, or the VAE's error direction) -> correlation of the inverted
+  noise with z_T.
 
 Measured (shipped weights, 200 + 200 images, key seed 7, channel 0, radius 3, 10 inversion steps; 1360 s
 on one thread of the shared 2-core machine under heavy contention): TPR at 1% FPR 0.060 without attack,
@@ -18,6 +21,14 @@ on one thread of the shared 2-core machine under heavy contention): TPR at 1% FP
 barely above chance (0.01); 0.995 from the latents z_0. Clean images with p < 0.01: 0.000 (the
 plug-in sigma^2 makes the test conservative). Adherence 1.000 without the key, 0.995 with it (1 image
 of 200).
+
+The two curves (`curve_rows`, `sdedu.safety.watermark_curves`; shipped weights, 471 s on one thread under
+contention). Key strength -> TPR at 1% FPR from images / adherence, 200 + 200 images (no key: adherence 1.000):
+1: 0.025 / 1.000, 1.5: 0.055 / 0.995, 2: 0.105 / 0.975, 3: 0.940 / 0.525, 4: 1.000 / 0.000: no strength gives
+both. Relative change of z_0 -> correlation of the inverted noise with z_T (100 images, 10 inversion steps),
+white noise / the VAE round trip's error direction: 0: 0.606 / 0.606, 0.1%: 0.606 / 0.603, 0.3%: 0.606 / 0.598,
+1%: 0.604 / 0.576, 3%: 0.588 / 0.496, 10%: 0.461 / 0.020; the round trip itself: 9.4%, inverted from the
+image 0.073.
 """
 
 from __future__ import annotations
