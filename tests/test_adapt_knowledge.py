@@ -101,7 +101,7 @@ def test_measure_knowledge_scores_both_ways_against_what_the_prompt_means():
 
 
 def test_the_style_examples_and_prompts(pipe):
-    from sdedu.adapt.style_lora import STYLE_WORD, measure_style, style_examples, style_prompts, teach_style
+    from sdedu.adapt.style_lora import RECIPE, STYLE_WORD, measure_style, style_examples, style_prompts, teach_style
     from sdedu.metrics import fill_fraction
 
     images, captions = style_examples(16)
@@ -112,6 +112,7 @@ def test_the_style_examples_and_prompts(pipe):
     assert all(a["size"] == "large" for a in attributes) and prompts[0] == shapes.caption(attributes[0])
     styled = teach_style(pipe, steps=2, prior_images=2, progress=False)
     assert styled.manifest["adaptation"]["words"] == [STYLE_WORD] and styled.manifest["adaptation"]["images"] == 16
+    assert styled.manifest["adaptation"]["target"] == list(RECIPE["target"])  # pinned, whatever teach's defaults
     measured = measure_style(styled, pipe, n=4, num_inference_steps=2)
     for reading in ("box fill", "fill fraction"):  # the rendered references: outlines read as less filled
         assert measured[reading]["rendered outline"] < measured[reading]["rendered filled"] - 0.2
