@@ -13,8 +13,12 @@ attention ~8%, element-wise ~14% (GELU, modulation, gates), new buffers and copi
 first fills its fresh output with the bias; the key/value concatenation), LayerNorm ~2%. What still
 limits it: the element-wise passes and new buffers run at the memory's speed, which the machine's
 other jobs share; the matrix products have K = 192. torch's CPU tanh is not vectorised (tanh-GELU
-over 1.2M values ~17 ms against ~4 ms written with a sigmoid: `mmdit_blocks.gelu_tanh`). Two threads
-on this machine gave 0.08-0.16: the other jobs leave no second core free.
+over 1.2M values ~17 ms against ~4 ms written with a sigmoid: `mmdit_blocks.gelu_tanh`).
+Two threads on the same machine when it was idle (2026-12-02 03:52 UTC, `python -m sdedu.bench --sections
+roofline`): matmul peak 146.7 GFLOP/s; MM-DiT eager 0.544, compiled 0.715; UNet eager 0.369, compiled
+0.535 (its target >= 0.6 missed at 2 threads), its 74 matrix kernels alone 0.654, wider UNets (64, 128)
+0.569 and (96, 192) 0.720; the MM-DiT's time: matrix products 58%, attention 8%, element-wise 17%,
+LayerNorm 4%, new buffers and copies 10%. (Two threads while other jobs ran gave 0.08-0.16.)
 """
 
 from __future__ import annotations
