@@ -56,7 +56,7 @@ __all__ = [
 STYLE_WORD = "outline"
 EVAL_SEED = 30_000  # the measured prompts' attributes: a seed the teaching images' (0, ...) do not use
 STEPS, RANK = 400, 8  # what the measured style took (see the module docstring)
-RECIPE = {"target": DEFAULT_TARGET, "prior_weight": 1.0, "protect_old": 0.0}  # teach options, pinned
+RECIPE = {"target": DEFAULT_TARGET, "prior_weight": 1.0, "protect_old": 0.0, "lr": 5e-3}  # teach options, pinned
 
 
 def style_examples(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
@@ -69,7 +69,8 @@ def teach_style(pipe, n: int = 16, steps: int = STEPS, seed: int = 0, method: st
     """A new pipeline that draws outlines when a prompt ends with STYLE_WORD (`teach` on `style_examples`).
 
     The measured recipe is pinned (RECIPE: LoRA on every attention and feed-forward projection, prior weight 1,
-    no protection of the old captions' subspace), whatever `teach`'s defaults for new words; kwargs override it.
+    no protection of the old captions' subspace, learning rate 5e-3), whatever `teach`'s defaults for new words;
+    kwargs override it.
     """
     images, captions = style_examples(n, seed)
     return teach(pipe, images, captions, method=method, steps=steps, seed=seed, rank=rank, **{**RECIPE, **kwargs})
