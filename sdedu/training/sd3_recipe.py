@@ -24,7 +24,6 @@ the first checkpoint meeting `evaluation.ADHERENCE_TARGET`: the training time to
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,12 +34,13 @@ from sdedu._checks import check_int_range, check_number_range
 from sdedu.flow_matching import TIME_SAMPLINGS, flow_matching_loss
 from sdedu.models.mmdit import MMDiT, MMDiTConfig
 from sdedu.models.text_encoder import Tokenizer
-from sdedu.training.evaluation import evaluate_generation, time_to_target
-from sdedu.training.loop import TrainConfig, set_threads, train
+from sdedu.training.evaluation import AdherenceLog, evaluate_generation, time_to_target
+from sdedu.training.loop import TrainConfig, train
 from sdedu.training.parts import encode_bank
 from sdedu.training.recipe_config import build_seeded
 from sdedu.training.recipe_data import LatentBank
-from sdedu.weights import SHIPPED, load_component, read_manifest, save_component, update_manifest
+from sdedu.training.recipe_run import record_run, run_config, run_folders, training_info
+from sdedu.weights import load_component, save_component, update_manifest
 
 MODEL_NAME = "TinyStableDiffusion3"  # the manifest's "model" field: what a weights folder holds
 ADHERENCE_LOG = "adherence.json"  # in <out>/sd3/: the EMA model's adherence at every checkpoint
@@ -83,12 +83,7 @@ class SD3Recipe:
     def with_steps(self, steps: int | None = None, seed: int | None = None, bf16: bool = False) -> SD3Recipe:
         """A copy with the step count (smoke runs), seed and bf16 set, as `Recipe.with_steps`."""
         seed = self.seed if seed is None else seed
-        train_config = replace(self.train, seed=seed, bf16=bf16)
-        if steps is not None:
-            train_config = replace(
-                train_config, steps=steps, warmup_steps=min(self.train.warmup_steps, max(steps // 10, 1))
-            )
-        return replace(self, seed=seed, train=train_config)
+        return replace(self, seed=seed, train=run_config(self.train, steps, seed, bf16))
 
 
 def text_conditioning(text_encoder, tokenizer, captions: list[str], device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,11 +115,8 @@ def train_sd3(
     from sdedu.pipeline.sd3 import TinyStableDiffusion3  # the evaluation samples through the pipeline
 
     recipe = recipe or SD3Recipe()
-    threads = set_threads(threads)
+    out_dir, weights, base, threads = run_folders(out_dir, base, threads)
     device = torch.device(device)
-    base = Path(base) if base is not None else SHIPPED
-    out_dir = Path(out_dir)
-    weights = out_dir / "weights"
     t0, cpu0 = time.perf_counter(), time.process_time()
     # 1. The frozen parts of the first model, hash-checked, and a latent bank encoded once.
     vae = load_component("vae", base, device)
@@ -153,25 +145,16 @@ def train_sd3(
         )
 
     # 4. At every checkpoint, the EMA model's adherence (the evaluation's time is not training time).
-    adherence_log_path = out_dir / "sd3" / ADHERENCE_LOG
-    log = json.loads(adherence_log_path.read_text()) if resume and adherence_log_path.is_file() else []
-
-    def on_checkpoint(step, model, seconds, cpu_seconds):
+    def measure(model):
         pipe = TinyStableDiffusion3(tokenizer, text_encoder, vae, model, device=device)
-        metrics = evaluate_generation(
+        return evaluate_generation(
             pipe,
             n=recipe.eval_prompts,
             guidance_scale=pipe.default_guidance_scale,
             num_inference_steps=pipe.default_steps,
         )
-        row = {
-            "step": step,
-            "seconds": bank_seconds + seconds,
-            "cpu_seconds": bank_cpu_seconds + cpu_seconds,
-            **metrics,
-        }
-        log[:] = [r for r in log if r["step"] < step] + [row]
-        adherence_log_path.write_text(json.dumps(log, indent=1))
+
+    log = AdherenceLog(measure, out_dir / "sd3" / ADHERENCE_LOG, (bank_seconds, bank_cpu_seconds), resume)
 
     run = train(
         mmdit,
@@ -182,32 +165,22 @@ def train_sd3(
         desc="MM-DiT",
         progress=progress,
         settings={k: v for k, v in asdict(recipe).items() if k != "train"},
-        on_checkpoint=on_checkpoint if evaluate else None,
+        on_checkpoint=log if evaluate else None,
     )
-    info = {
-        "train_seconds": run.seconds + bank_seconds,
-        "cpu_seconds": run.cpu_seconds + bank_cpu_seconds,
-        "latent_bank_seconds": bank_seconds,
-        "seconds_per_step": run.seconds_per_step,
-        "steps": run.steps,
-        "final_loss": run.final_loss,
-    }
+    info = {**training_info(run, bank_seconds, bank_cpu_seconds), "latent_bank_seconds": bank_seconds}
     if evaluate:
-        info["adherence_log"] = log  # seconds, cpu_seconds: training time up to each checkpoint, the bank included
-        info["time_to_target"] = time_to_target(log)
+        info["adherence_log"] = log.rows  # seconds, cpu_seconds: training time to each checkpoint, the bank included
+        info["time_to_target"] = time_to_target(log.rows)
     save_component(run.ema_model, "mmdit", weights, {"training": info})
-    base_components = read_manifest(base)["components"]
-    update_manifest(
+    record_run(
         weights,
+        recipe,
+        base,
+        ("vae", "text_encoder"),
+        threads,
+        info,
         model=MODEL_NAME,
-        recipe=asdict(recipe),
-        seed=recipe.seed,
-        threads=threads,
-        torch_version=torch.__version__,
-        base={name: {"sha256": base_components[name]["sha256"]} for name in ("vae", "text_encoder")},
         tokenizer={"max_length": tokenizer.max_length},
-        training_seconds=info["train_seconds"],
-        training_cpu_seconds=info["cpu_seconds"],
     )
     if evaluate:
         t1 = time.perf_counter()
