@@ -197,6 +197,7 @@ def test_teach_is_deterministic_for_a_seed(pipe):
         ({"steps": 0}, ValueError, "steps"),
         ({"prior_weight": -1.0}, ValueError, "prior_weight"),
         ({"protect_old": 1.5}, ValueError, "protect_old"),
+        ({"method": "lora", "target": ("attn1.to_q",)}, ValueError, "when protect_old > 0"),
         ({"method": "lora", "target": ("to_nothing",)}, ValueError, "target names"),
         ({"pipe": "sd"}, TypeError, "pipe must be a sdedu TinyStableDiffusion"),
     ],

@@ -76,7 +76,10 @@ def project_lora_inputs(unet: nn.Module, basis: torch.Tensor, target=CROSS_ATTEN
         if isinstance(layer, LoRALinear) and any(name == t or name.endswith("." + t) for t in target)
     ]
     if not layers:
-        raise ValueError(f"target must name LoRA layers of the model; none matches {list(target)}")
+        raise ValueError(
+            f"no LoRA layer of the model is named by {list(target)}: inject them first (teach: target must include "
+            f"{list(CROSS_ATTENTION_KV)} when protect_old > 0; 0 turns the protection off)"
+        )
 
     def off_subspace(x: torch.Tensor) -> torch.Tensor:  # (..., D) -> (..., D)
         return x - (x @ basis) @ basis.T
