@@ -40,8 +40,9 @@ during the run. Timings live here, never in tests.
     adaptation
       adaptation         "a large shape in the center" without and with negative_prompt "red":
                          the share of images judged red (it should fall), size and position kept;
-                         orange and diamond taught from 4, 8, 16 images by textual inversion, LoRA
-                         and both (adapt_teach): the new word's adherence, old prompts' change, time
+                         orange and diamond taught from 4, 8, 16 images by LoRA and both, from 16
+                         by textual inversion (adapt_teach): the new word's adherence, the old
+                         prompts' paired change (256) and the shipped model's noise, time
     safety
       safety             issue 19, one part per module (safety.PARTS): Tree-Ring watermark detection
                          (TPR at 1% FPR) clean and after blur, noise, JPEG 75, a 1-pixel shift and
