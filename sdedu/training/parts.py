@@ -123,6 +123,12 @@ def encode_bank(vae: VAE, n: int, seed: int, device="cpu", batch_size: int = 500
     return torch.cat(means), torch.cat(logvars), attributes
 
 
+def latent_bank(vae: VAE, n: int, seed: int, device="cpu") -> LatentBank:
+    """`encode_bank`'s n images as the `LatentBank` the UNet and SD3 recipes draw from (means, stds, scale)."""
+    means, logvars, attributes = encode_bank(vae, n, seed, device)
+    return LatentBank(means, torch.exp(0.5 * logvars), attributes, float(vae.scale_factor))
+
+
 def train_unet(
     recipe: Recipe,
     vae: VAE,
@@ -150,8 +156,7 @@ def train_unet(
     vae, text_encoder = vae.to(device).eval(), text_encoder.to(device).eval().requires_grad_(False)
     tokenizer = Tokenizer(max_length=text_encoder.config.max_length)
     schedule = recipe.schedule.build().to(device)
-    means, logvars, attributes = encode_bank(vae, recipe.latent_bank, recipe.seed + 2, device)
-    bank = LatentBank(means, torch.exp(0.5 * logvars), attributes, float(vae.scale_factor))
+    bank = latent_bank(vae, recipe.latent_bank, recipe.seed + 2, device)
     bank_seconds, bank_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     unet = build_seeded(lambda: UNet(recipe.unet), recipe.seed, "unet").to(device)
 
