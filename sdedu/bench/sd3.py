@@ -178,4 +178,5 @@ def sd3_section(ctx) -> list:
         bench_row("sd3", f'mmdit "a red shape": {s}', fractions[s], ">= 0.2", fractions[s] >= 0.2)
         for s in shapes.SHAPES
     ]
+    rows.append(bench_row("sd3", 'mmdit "a red shape": none (no shape read)', fractions.get("none", 0.0), n=n // 2))
     return rows
