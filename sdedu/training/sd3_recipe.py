@@ -13,7 +13,7 @@ first model (`sdedu/weights`), loaded hash-checked and frozen. What changes from
     loss = || v_theta(x_t, 1000 t, cond, pooled) - (eps - z_0) ||^2,  t ~ logit-normal(0, 1)
                                                    (`sdedu.flow_matching.flow_matching_loss`, SD3 eq. 19)
 
-The same data (`recipe_data`), latent bank (`parts.encode_bank`), training loop (`loop.train`:
+The same data (`recipe_data`), latent bank (`parts.latent_bank`), training loop (`loop.train`:
 seeded per step, resumable, EMA) and evaluation (`evaluation.evaluate_generation`) as the UNet.
 The weights folder holds `mmdit.safetensors` and a manifest that names the VAE and text encoder
 it was trained with by their sha256 (`sdedu.pipeline.sd3` refuses others). At every checkpoint the
@@ -36,9 +36,8 @@ from sdedu.models.mmdit import MMDiT, MMDiTConfig
 from sdedu.models.text_encoder import Tokenizer
 from sdedu.training.evaluation import AdherenceLog, evaluate_generation, time_to_target
 from sdedu.training.loop import TrainConfig, train
-from sdedu.training.parts import encode_bank
+from sdedu.training.parts import latent_bank
 from sdedu.training.recipe_config import build_seeded
-from sdedu.training.recipe_data import LatentBank
 from sdedu.training.recipe_run import record_run, run_config, run_folders, training_info
 from sdedu.weights import load_component, save_component, update_manifest
 
@@ -122,8 +121,7 @@ def train_sd3(
     vae = load_component("vae", base, device)
     text_encoder = load_component("text_encoder", base, device).requires_grad_(False)
     tokenizer = Tokenizer(max_length=text_encoder.config.max_length)
-    means, logvars, attributes = encode_bank(vae, recipe.latent_bank, recipe.seed + 2, device)
-    bank = LatentBank(means, torch.exp(0.5 * logvars), attributes, float(vae.scale_factor))
+    bank = latent_bank(vae, recipe.latent_bank, recipe.seed + 2, device)
     bank_seconds, bank_cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     mmdit = build_seeded(lambda: MMDiT(recipe.mmdit), recipe.seed, "sd3").to(device)
 
