@@ -17,18 +17,20 @@ For each new concept (the colour "orange", the shape "diamond") and each method 
 Quick mode: one concept, one method, 4 images, a few steps, 8 prompts each (that it runs, not what it gives).
 
 Measured 2026-12-02 on the shipped model (seed 0, default steps, 64 prior images): the shipped model holds 0.996 of
-the 256 old prompts with image seed 0 and 0.996 with seed 1 (noise: 0.000). New word adherence, and the old prompts'
-paired change at 16 images:
+the 256 old prompts with image seed 0 and 0.996 with seed 1 (noise: 0.000). Each cell: the new word's adherence
+(the old prompts' paired change); CPU seconds of one teach, 16 images, one thread (under a machine load of 5-6):
 
-    concept   method   4 images   8 images   16 images   old change (16)   CPU s (16)   before (all layers, 200 st.)
-    orange    lora                           0.86        0.000             87
-    orange    both                           0.89        0.000             76
-    diamond   lora                           0.86        0.000             95
-    diamond   both                           0.89        0.000             91           new 0.94, old change -0.059
+    concept   method   4 images        8 images        16 images       CPU s   before (16; all layers, 200 steps)
+    orange    lora     0.77 (0.000)    -               0.86 (0.000)    87
+    orange    both     0.97 (0.000)    -               0.89 (0.000)    76
+    diamond   lora     0.86 (0.000)    -               0.86 (0.000)    95
+    diamond   both     0.89 (0.000)    -               0.89 (0.000)    91      0.94 (-0.059)
 
 "before": the previous defaults, a LoRA of every attention and feed-forward projection without protect_old,
-measured the same way. Textual inversion alone (s8: 0.00 for both concepts, old prompts bit-identical) teaches
-neither: with only a new embedding, the frozen UNet draws no orange and no diamond.
+measured the same way (the last session's 32 prompts gave, for the same layers: orange both old 0.97, diamond lora
+0.94). "-": not measured yet. The new word's adherence moves by several points from one teaching set to another
+(64 prompts: one image is 0.016), so the curve is not monotone. Textual inversion alone (0.00 for both concepts,
+old prompts bit-identical) teaches neither: with only a new embedding, the frozen UNet draws no orange and no diamond.
 """
 
 from __future__ import annotations
