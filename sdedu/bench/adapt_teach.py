@@ -27,8 +27,9 @@ the 256 old prompts with image seed 0 and 0.996 with seed 1 (noise: 0.000). Each
     diamond   both     0.89 (0.000)    0.84 (0.000)    0.89 (0.000)    91      0.94 (-0.059)
 
 "before": the previous defaults, a LoRA of every attention and feed-forward projection without protect_old,
-measured the same way (the last session's 32 prompts gave, for the same layers: orange both old 0.97). The new word's adherence moves by several points from one teaching set to another
-(64 prompts: one image is 0.016), so the curve is not monotone. Textual inversion alone (0.00 for both concepts,
+measured the same way (the last session's 32 prompts gave, for the same layers: orange both old 0.97). The new
+word's adherence moves by several points from one teaching set to another (64 prompts: one image is 0.016), so the
+curve is not monotone. Textual inversion alone (0.00 for both concepts,
 old prompts bit-identical) teaches neither: with only a new embedding, the frozen UNet draws no orange and no diamond.
 """
 
