@@ -11,9 +11,12 @@ singular vectors of the stacked contexts C_old (N, D). Training A as
 
 leaves A' c_old ~ 0 for every old caption, so old prompts keep their keys and values, while the new
 word's context, which has a part outside span(V) (and "both" can move there by its new embedding row),
-still reaches the update: the edit lives in the null space of the old keys, as in closed-form concept
-edits (Gandikota et al. 2024, "Unified Concept Editing", section 3; Fang et al. 2025, "AlphaEdit", eq. 6)
-and in Custom Diffusion's choice of the k/v projections (Kumari et al. 2023, section 3.1).
+still reaches the update: the edit lives in the null space of the old contexts. AlphaEdit projects a language
+model's weight update onto the null space of the preserved inputs of the edited layer in the same way (Fang et
+al. 2025, "AlphaEdit: Null-Space Constrained Knowledge Editing for Language Models"); UCE's closed-form edit of
+the cross-attention projections keeps preserved concepts by a least-squares preservation term instead (Gandikota
+et al. 2024, "Unified Concept Editing in Diffusion Models"); Custom Diffusion trains only the k/v projections
+(Kumari et al. 2023, section 3.1).
 The projection acts on A's input while training and is folded into A after, so merging keeps it exactly.
 
     old_context_basis(tokenizer, text_encoder, energy)   V (D, k): the old captions' context subspace
