@@ -7,10 +7,11 @@
 The second curve is the reason for the first. Tree-Ring's detector (Wen et al. 2023, section 3.4) needs the
 inverted noise z_T' to resemble the true z_T (their section 2.1 relies on it, section 5 names it); here
 inverting the generated latent z_0 itself gives noise correlated 0.61 with z_T (10 inversion steps, empty
-prompt), but the detector never sees z_0: it sees the image, and the VAE encoder returns a z_0' 9.4% away from z_0 (relative norm; correlation 0.995), from which inversion
-gives noise correlated 0.07 with z_T. White noise of that size added to z_0 costs little (0.61 -> 0.46 at 10%);
-the encoder's own error, scaled to the same size, takes the correlation to 0.02: it is structured, like a small
-change of content, and the model's predictions respond to content, so each inversion step compounds it.
+prompt), but the detector never sees z_0: it sees the image, and the VAE encoder returns a z_0' 9.4% away from
+z_0 (relative norm; correlation 0.995), from which inversion gives noise correlated 0.07 with z_T. White noise
+of that size added to z_0 costs little (0.61 -> 0.46 at 10%); the encoder's own error, scaled to the same
+size, takes the correlation to 0.02: it is structured, like a small change of content, and the model's
+predictions respond to content, so each inversion step compounds it.
 Measured on the shipped weights, 100 images; the strength curve on 200 + 200 (`python -m sdedu.bench
 --sections safety`; numbers in `sdedu.bench.safety_watermark`).
 """
