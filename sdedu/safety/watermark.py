@@ -44,9 +44,10 @@ contraction of z_T (z_0 is correlated only ~0.1-0.26 with z_T), amplifies that t
 with z_T. White noise of the same size costs far less: the encoder's error is structured, like a change of
 content, which the model responds to (`sdedu.safety.watermark_curves` measures both curves). Neither leaving
 the decoder's output unclamped nor fitting z_0 to the image by gradient descent on the decoder (the decoder
-inversion of Hong et al. 2024, "On Exact Inversion of DPM-Solvers") helped; nor (session 9, 50 + 50 images,
-TPR at 1% FPR from images 0.02-0.10 for each) inverting with the image's own prompt (guidance 1 or 2), a key
-on rings up to radius 1 or 2, keys in all four channels, or stopping the inversion part-way and matching the key's average trace at that level (the mean
+inversion of Hong et al. 2024, "On Exact Inversion of DPM-Solvers") helped; nor (session 9, 50 + 50 images, TPR
+at 1% FPR from images 0.02-0.10 for each) inverting with the image's own prompt (guidance 1 or 2), a key on
+rings up to radius 1 or 2, keys in all four channels, or stopping the inversion part-way and matching the key's
+average trace at that level (the mean
 spectrum of 50 marked minus 50 clean trajectories; 1.00 on the true trajectories from level 10 of 25 on, 0.02-0.04
 from images). Tree-Ring needs the image to carry z_T's detail; a shapes-world image is nearly a
 function of its prompt's four attributes.
