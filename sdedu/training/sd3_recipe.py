@@ -62,7 +62,9 @@ class SD3Recipe:
     p_full: float = 0.5
     p_drop: float = 0.5
     p_uncond: float = 0.1
-    # training times: SD3's logit-normal(m, s) (section 3.1)
+    # training times: SD3's logit-normal(m, s) (section 3.1). m = 0 measured best for the squares of "a red shape":
+    # m = 0.5 (more high noise) 0.10, m = -0.5 (more low noise) 0.11, m = 0 0.14-0.19. Its shape is set at high noise:
+    # 21 Euler steps instead of 3 below t = 0.29 change 0 of 100 judged shapes, 20 instead of 5 above it change 20.
     time_sampling: str = "logit_normal"
     time_m: float = 0.0
     time_s: float = 1.0
