@@ -106,7 +106,8 @@ def test_teach_freezes_what_it_must_and_leaves_the_input(pipe, method):
     before = {"text": state(pipe.text_encoder), "unet": state(pipe.unet), "vae": state(pipe.vae)}
     vocabulary = pipe.tokenizer.vocabulary
     images, captions = orange_set()
-    taught = teach(pipe, images, captions, method=method, steps=3, batch_size=4, prior_images=4, progress=False)
+    prior = {"prior_images": 4} if method != "textual_inversion" else {}
+    taught = teach(pipe, images, captions, method=method, steps=3, batch_size=4, progress=False, **prior)
     # The input pipeline is unchanged.
     assert pipe.tokenizer.vocabulary == vocabulary
     for name, module in (("text", pipe.text_encoder), ("unet", pipe.unet), ("vae", pipe.vae)):
@@ -126,9 +127,7 @@ def test_teach_freezes_what_it_must_and_leaves_the_input(pipe, method):
 
 def test_teach_textual_inversion_moves_the_new_row(pipe):
     images, captions = orange_set()
-    taught = teach(
-        pipe, images, captions, method="textual_inversion", steps=3, batch_size=4, prior_images=4, progress=False
-    )
+    taught = teach(pipe, images, captions, method="textual_inversion", steps=3, batch_size=4, progress=False)
     start = extend_text_encoder(pipe.tokenizer, pipe.text_encoder, ["orange"], seed=0)[1]
     assert not torch.equal(taught.text_encoder.token_embedding.weight[-1], start.token_embedding.weight[-1])
 
@@ -197,6 +196,12 @@ def test_teach_is_deterministic_for_a_seed(pipe):
         ({"steps": 0}, ValueError, "steps"),
         ({"prior_weight": -1.0}, ValueError, "prior_weight"),
         ({"protect_old": 1.5}, ValueError, "protect_old"),
+        ({"lr": 0.0}, ValueError, "lr must be > 0"),
+        ({"prior_images": 4}, ValueError, "prior_images is used by methods 'lora' and 'both' only"),
+        ({"prior_weight": 0.5}, ValueError, "prior_weight is used by methods 'lora' and 'both' only"),
+        ({"rank": 8}, ValueError, "rank is used by methods 'lora' and 'both' only"),
+        ({"protect_old": 0.0}, ValueError, "protect_old is used by methods 'lora' and 'both' only"),
+        ({"target": ("attn2.to_k",)}, ValueError, "target is used by methods 'lora' and 'both' only"),
         ({"method": "lora", "target": ("attn1.to_q",)}, ValueError, "when protect_old > 0"),
         ({"method": "lora", "target": ("to_nothing",)}, ValueError, "target names"),
         ({"pipe": "sd"}, TypeError, "pipe must be a sdedu TinyStableDiffusion"),

@@ -96,13 +96,14 @@ def teach(
         rank: r of the LoRA update (methods "lora" and "both").
         batch_size: images per step (half of them prior images when prior preservation is on).
         prior_images: with "lora" and "both", train on this many of the input pipeline's own images of
-            standard captions too (prior preservation, see the module docstring; 0: off); unused by
-            "textual_inversion".
+            standard captions too (prior preservation, see the module docstring; 0: off).
+        rank, prior_images, prior_weight, target and protect_old shape the UNet's LoRA: with
+            "textual_inversion" (which trains embedding rows only) a value other than the default is an error.
         prior_weight: lambda of DreamBooth's eq. 2, the prior images' loss weight against the new ones'.
         target: the UNet's linear layers the LoRA adapts (`sdedu.nn.lora.inject_lora`'s rule).
         protect_old: > 0: the cross-attention key/value LoRAs train A (I - V V^T), V the old captions'
             context subspace holding this share of their energy (`sdedu.adapt.protect`); 0: off.
-        lr: AdamW's peak learning rate (None: LEARNING_RATE[method]).
+        lr: AdamW's peak learning rate, > 0 (None: LEARNING_RATE[method]).
         progress: show a progress bar.
     Returns:
         a TinyStableDiffusion whose tokenizer knows the new words; `manifest["adaptation"]` says how it
@@ -121,6 +122,16 @@ def teach(
     prior_weight = check_number_range("prior_weight", prior_weight, 0.0)
     protect_old = check_number_range("protect_old", protect_old, 0.0, 1.0)
     lr = LEARNING_RATE[method] if lr is None else check_number_range("lr", lr, 0.0)
+    if lr == 0:
+        raise ValueError("lr must be > 0 (a learning rate of 0 trains nothing); got 0")
+    if method == "textual_inversion":
+        _check_unused_by_textual_inversion(
+            rank=(rank, LORA_RANK),
+            prior_images=(prior_images, PRIOR_IMAGES),
+            prior_weight=(prior_weight, PRIOR_WEIGHT),
+            target=(tuple(target), tuple(LORA_TARGET)),
+            protect_old=(protect_old, PROTECT_OLD),
+        )
     words = new_words(pipe.tokenizer, captions, words)
     t0 = time.perf_counter()
 
@@ -231,3 +242,13 @@ def _check_captions(captions, n: int) -> list[str]:
     if len(captions) != n:
         raise ValueError(f"captions must have one caption per image: {n} images, {len(captions)} captions")
     return list(captions)
+
+
+def _check_unused_by_textual_inversion(**given_and_default) -> None:
+    """Refuse a LoRA-only argument (name=(given, default)) set away from its default with textual inversion."""
+    for name, (given, default) in given_and_default.items():
+        if given != default:
+            raise ValueError(
+                f"{name} is used by methods 'lora' and 'both' only: textual inversion trains the new words' "
+                f"embedding rows, not the UNet; got {name}={given!r} with method='textual_inversion'"
+            )
