@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import types
 
 import pytest
 import torch
@@ -202,7 +203,25 @@ def test_bench_section_measures_both_models(tiny_random_pipe):
     for name in ("unet", "mmdit"):
         assert metrics[f"{name}: parameters"].value > 0
         assert metrics[f"{name}: path length / chord - 1 (0 = straight), 25 steps"].value >= 0
-    unet_to_target = metrics["unet: training CPU-seconds to the adherence target (manifest)"]
+    unet_to_target = metrics["unet: training CPU-seconds to the adherence target (recipe's log)"]
     assert unet_to_target.extra["note"].startswith("not measured")  # the random UNet has no manifest
     assert any("matmul peak" in m for m in metrics)
     assert not any("at NFE" in m for m in metrics)  # a random UNet: adherence is not measured
+
+
+def test_unet_recipe_run_record_is_consistent_and_read_for_the_shipped_unet():
+    from sdedu.bench.sd3 import UNET_RECIPE_RUN, _time_to_target_row
+    from sdedu.training.evaluation import time_to_target
+
+    record = json.loads(UNET_RECIPE_RUN.read_text())
+    shipped = read_manifest(SHIPPED)
+    assert record["shipped_sha256"] == shipped["components"]["unet"]["sha256"] != record["weights_sha256"]
+    # The recorded time to target is the first checkpoint of the recorded log that meets the target.
+    assert time_to_target(record["training"]["adherence_log"]) == record["training"]["time_to_target"]
+    pipe = types.SimpleNamespace(manifest=shipped)
+    row = _time_to_target_row("unet", pipe, shipped["components"]["unet"].get("training", {}))
+    assert row.value == record["training"]["time_to_target"]["cpu_seconds"]
+    assert row.extra["step"] == record["training"]["time_to_target"]["step"]
+    assert "a rerun of the UNet recipe" in row.extra["note"]
+    other = types.SimpleNamespace(manifest={})  # another UNet: the record is not its log
+    assert _time_to_target_row("unet", other, {}).extra["note"].startswith("not measured")
